@@ -1,0 +1,1 @@
+"""The streetloc runtime: bus, node base, launcher, CLI, and the node processes."""

@@ -1,0 +1,57 @@
+"""The ``streetloc`` command line.
+
+Every subcommand lives in its own module exposing ``add_parser(subparsers) -> None``; the parser it adds
+sets ``func=handler`` where ``handler(args) -> int`` returns the exit code. Modules are imported lazily so
+that ``streetloc topic list`` never pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# One table of subcommands: name -> (module, one-line help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "topic": ("nodes.commands.topic", "inspect bus topics: list, echo, hz, info"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line, exit code 2, no traceback."""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streetloc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the module of the command asked for: help for the rest comes from the table.
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    if only is None:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.parse_args([argv[0], "--help"])
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"streetloc {argv[0]}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

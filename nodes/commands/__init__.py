@@ -1,0 +1,1 @@
+"""Subcommands of the ``streetloc`` CLI, one module each (see ``nodes.cli.COMMANDS``)."""
