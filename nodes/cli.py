@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # One table of subcommands: name -> (module, one-line help).
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
+    except (UserError, ValueError, OSError) as exc:
+        # Bad input (a missing file, a malformed field) is an answer, not a traceback; the pure packages
+        # raise ValueError/OSError with messages naming the file, field and value.
+        if os.environ.get("STREETLOC_DEBUG"):
+            raise
         print(f"streetloc {argv[0]}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
