@@ -1,0 +1,37 @@
+"""The message bus: topic table, typed messages, wire codec, publish/subscribe, client API.
+
+Quick start for other software (see docs/wire_format.md for other languages)::
+
+    from nodes.bus import subscribe
+    with subscribe("localization/pose", host="robot.local") as poses:
+        for pose in poses:
+            print(pose.lat_deg, pose.lon_deg, pose.cov_enu_m2)
+"""
+
+from nodes.bus.client import next_message, subscribe
+from nodes.bus.messages import (
+    MESSAGE_TYPES,
+    SCHEMA_VERSION,
+    CameraIntrinsics,
+    Detections,
+    Diagnostics,
+    GeoFix,
+    Header,
+    Hop,
+    Image,
+    Odometry,
+    Pose,
+    PoseStatus,
+    Segmentation,
+    TopicStats,
+)
+from nodes.bus.pubsub import Delivery, Publisher, Subscriber
+from nodes.bus.topics import TOPICS, BusConfig, Topic, get_topic
+from nodes.bus.wire import Codec, DecodeError
+
+__all__ = [
+    "MESSAGE_TYPES", "SCHEMA_VERSION", "TOPICS", "BusConfig", "CameraIntrinsics", "Codec", "DecodeError",
+    "Delivery", "Detections", "Diagnostics", "GeoFix", "Header", "Hop", "Image", "Odometry", "Pose",
+    "PoseStatus", "Publisher", "Segmentation", "Subscriber", "Topic", "TopicStats", "get_topic",
+    "next_message", "subscribe",
+]

@@ -1,0 +1,50 @@
+"""The client API for other software: decoded messages from a host and a topic name.
+
+    from nodes.bus import subscribe, next_message
+    pose = next_message("localization/pose", host="192.168.1.20", timeout_s=2.0)  # None on timeout
+    with subscribe("localization/pose", host="192.168.1.20") as poses:
+        for pose in poses:                  # malformed messages are skipped and counted
+            ...
+
+With ``host`` given the client speaks tcp to that machine (the graph must run with
+STREETLOC_TRANSPORT=tcp and STREETLOC_BIND set to an interface the client can reach); without it,
+the local bus configuration from the environment applies.
+"""
+
+from __future__ import annotations
+
+from nodes.bus.pubsub import Delivery, Subscriber
+from nodes.bus.topics import BusConfig
+
+
+def _config(host: str | None, port_base: int | None) -> BusConfig:
+    config = BusConfig.from_env()
+    if host is not None:
+        config = config.with_(transport="tcp", host=host, topic_hosts={})
+    if port_base is not None:
+        config = config.with_(port_base=port_base)
+    return config
+
+
+def subscribe(topic: str, *, host: str | None = None, port_base: int | None = None,
+              latest_only: bool = False) -> Subscriber:
+    """A subscriber to ``topic``: iterate it, or call ``recv(timeout_s)``; use it as a context manager."""
+    delivery = Delivery.LATEST if latest_only else Delivery.EVERY
+    return Subscriber(topic, delivery=delivery, config=_config(host, port_base))
+
+
+def next_message(topic: str, *, host: str | None = None, port_base: int | None = None,
+                 timeout_s: float = 5.0):
+    """The next well-formed message on ``topic``, or None if none arrives within ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    with subscribe(topic, host=host, port_base=port_base) as sub:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = sub.recv(timeout_s=left)
+            except ValueError:  # DecodeError: skip it, wait for a good one
+                continue
+            if msg is not None:
+                return msg
+    return None

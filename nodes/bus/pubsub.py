@@ -1,0 +1,207 @@
+"""Publish / subscribe over ZeroMQ with the topic table's endpoints and the wire codec.
+
+A publisher is an XPUB socket (a PUB that also hears subscriptions, so it can tell who is listening).
+ZeroMQ gives every subscriber its own queue and a PUB socket drops for a subscriber whose queue is full
+instead of blocking, so a slow subscriber never stalls the publisher or the other subscribers.
+
+Each subscription says how it wants messages (``Delivery``):
+- ``EVERY``: a deep queue, each message in order (recording, lock-step replay, fusion);
+- ``LATEST``: a short queue, and ``recv`` drains it and returns only the newest message (live
+  perception: a CNN slower than the camera works on the freshest frame, never on a backlog).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket as pysocket
+import time
+from typing import Any
+
+import msgspec
+import zmq
+
+from nodes.bus.messages import Hop
+from nodes.bus.topics import BusConfig, Topic, get_topic
+from nodes.bus.wire import Codec, DecodeError
+
+_HAS_ARRAYS = frozenset({"Image", "Detections", "Segmentation"})
+_LATEST_QUEUE_DEPTH = 2
+
+
+class Delivery(enum.Enum):
+    EVERY = "every"
+    LATEST = "latest"
+
+
+def bind_exclusive(socket: zmq.Socket, endpoint: str) -> None:
+    """Bind ``endpoint``; OSError if another process serves it. ZeroMQ's ipc bind would silently take
+    over a live socket file, so ipc endpoints are probed first."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if os.path.exists(path):
+            probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+                in_use = True
+            except OSError:
+                in_use = False  # a stale file left by a killed process: safe to take over
+            finally:
+                probe.close()
+            if in_use:
+                raise OSError(f"bind {endpoint} failed: address in use")
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise OSError(f"bind {endpoint} failed: {exc}") from None
+
+
+def _context(context: zmq.Context | None) -> zmq.Context:
+    return context if context is not None else zmq.Context.instance()
+
+
+class Publisher:
+    """Publishes one topic. ``publish`` stamps the header's ``seq`` and appends this node's hop to the
+    trace; arrays are sent without copying, so do not modify them after publishing."""
+
+    def __init__(self, topic: str | Topic, *, node: str = "", config: BusConfig | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.topic = topic if isinstance(topic, Topic) else get_topic(topic)
+        self.node = node or f"pid{os.getpid()}"
+        self.config = config or BusConfig.from_env()
+        self.codec = Codec(self.topic)
+        self.seq = 0
+        self._subscriptions = 0
+        self._zero_copy = self.topic.type_name in _HAS_ARRAYS
+        endpoint, bind = self.config.publisher_endpoint(self.topic)
+        self.endpoint = endpoint
+        if bind:
+            self.socket = _context(context).socket(zmq.XPUB)
+            self.socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+        else:  # fan-in topic: connect to the forwarder; subscriptions are the forwarder's business
+            self.socket = _context(context).socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, self.topic.queue_depth)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        if bind:
+            try:
+                bind_exclusive(self.socket, endpoint)
+            except OSError as exc:
+                self.socket.close(0)
+                raise OSError(f"cannot publish {self.topic.name}: {exc}; "
+                              "is another publisher of this topic running?") from None
+        else:
+            self.socket.connect(endpoint)
+        self._bound = bind
+
+    def publish(self, msg: msgspec.Struct, *, recv_ns: int | None = None) -> None:
+        """Send ``msg``. ``recv_ns``: when the input that produced it arrived (defaults to now)."""
+        now_ns = time.time_ns()
+        header = msg.header  # type: ignore[attr-defined]
+        header.seq = self.seq
+        header.trace = [*header.trace, Hop(self.node, now_ns if recv_ns is None else recv_ns, now_ns)]
+        self.seq += 1
+        self.socket.send_multipart(self.codec.encode(msg), copy=not self._zero_copy)
+
+    def subscriber_count(self) -> int:
+        """How many subscriptions are live on this topic now (bound publishers only)."""
+        if not self._bound:
+            return 0
+        while self.socket.poll(0, zmq.POLLIN):
+            event = self.socket.recv()
+            if event[:1] == b"\x01":
+                self._subscriptions += 1
+            elif event[:1] == b"\x00":
+                self._subscriptions = max(0, self._subscriptions - 1)
+        return self._subscriptions
+
+    def wait_for_subscribers(self, count: int = 1, timeout_s: float = 5.0) -> bool:
+        """Block until ``count`` subscribers listen (PUB/SUB drops what is sent before they connect)."""
+        deadline = time.monotonic() + timeout_s
+        while self.subscriber_count() < count:
+            if time.monotonic() > deadline:
+                return False
+            self.socket.poll(20, zmq.POLLIN)
+        return True
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscriber:
+    """Subscribes to one topic. ``recv`` returns a decoded message or None on timeout and raises
+    ``DecodeError`` for a malformed one (the socket stays usable)."""
+
+    def __init__(self, topic: str | Topic, *, delivery: Delivery = Delivery.EVERY,
+                 config: BusConfig | None = None, context: zmq.Context | None = None,
+                 endpoint: str | None = None) -> None:
+        self.topic = topic if isinstance(topic, Topic) else get_topic(topic)
+        self.delivery = delivery
+        self.config = config or BusConfig.from_env()
+        self.codec = Codec(self.topic)
+        self.endpoint = endpoint or self.config.subscriber_endpoint(self.topic)
+        self._zero_copy = self.topic.type_name in _HAS_ARRAYS
+        self.received = 0  # messages taken off the socket
+        self.skipped = 0  # older messages dropped by LATEST delivery
+        self.decode_errors = 0  # malformed messages skipped by iteration
+        self.seq_gaps = 0  # messages the publisher sent that never arrived (queue overflow, late join)
+        self._last_seq: int | None = None
+        self.socket = _context(context).socket(zmq.SUB)
+        depth = _LATEST_QUEUE_DEPTH if delivery is Delivery.LATEST else self.topic.queue_depth
+        self.socket.setsockopt(zmq.RCVHWM, depth)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, self.topic.name.encode())
+        self.socket.connect(self.endpoint)
+
+    def recv_frames(self, timeout_s: float | None = None) -> list[Any] | None:
+        """The raw frames of the next message (or the newest, for LATEST), None on timeout."""
+        timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
+        if not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return None
+        frames = self.socket.recv_multipart(copy=not self._zero_copy)
+        self.received += 1
+        if self.delivery is Delivery.LATEST:
+            while self.socket.poll(0, zmq.POLLIN):
+                frames = self.socket.recv_multipart(copy=not self._zero_copy)
+                self.received += 1
+                self.skipped += 1
+        return frames
+
+    def decode(self, frames: list[Any]) -> msgspec.Struct:
+        """Decode frames from ``recv_frames``; counts sequence gaps."""
+        msg = self.codec.decode(frames)
+        seq = msg.header.seq  # type: ignore[attr-defined]
+        if self._last_seq is not None and seq > self._last_seq + 1 and self.delivery is Delivery.EVERY:
+            self.seq_gaps += seq - self._last_seq - 1
+        self._last_seq = seq
+        return msg
+
+    def recv(self, timeout_s: float | None = None) -> msgspec.Struct | None:
+        frames = self.recv_frames(timeout_s)
+        return None if frames is None else self.decode(frames)
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self):
+        """Messages forever, skipping (and counting in ``decode_errors``) malformed ones."""
+        while True:
+            try:
+                msg = self.recv()
+            except DecodeError:
+                self.decode_errors += 1
+                continue
+            if msg is not None:
+                yield msg
