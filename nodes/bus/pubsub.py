@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import os
 import socket as pysocket
+import threading
 import time
 from typing import Any
 
@@ -136,7 +137,11 @@ class Publisher:
 
 class Subscriber:
     """Subscribes to one topic. ``recv`` returns a decoded message or None on timeout and raises
-    ``DecodeError`` for a malformed one (the socket stays usable)."""
+    ``DecodeError`` for a malformed one (the socket stays usable). ``socket`` can be registered in a
+    ``zmq.Poller``: it becomes readable when ``recv_frames`` has something to return.
+
+    LATEST delivery drains the topic continuously in a background thread that keeps only the newest
+    message, so that neither this process nor the publisher ever holds a backlog of stale frames."""
 
     def __init__(self, topic: str | Topic, *, delivery: Delivery = Delivery.EVERY,
                  config: BusConfig | None = None, context: zmq.Context | None = None,
@@ -152,25 +157,63 @@ class Subscriber:
         self.decode_errors = 0  # malformed messages skipped by iteration
         self.seq_gaps = 0  # messages the publisher sent that never arrived (queue overflow, late join)
         self._last_seq: int | None = None
-        self.socket = _context(context).socket(zmq.SUB)
+        ctx = _context(context)
+        self._sub = ctx.socket(zmq.SUB)
         depth = _LATEST_QUEUE_DEPTH if delivery is Delivery.LATEST else self.topic.queue_depth
-        self.socket.setsockopt(zmq.RCVHWM, depth)
+        self._sub.setsockopt(zmq.RCVHWM, depth)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.SUBSCRIBE, self.topic.name.encode())
+        self._sub.connect(self.endpoint)
+        self._thread: threading.Thread | None = None
+        if delivery is Delivery.EVERY:
+            self.socket = self._sub
+            return
+        # LATEST: the drain thread owns self._sub; it signals over an inproc PAIR whose main-thread end
+        # is self.socket (pollable like any socket).
+        address = f"inproc://streetloc-latest-{id(self)}"
+        self.socket = ctx.socket(zmq.PAIR)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.SUBSCRIBE, self.topic.name.encode())
-        self.socket.connect(self.endpoint)
+        self.socket.bind(address)
+        self._signal = ctx.socket(zmq.PAIR)
+        self._signal.setsockopt(zmq.LINGER, 0)
+        self._signal.connect(address)
+        self._lock = threading.Lock()
+        self._latest: list[Any] | None = None
+        self._pending = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name=f"latest:{self.topic.name}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self._sub.poll(100, zmq.POLLIN):
+                    continue
+                while self._sub.poll(0, zmq.POLLIN):
+                    frames = self._sub.recv_multipart(copy=not self._zero_copy)
+                    with self._lock:
+                        self.received += 1
+                        if self._latest is not None:
+                            self.skipped += 1
+                        self._latest = frames
+                        notify = not self._pending
+                        self._pending = True
+                    if notify:
+                        self._signal.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
 
     def recv_frames(self, timeout_s: float | None = None) -> list[Any] | None:
         """The raw frames of the next message (or the newest, for LATEST), None on timeout."""
         timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
         if not self.socket.poll(timeout_ms, zmq.POLLIN):
             return None
-        frames = self.socket.recv_multipart(copy=not self._zero_copy)
-        self.received += 1
-        if self.delivery is Delivery.LATEST:
-            while self.socket.poll(0, zmq.POLLIN):
-                frames = self.socket.recv_multipart(copy=not self._zero_copy)
-                self.received += 1
-                self.skipped += 1
+        if self._thread is None:
+            self.received += 1
+            return self.socket.recv_multipart(copy=not self._zero_copy)
+        self.socket.recv()
+        with self._lock:
+            frames, self._latest, self._pending = self._latest, None, False
         return frames
 
     def decode(self, frames: list[Any]) -> msgspec.Struct:
@@ -187,7 +230,12 @@ class Subscriber:
         return None if frames is None else self.decode(frames)
 
     def close(self) -> None:
-        self.socket.close(0)
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=2.0)
+            self._signal.close(0)
+            self.socket.close(0)
+        self._sub.close(0)
 
     def __enter__(self) -> Subscriber:
         return self

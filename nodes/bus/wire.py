@@ -52,6 +52,7 @@ class Codec:
         self._envelope_frame = _envelope(topic.type_name)
         self._out_arrays: list[Any] = []
         self._in_frames: list[Any] = []
+        self._array_failed = False
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
         self._decoder = msgspec.msgpack.Decoder(topic.message_type, dec_hook=self._dec_hook)
         self._envelope_decoder = msgspec.msgpack.Decoder(tuple[int, str])
@@ -81,6 +82,7 @@ class Codec:
     def _dec_hook(self, type_: type, obj: Any) -> Any:
         if type_ is not np.ndarray:
             raise TypeError(f"unsupported type {type_}")
+        self._array_failed = True  # cleared on success; tells decode() which kind of error it was
         ref = msgspec.convert(obj, _ArrayRef)  # ValidationError on a malformed reference
         if ref.dtype not in ALLOWED_DTYPES:
             raise ValueError(f"array dtype {ref.dtype!r} not allowed")
@@ -95,7 +97,9 @@ class Codec:
         if len(memoryview(buf).cast("B")) != expected:
             raise ValueError(f"array frame {ref.frame} holds {len(memoryview(buf))} bytes, "
                              f"shape {ref.shape} of {ref.dtype} needs {expected}")
-        return np.frombuffer(buf, dtype=dtype).reshape(ref.shape)
+        array = np.frombuffer(buf, dtype=dtype).reshape(ref.shape)
+        self._array_failed = False
+        return array
 
     def decode(self, frames: list[Any]) -> msgspec.Struct:
         """Decode received frames (bytes or zmq.Frame); raises DecodeError saying what was wrong."""
@@ -115,11 +119,11 @@ class Codec:
             raise DecodeError("type", f"{known} type {type_name[:64]!r} on {self.topic.name}, "
                                       f"expected {self.topic.type_name}")
         self._in_frames = frames
+        self._array_failed = False
         try:
             return self._decoder.decode(_as_buffer(frames[2]))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            kind = "array" if "array" in str(exc) else "body"
-            raise DecodeError(kind, str(exc)) from None
+            raise DecodeError("array" if self._array_failed else "body", str(exc)) from None
         finally:
             self._in_frames = []
 

@@ -1,0 +1,135 @@
+"""Publish/subscribe on a real bus: delivery modes, slow subscribers, two processes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nodes.bus.messages import Header, Image, Pose
+from nodes.bus.pubsub import Delivery, Publisher, Subscriber
+from nodes.bus.topics import BusConfig
+
+
+def _pose(i: int) -> Pose:
+    return Pose(Header(stamp_ns=time.time_ns()), lat_deg=34.0 + i * 1e-6, lon_deg=-118.0, valid=True)
+
+
+def _image(i: int, size: int = 100_000) -> Image:
+    data = np.full(size, i % 256, np.uint8)
+    return Image(Header(stamp_ns=time.time_ns()), width_px=size, height_px=1, encoding="mono8",
+                 data=data.reshape(1, size))
+
+
+def test_every_delivery_gets_each_message_in_order(bus_config):
+    with Publisher("localization/pose", node="t", config=bus_config) as pub, \
+            Subscriber("localization/pose", config=bus_config) as sub:
+        assert pub.wait_for_subscribers(1, timeout_s=5)
+        for i in range(200):
+            pub.publish(_pose(i))
+        got = [sub.recv(timeout_s=2) for _ in range(200)]
+    assert [m.header.seq for m in got] == list(range(200))
+    assert got[-1].lat_deg == pytest.approx(34.0 + 199e-6)
+    assert got[0].header.trace[-1].node == "t"
+    assert sub.seq_gaps == 0
+
+
+def test_latest_delivery_returns_only_the_newest(bus_config):
+    with Publisher("camera/image", node="cam", config=bus_config) as pub, \
+            Subscriber("camera/image", delivery=Delivery.LATEST, config=bus_config) as sub:
+        assert pub.wait_for_subscribers(1, timeout_s=5)
+        for i in range(20):
+            pub.publish(_image(i, 1000))
+        time.sleep(0.3)
+        newest = sub.recv(timeout_s=2)
+        # whatever was queued has been skipped: nothing older comes after the newest
+        assert sub.recv(timeout_s=0.2) is None
+    assert newest.header.seq == 19
+    assert sub.skipped >= 1
+
+
+def test_slow_subscriber_stalls_neither_publisher_nor_other_subscribers(bus_config):
+    n = 400
+    with Publisher("camera/image", node="cam", config=bus_config) as pub, \
+            Subscriber("camera/image", config=bus_config) as slow, \
+            Subscriber("camera/image", config=bus_config) as fast:
+        assert pub.wait_for_subscribers(2, timeout_s=5)
+        received: list[int] = []
+
+        def read_all() -> None:
+            while len(received) < n:
+                msg = fast.recv(timeout_s=3)
+                if msg is None:
+                    return
+                received.append(msg.header.seq)
+
+        reader = threading.Thread(target=read_all)
+        reader.start()
+        t0 = time.monotonic()
+        for i in range(n):  # the slow subscriber never reads: its queue fills after queue_depth
+            pub.publish(_image(i))
+            time.sleep(0.002)
+        publish_s = time.monotonic() - t0
+        reader.join(timeout=10)
+        slow_got = 0
+        while slow.recv(timeout_s=0.2) is not None:
+            slow_got += 1
+    assert publish_s < 5.0, f"publisher blocked: {publish_s:.1f} s for {n} messages"
+    assert received == list(range(n)), "the fast subscriber lost or reordered messages"
+    assert slow_got < n, "the slow subscriber should have been dropped for, not waited on"
+
+
+def test_second_publisher_of_a_topic_is_refused(bus_config):
+    with Publisher("gps/fix", config=bus_config):
+        with pytest.raises(OSError, match="another publisher"):
+            Publisher("gps/fix", config=bus_config)
+
+
+def test_tcp_transport(bus_config):
+    import random
+
+    config = BusConfig(transport="tcp", port_base=random.randint(20000, 40000))
+    with Publisher("localization/pose", config=config) as pub, Subscriber("localization/pose", config=config) as sub:
+        assert pub.endpoint.startswith("tcp://127.0.0.1:")
+        assert pub.wait_for_subscribers(1, timeout_s=5)
+        pub.publish(_pose(1))
+        assert sub.recv(timeout_s=2).lat_deg == pytest.approx(34.000001)
+
+
+RELAY = """
+import sys, time
+from nodes.bus import Publisher, Subscriber, Delivery, Pose, Header
+sub = Subscriber("camera/image", delivery=Delivery.LATEST)
+pub = Publisher("localization/pose", node="relay")
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    img = sub.recv(timeout_s=0.5)
+    if img is None:
+        continue
+    recv_ns = time.time_ns()
+    # a pose whose latitude encodes the image's mean brightness, so the test can tell it saw pixels
+    pose = Pose(Header(stamp_ns=img.header.stamp_ns, trace=img.header.trace), lat_deg=float(img.data.mean()) / 10,
+                lon_deg=0.0, valid=True)
+    pub.publish(pose, recv_ns=recv_ns)
+"""
+
+
+def test_two_processes_exchange_images_and_poses(bus_config, processes):
+    camera = processes.start("-m", "nodes.test_pattern", "--param", "rate_hz=30", "--param", "width_px=640",
+                             "--param", "height_px=480")
+    processes.start("-c", RELAY)
+    with Subscriber("localization/pose", config=bus_config) as sub:
+        pose = None
+        deadline = time.monotonic() + 20
+        while pose is None and time.monotonic() < deadline:
+            pose = sub.recv(timeout_s=0.5)
+            assert camera.poll() is None, camera.stderr.read() if camera.poll() is not None else ""
+    assert pose is not None, "no pose arrived from the relay process"
+    assert [hop.node for hop in pose.header.trace] == ["test_pattern", "relay"]
+    assert 0 < pose.lat_deg < 25.6
+    latency_ms = (pose.header.trace[-1].pub_ns - pose.header.stamp_ns) / 1e6
+    assert 0 <= latency_ms < 5000
+    assert sys.executable  # processes are cleaned up by the fixture

@@ -1,0 +1,176 @@
+"""The node runtime: parameters, survival of malformed input, diagnostics, clean stop on signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Annotated
+
+import msgspec
+import pytest
+import zmq
+
+from nodes.bus.forwarder import Forwarder
+from nodes.bus.messages import Header, Pose
+from nodes.bus.pubsub import Delivery, Publisher, Subscriber
+from nodes.bus.wire import Codec
+from nodes.runtime import Node, NodeRunner, describe_params, load_params
+from nodes.test_pattern import TestPatternCamera, TestPatternParams
+
+
+class EchoParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    scale: Annotated[float, msgspec.Meta(gt=0, description="multiplies latitude")] = 1.0
+    label: Annotated[str, msgspec.Meta(description="free text")] = "echo"
+    sizes: Annotated[list[int], msgspec.Meta(description="a list")] = []
+
+
+class PoseEcho(Node):
+    """Collects poses (a minimal consumer for the runtime tests)."""
+
+    name = "pose_echo"
+    Params = EchoParams
+    subscribes = {"localization/pose": Delivery.EVERY}
+    publishes = ("gps/fix",)
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.seen: list[Pose] = []
+
+    def on_message(self, topic, msg, recv_ns):
+        if msg.lat_deg < -90:
+            raise ValueError("latitude below -90")  # a handler bug must not kill the node either
+        self.seen.append(msg)
+        return ()
+
+
+def test_params_defaults_file_and_overrides(tmp_path):
+    assert load_params(EchoParams) == EchoParams()
+    path = tmp_path / "p.toml"
+    path.write_text('[params]\nscale = 2.5\nlabel = "from file"\n')
+    params = load_params(EchoParams, file=str(path), overrides=["label=cli", "sizes=[1, 2]"])
+    assert (params.scale, params.label, params.sizes) == (2.5, "cli", [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["colour=red"], "unknown parameter 'colour'"),
+        (["scale=fast"], "scale: Expected `float`"),
+        (["scale=-1"], "scale: Expected `float` > 0"),
+        (["scale"], "is not key=value"),
+    ],
+)
+def test_bad_params_name_the_parameter(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_params(EchoParams, overrides=overrides, node="n1")
+
+
+def test_bad_params_file_is_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("scale = = 1\n")
+    with pytest.raises(ValueError, match="bad.toml"):
+        load_params(EchoParams, file=str(path))
+    path.write_text("nope = 1\n")
+    with pytest.raises(ValueError, match="unknown parameter 'nope' in .*bad.toml"):
+        load_params(EchoParams, file=str(path))
+
+
+def test_params_are_documented():
+    rows = {name: (type_name, default, doc) for name, type_name, default, doc in describe_params(TestPatternParams)}
+    assert rows["rate_hz"] == ("float", 10.0, "frames per second")
+
+
+def test_node_survives_malformed_messages_and_reports_them(bus_config):
+    node = PoseEcho()
+    with Forwarder(bus_config) as _fwd:
+        runner = NodeRunner(node, config=bus_config)
+        diag = Subscriber("diagnostics", config=bus_config)
+        # a rogue publisher on the node's input endpoint, sending garbage and then a good message
+        rogue = zmq.Context.instance().socket(zmq.PUB)
+        endpoint, _ = bus_config.publisher_endpoint(runner.subscribers["localization/pose"].topic)
+        rogue.bind(endpoint)
+        thread = threading.Thread(target=runner.spin, kwargs={"duration_s": 4.0})
+        thread.start()
+        try:
+            time.sleep(0.5)
+            codec = Codec(runner.subscribers["localization/pose"].topic)
+            good = codec.encode(Pose(Header(stamp_ns=1), lat_deg=34.0, lon_deg=-118.0))
+            bad_inputs = [
+                [b"localization/pose", b"random bytes"],
+                [b"localization/pose", b"\x92\x07\xa4Pose", bytes(good[2])],  # wrong version
+                [b"localization/pose", bytes(good[1]), b"\x01\x02\x03"],  # garbage body
+                [b"localization/pose", b"\x92\x01\xa5Image", bytes(good[2])],  # wrong type
+            ]
+            for frames in bad_inputs * 5:
+                rogue.send_multipart(frames)
+            rogue.send_multipart(codec.encode(Pose(Header(stamp_ns=2), lat_deg=-100.0, lon_deg=0.0)))
+            rogue.send_multipart([bytes(f) for f in good])
+            report = None
+            deadline = time.monotonic() + 3.5
+            while time.monotonic() < deadline:
+                msg = diag.recv(timeout_s=0.5)
+                if msg is not None and msg.errors:
+                    report = msg
+        finally:
+            thread.join()
+            rogue.close(0)
+            diag.close()
+            runner.close()
+    assert [m.lat_deg for m in node.seen] == [34.0], "the good message after the garbage was processed"
+    assert report is not None, "diagnostics never reported the errors"
+    assert report.node == "pose_echo" and report.status in ("warn", "ok")
+    errors = report.errors
+    assert errors["decode:localization/pose:frames"] == 5
+    assert errors["decode:localization/pose:version"] == 5
+    assert errors["decode:localization/pose:body"] == 5
+    assert errors["decode:localization/pose:type"] == 5
+    assert errors["handler:localization/pose:ValueError"] == 1
+
+
+def test_diagnostics_report_rates_at_1hz(bus_config):
+    camera = TestPatternCamera(TestPatternParams(rate_hz=50, width_px=32, height_px=24))
+    with Forwarder(bus_config):
+        runner = NodeRunner(camera, config=bus_config)
+        diag = Subscriber("diagnostics", config=bus_config)
+        thread = threading.Thread(target=runner.spin, kwargs={"duration_s": 3.3})
+        thread.start()
+        reports = []
+        while thread.is_alive():
+            msg = diag.recv(timeout_s=0.2)
+            if msg is not None:
+                reports.append(msg)
+        thread.join()
+        diag.close()
+        runner.close()
+    assert 2 <= len(reports) <= 4
+    out = [t for t in reports[-1].topics if t.topic == "camera/image" and t.direction == "out"][0]
+    assert 40 <= out.rate_hz <= 55
+    assert reports[-1].pid > 0 and reports[-1].uptime_s > 1.5
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_node_process_stops_cleanly_within_2s(bus_config, processes, sig):
+    proc = processes.start("-m", "nodes.test_pattern", "--param", "rate_hz=30")
+    with Subscriber("camera/image", config=bus_config) as sub:
+        assert sub.recv(timeout_s=15) is not None, "node did not start publishing"
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=5)
+    assert time.monotonic() - t0 < 2.0
+    assert rc == 0
+
+
+def test_node_process_rejects_bad_param_with_exit_2(bus_config, processes):
+    proc = processes.start("-m", "nodes.test_pattern", "--param", "rate_hz=often")
+    assert proc.wait(timeout=20) == 2
+    assert "rate_hz" in proc.stderr.read()
+
+
+def test_publisher_on_input_topic_is_unaffected_by_missing_node(bus_config):
+    # publishing with nobody listening neither blocks nor fails
+    with Publisher("localization/pose", config=bus_config) as pub:
+        t0 = time.monotonic()
+        for _ in range(1000):
+            pub.publish(Pose(Header(stamp_ns=1), 0.0, 0.0))
+        assert time.monotonic() - t0 < 2.0
