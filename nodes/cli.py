@@ -15,6 +15,9 @@ import sys
 # One table of subcommands: name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "topic": ("nodes.commands.topic", "inspect bus topics: list, echo, hz, info"),
+    "import": ("nodes.commands.import_drive", "turn photos, video + GPS track or KITTI raw into a drive"),
+    "info": ("nodes.commands.info", "summarize a drive: channels, rates, duration, bbox, truncation"),
+    "export": ("nodes.commands.export", "export a drive's GPS or pose channel as GPX or GeoJSON"),
 }
 
 

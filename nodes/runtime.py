@@ -20,7 +20,7 @@ import sys
 import time
 import tomllib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
@@ -67,6 +67,20 @@ class Node:
         """Reported in diagnostics; the launcher can wait on it before starting dependants."""
         return True
 
+    def health(self) -> dict[str, str]:
+        """Problems the node sees now, kind -> one-line detail (``{"stale:camera/image": "no message
+        for 3.1 s"}``); empty when healthy. While any is present the diagnostics say status "warn",
+        count the kind once per period in ``errors`` and carry the details in ``last_error``."""
+        return {}
+
+    @classmethod
+    def declared_topics(cls, params: msgspec.Struct) -> tuple[dict[str, Delivery], tuple[str, ...]]:
+        """(subscribes, publishes) of an instance built with ``params``, without building it (which may
+        load a model): the launcher's ``--check`` reads the graph from this. A node whose topics depend
+        on its parameters overrides it and sets ``self.subscribes``/``self.publishes`` in ``__init__``
+        to the same; a ValueError names a parameter that gives no usable topic."""
+        return dict(cls.subscribes), tuple(cls.publishes)
+
     def close(self) -> None:
         """Release resources (files, models)."""
 
@@ -83,7 +97,10 @@ def describe_params(params_type: type[msgspec.Struct]) -> list[tuple[str, str, A
         if isinstance(t, msgspec.inspect.Metadata):
             description = (t.extra_json_schema or {}).get("description", "") or ""
             t = t.type
-        rows.append((f.name, _type_name(t), f.default, description))
+        default = f.default
+        if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()  # msgspec stores an empty list/dict default as a factory
+        rows.append((f.name, _type_name(t), default, description))
     return rows
 
 
@@ -136,6 +153,29 @@ def _friendly(exc: msgspec.ValidationError) -> str:
     return msg
 
 
+# -- topic remaps -------------------------------------------------------------------------------
+
+def resolve_remaps(subscribes: Iterable[str], publishes: Iterable[str], remaps: Mapping[str, str],
+                   node: str = "node") -> dict[str, str]:
+    """Declared topic -> bus topic for every topic a node subscribes to or publishes. A remap renames a
+    declared topic to another table topic carrying the same message type (``posenet/fix`` ->
+    ``gps/fix``: both GeoFix); ValueError naming the node and the remap otherwise."""
+    declared = [*subscribes, *publishes]
+    resolved = {t: t for t in declared}
+    for src, dst in remaps.items():
+        if src not in resolved:
+            raise ValueError(f"node {node}: remap {src!r} -> {dst!r}: the node neither subscribes to nor "
+                             f"publishes {src!r} (its topics: {', '.join(declared) or 'none'})")
+        src_topic, dst_topic = get_topic(src), get_topic(dst)
+        if dst_topic.fan_in or src_topic.fan_in:
+            raise ValueError(f"node {node}: remap {src!r} -> {dst!r}: fan-in topics cannot be remapped")
+        if src_topic.message_type is not dst_topic.message_type:
+            raise ValueError(f"node {node}: remap {src!r} -> {dst!r}: type mismatch: the node uses "
+                             f"{src!r} as {src_topic.type_name}, {dst!r} carries {dst_topic.type_name}")
+        resolved[src] = dst
+    return resolved
+
+
 # -- the process shell --------------------------------------------------------------------------
 
 class _Stats:
@@ -150,10 +190,12 @@ class _Stats:
 
 
 class NodeRunner:
-    """Runs a ``Node`` on the bus until ``stop()`` or a signal."""
+    """Runs a ``Node`` on the bus until ``stop()`` or a signal. ``remaps`` (declared topic -> bus topic,
+    see ``resolve_remaps``) moves the node onto other topics; the node itself still sees its declared
+    names, diagnostics report the bus names."""
 
     def __init__(self, node: Node, *, name: str | None = None, config: BusConfig | None = None,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, remaps: Mapping[str, str] | None = None) -> None:
         self.node = node
         self.name = name or node.name
         self.config = config or BusConfig.from_env()
@@ -165,10 +207,13 @@ class NodeRunner:
         self.started_ns = time.time_ns()
         for topic in (*node.subscribes, *node.publishes):
             get_topic(topic)  # fail early, naming the topic
-        self.publishers = {t: Publisher(t, node=self.name, config=self.config, context=self._context)
+        self.remaps = resolve_remaps(node.subscribes, node.publishes, remaps or {}, self.name)
+        # keyed by the declared topic (what the node returns and is handed); sockets on the bus topic
+        self.publishers = {t: Publisher(self.remaps[t], node=self.name, config=self.config,
+                                        context=self._context)
                            for t in node.publishes}
         self.diagnostics = Publisher("diagnostics", node=self.name, config=self.config, context=self._context)
-        self.subscribers = {t: Subscriber(t, delivery=d, config=self.config, context=self._context)
+        self.subscribers = {t: Subscriber(self.remaps[t], delivery=d, config=self.config, context=self._context)
                             for t, d in node.subscribes.items()}
 
     def stop(self, *_: object) -> None:
@@ -196,24 +241,25 @@ class NodeRunner:
             try:
                 pub.publish(msg, recv_ns=recv_ns)
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                self.record_error(f"encode:{topic}", str(exc))
+                self.record_error(f"encode:{pub.topic.name}", str(exc))
                 continue
-            self._stats.count[(topic, "out")] += 1
-            self._stats.period_count[(topic, "out")] += 1
+            self._stats.count[(pub.topic.name, "out")] += 1
+            self._stats.period_count[(pub.topic.name, "out")] += 1
 
     def _handle(self, topic: str, sub: Subscriber) -> None:
         frames = sub.recv_frames(0)
         if frames is None:
             return
         recv_ns = time.time_ns()
+        bus_topic = sub.topic.name  # differs from the declared ``topic`` when remapped
         try:
             msg = sub.decode(frames)
         except DecodeError as exc:
-            self.record_error(f"decode:{topic}:{exc.kind}", str(exc))
+            self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
             return
-        self._stats.count[(topic, "in")] += 1
-        self._stats.period_count[(topic, "in")] += 1
-        self._stats.dropped[(topic, "in")] = sub.seq_gaps + sub.skipped
+        self._stats.count[(bus_topic, "in")] += 1
+        self._stats.period_count[(bus_topic, "in")] += 1
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
         t0 = time.perf_counter()
         try:
             outputs = list(self.node.on_message(topic, msg, recv_ns) or ())
@@ -240,15 +286,22 @@ class NodeRunner:
                              dropped=s.dropped[(t, d)])
                   for (t, d), n in sorted(s.count.items())]
         for t in self.node.subscribes:
-            if (t, "in") not in s.count:
-                topics.append(TopicStats(topic=t, direction="in", count=0, rate_hz=0.0))
+            if (self.remaps[t], "in") not in s.count:
+                topics.append(TopicStats(topic=self.remaps[t], direction="in", count=0, rate_hz=0.0))
+        try:
+            problems = dict(self.node.health())
+        except Exception as exc:  # a broken health check is itself a problem, not a crash
+            problems = {f"health:{type(exc).__name__}": str(exc)}
+        for kind in problems:
+            s.errors[kind] += 1  # once per period while the problem lasts
         now = time.time_ns()
         return Diagnostics(
             header=Header(stamp_ns=now, frame_id=self.name),
             node=self.name, pid=os.getpid(), uptime_s=(now - self.started_ns) / 1e9,
-            status="warn" if s.period_errors else "ok", topics=topics,
+            status="warn" if s.period_errors or problems else "ok", topics=topics,
             latency_ms_p50=lat[len(lat) // 2] if lat else 0.0, latency_ms_max=lat[-1] if lat else 0.0,
-            errors=dict(s.errors), last_error=s.last_error, ready=bool(self.node.is_ready()),
+            errors=dict(s.errors), last_error="; ".join(problems.values())[:300] if problems else s.last_error,
+            ready=bool(self.node.is_ready()),
         )
 
     def spin(self, duration_s: float | None = None) -> None:
@@ -303,6 +356,8 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None) -> int:
     parser.add_argument("--params-file", help="TOML file of parameters")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (repeatable)")
+    parser.add_argument("--remap", action="append", default=[], metavar="FROM=TO",
+                        help="use table topic TO (same message type) where the node declares FROM (repeatable)")
     parser.add_argument("--list-params", action="store_true", help="print parameters and exit")
     args = parser.parse_args(argv)
     if args.list_params:
@@ -313,8 +368,14 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None) -> int:
                         format=f"[{args.name}] %(levelname)s %(message)s", stream=sys.stderr)
     try:
         params = load_params(node_cls.Params, file=args.params_file, overrides=args.param, node=args.name)
+        remaps = {}
+        for item in args.remap:
+            src, sep, dst = item.partition("=")
+            if not sep:
+                raise ValueError(f"node {args.name}: --remap {item!r} is not FROM=TO")
+            remaps[src.strip()] = dst.strip()
         node = node_cls(params)
-        runner = NodeRunner(node, name=args.name)
+        runner = NodeRunner(node, name=args.name, remaps=remaps)
     except (ValueError, OSError) as exc:
         print(f"[{args.name}] error: {exc}", file=sys.stderr)
         return 2

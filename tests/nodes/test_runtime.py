@@ -96,11 +96,12 @@ def test_node_survives_malformed_messages_and_reports_them(bus_config):
             time.sleep(0.5)
             codec = Codec(runner.subscribers["localization/pose"].topic)
             good = codec.encode(Pose(Header(stamp_ns=1), lat_deg=34.0, lon_deg=-118.0))
+            version, type_name, body = msgspec.msgpack.decode(good[1])
             bad_inputs = [
-                [b"localization/pose", b"random bytes"],
-                [b"localization/pose", b"\x92\x07\xa4Pose", bytes(good[2])],  # wrong version
-                [b"localization/pose", bytes(good[1]), b"\x01\x02\x03"],  # garbage body
-                [b"localization/pose", b"\x92\x01\xa5Image", bytes(good[2])],  # wrong type
+                [b"localization/pose"],  # no payload frame
+                [b"localization/pose", msgspec.msgpack.encode([7, type_name, body])],  # wrong version
+                [b"localization/pose", msgspec.msgpack.encode([version, type_name, [1, 2, 3]])],  # bad body
+                [b"localization/pose", msgspec.msgpack.encode([version, "Image", body])],  # wrong type
             ]
             for frames in bad_inputs * 5:
                 rogue.send_multipart(frames)

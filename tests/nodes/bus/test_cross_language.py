@@ -29,13 +29,13 @@ def test_image_decodes_with_msgpack_per_the_document(processes):
                     "--param", "rate_hz=20", env=env)
     frames = _recv_documented(port_base + 0, b"camera/image")  # camera/image: port_offset 0
     assert frames is not None, "no camera/image message"
-    topic, envelope, body, *arrays = frames
+    topic, payload, *arrays = frames
     assert topic == b"camera/image"
-    assert msgpack.unpackb(envelope) == [1, "Image"]
-    msg = msgpack.unpackb(body)
+    version, type_name, msg = msgpack.unpackb(payload)
+    assert (version, type_name) == (1, "Image")
     assert msg["encoding"] == "bgr8" and (msg["width_px"], msg["height_px"]) == (64, 48)
     ref = msg["data"]
-    pixels = np.frombuffer(arrays[ref["frame"] - 3], ref["dtype"]).reshape(ref["shape"])
+    pixels = np.frombuffer(arrays[ref["frame"] - 2], ref["dtype"]).reshape(ref["shape"])
     assert pixels.shape == (48, 64, 3)
     assert pixels[10, 0].tolist() == [255, 255, 255]  # the first colour bar is white
     header = msg["header"]
@@ -56,10 +56,10 @@ def test_pose_decodes_with_msgpack_per_the_document():
         pub.publish(Pose(Header(stamp_ns=time.time_ns()), lat_deg=34.0522, lon_deg=-118.2437,
                          cov_enu_m2=(4.0, 0.5, 0.5, 9.0), status="tracking", valid=True))
         assert sock.poll(5000)
-        topic, envelope, body = sock.recv_multipart()
+        topic, payload = sock.recv_multipart()
         sock.close(0)
-    assert msgpack.unpackb(envelope) == [1, "Pose"]
-    pose = msgpack.unpackb(body)
+    version, type_name, pose = msgpack.unpackb(payload)
+    assert (version, type_name) == (1, "Pose")
     assert (pose["lat_deg"], pose["lon_deg"]) == (34.0522, -118.2437)
     assert pose["cov_enu_m2"] == [4.0, 0.5, 0.5, 9.0]
     assert pose["status"] == "tracking" and pose["valid"] is True

@@ -41,9 +41,9 @@ def test_arrays_are_sent_without_copy():
     codec = Codec(TOPICS["camera/image"])
     msg = _image()
     frames = codec.encode(msg)
-    assert len(frames) == 4
+    assert len(frames) == 3
     # the array frame is a view of the message's own buffer, not a serialised copy
-    assert np.shares_memory(np.frombuffer(frames[3], np.uint8), msg.data)
+    assert np.shares_memory(np.frombuffer(frames[2], np.uint8), msg.data)
 
 
 def test_detections_and_segmentation_round_trip_several_arrays():
@@ -71,17 +71,26 @@ def test_wrong_message_type_for_topic_is_refused_on_send():
         Codec(TOPICS["localization/pose"]).encode(GeoFix(Header(stamp_ns=1), 1.0, 2.0))
 
 
+def _payload(frames, *, version=None, type_name=None, body=None) -> bytes:
+    import msgspec
+
+    v, t, b = msgspec.msgpack.decode(frames[1])
+    return msgspec.msgpack.encode([v if version is None else version, t if type_name is None else type_name,
+                                   b if body is None else body])
+
+
 @pytest.mark.parametrize(
     ("mutate", "kind"),
     [
-        (lambda f: f[:2], "frames"),
+        (lambda f: f[:1], "frames"),
         (lambda f: [b"camera/imagex", *f[1:]], "topic"),
-        (lambda f: [f[0], b"\x92\x63\xa5Image", *f[2:]], "version"),
-        (lambda f: [f[0], b"\x92\x01\xa4Pose", *f[2:]], "type"),
+        (lambda f: [f[0], _payload(f, version=99), *f[2:]], "version"),
+        (lambda f: [f[0], _payload(f, type_name="Pose"), *f[2:]], "type"),
         (lambda f: [f[0], b"\xc1", *f[2:]], "envelope"),
-        (lambda f: [*f[:2], b"\x93\x01\x02", *f[3:]], "body"),
-        (lambda f: f[:3], "array"),  # the array frame is missing
-        (lambda f: [*f[:3], bytes(f[3])[:-1]], "array"),  # wrong size for its shape
+        (lambda f: [f[0], b"\x92\x01\xa5Image", *f[2:]], "envelope"),  # no body
+        (lambda f: [f[0], _payload(f, body=[1, 2]), *f[2:]], "body"),
+        (lambda f: f[:2], "array"),  # the array frame is missing
+        (lambda f: [*f[:2], bytes(f[2])[:-1]], "array"),  # wrong size for its shape
     ],
 )
 def test_malformed_messages_raise_decode_error_with_reason(mutate, kind):
@@ -110,9 +119,10 @@ def test_fuzz_random_bodies_behind_a_valid_envelope(body, extra, topic):
     codec = Codec(t)
     import msgspec
 
-    envelope = msgspec.msgpack.encode([SCHEMA_VERSION, t.type_name])
+    # a 3-element array [version, type, <random bytes where the body map should be>]
+    payload = b"\x93" + msgspec.msgpack.encode([SCHEMA_VERSION, t.type_name])[1:] + body
     try:
-        codec.decode([topic.encode(), envelope, body, *extra])
+        codec.decode([topic.encode(), payload, *extra])
     except DecodeError:
         pass
 
@@ -126,10 +136,10 @@ def test_fuzz_array_references(frame, dtype, shape, payload):
 
     codec = Codec(TOPICS["camera/image"])
     frames = [bytes(f) for f in codec.encode(_image(4, 4))]
-    body = msgspec.msgpack.decode(frames[2])
+    version, type_name, body = msgspec.msgpack.decode(frames[1])
     body["data"] = {"frame": frame, "dtype": dtype, "shape": shape}
     try:
-        out = codec.decode([*frames[:2], msgspec.msgpack.encode(body), payload])
+        out = codec.decode([frames[0], msgspec.msgpack.encode([version, type_name, body]), payload])
     except DecodeError:
         return
     assert out.data.nbytes == len(payload)

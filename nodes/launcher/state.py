@@ -1,0 +1,82 @@
+"""The launcher's view of its nodes, in a small JSON file that ``streetloc node list`` reads.
+
+Each running launcher keeps ``<STREETLOC_IPC_DIR>/launch-<launcher pid>.json`` up to date (rewritten
+atomically about once a second and on every change, removed when it exits). Diagnostics on the bus say
+how each node is doing (rates, errors, readiness); only the launcher knows how often it restarted a node
+and which nodes are waiting, backing off or given up, so that goes here. The file also records the bus
+the launcher runs, so that ``node list`` finds its diagnostics whatever the transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import msgspec
+
+STATE_GLOB = "launch-*.json"
+
+
+class NodeState(msgspec.Struct, kw_only=True):
+    """One supervised node as its launcher sees it."""
+
+    name: str
+    module: str
+    machine: str = ""
+    state: str  # waiting, running, backoff, exited, failed, crash-loop, stopping, stopped
+    pid: int | None = None
+    restarts: int = 0  # since the launcher started
+    started_ns: int | None = None  # wall clock of the current (or last) start
+    exit_code: int | None = None  # of the last exit; negative: killed by that signal
+    detail: str = ""  # what it waits for, when it restarts, why it was given up
+
+
+class LauncherState(msgspec.Struct, kw_only=True):
+    launcher_pid: int
+    file: str
+    machine: str = ""
+    started_ns: int
+    updated_ns: int
+    log_dir: str
+    bus: dict[str, str]  # BusConfig.to_env() of the launcher's bus
+    nodes: list[NodeState] = []
+
+
+def state_path(ipc_dir: str, pid: int | None = None) -> Path:
+    return Path(ipc_dir) / f"launch-{os.getpid() if pid is None else pid}.json"
+
+
+def write_state(path: Path, state: LauncherState) -> None:
+    """Replace ``path`` atomically, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_bytes(msgspec.json.encode(state))
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
+def read_states(ipc_dir: str) -> list[LauncherState]:
+    """The state of every live launcher using ``ipc_dir``; files of dead launchers (killed with SIGKILL,
+    so they could not clean up) are removed."""
+    states = []
+    for path in sorted(Path(ipc_dir).glob(STATE_GLOB)):
+        try:
+            state = msgspec.json.decode(path.read_bytes(), type=LauncherState)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if _alive(state.launcher_pid):
+            states.append(state)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return states
