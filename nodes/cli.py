@@ -15,9 +15,13 @@ import sys
 # One table of subcommands: name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
     "topic": ("nodes.commands.topic", "inspect bus topics: list, echo, hz, info"),
+    "launch": ("nodes.commands.launch", "run a graph of nodes from a launch file (or --check it)"),
+    "node": ("nodes.commands.node", "running nodes (pid, uptime, restarts, rates); node parameters"),
     "import": ("nodes.commands.import_drive", "turn photos, video + GPS track or KITTI raw into a drive"),
     "info": ("nodes.commands.info", "summarize a drive: channels, rates, duration, bbox, truncation"),
     "export": ("nodes.commands.export", "export a drive's GPS or pose channel as GPX or GeoJSON"),
+    "replay": ("nodes.commands.replay", "publish a recorded drive on the bus (real time, ×N, lock-step)"),
+    "record": ("nodes.commands.record", "record bus topics into a drive (.mcap) until Ctrl-C"),
 }
 
 

@@ -67,6 +67,11 @@ class Node:
         """Reported in diagnostics; the launcher can wait on it before starting dependants."""
         return True
 
+    def is_finished(self) -> bool:
+        """True when the node has nothing left to do (a replay at the end of its drive): the shell
+        then stops and the process exits 0."""
+        return False
+
     def health(self) -> dict[str, str]:
         """Problems the node sees now, kind -> one-line detail (``{"stale:camera/image": "no message
         for 3.1 s"}``); empty when healthy. While any is present the diagnostics say status "warn",
@@ -318,7 +323,7 @@ class NodeRunner:
         next_tick = now if tick_period_s else float("inf")
         next_diag = now + DIAGNOSTICS_PERIOD_S
         last_diag = now
-        while not self._stop:
+        while not self._stop and not self.node.is_finished():
             now = time.monotonic()
             if end is not None and now >= end:
                 break
@@ -384,4 +389,6 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None) -> int:
         runner.spin()
     finally:
         runner.close()
+        # deliver what is still queued (bounded by the publishers' linger) before the process exits
+        zmq.Context.instance().term()
     return 0

@@ -28,6 +28,9 @@ from nodes.bus.wire import Codec, DecodeError
 
 _HAS_ARRAYS = frozenset({"Image", "Detections", "Segmentation"})
 _LATEST_QUEUE_DEPTH = 2
+# How long a closed publisher keeps delivering what is still queued (a replay's last frames); bounded
+# so that a subscriber that stopped reading cannot hold up shutdown.
+PUBLISHER_LINGER_MS = 500
 
 
 class Delivery(enum.Enum):
@@ -83,7 +86,7 @@ class Publisher:
         else:  # fan-in topic: connect to the forwarder; subscriptions are the forwarder's business
             self.socket = _context(context).socket(zmq.PUB)
         self.socket.setsockopt(zmq.SNDHWM, self.topic.queue_depth)
-        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.LINGER, PUBLISHER_LINGER_MS)
         if bind:
             try:
                 bind_exclusive(self.socket, endpoint)
@@ -126,7 +129,8 @@ class Publisher:
         return True
 
     def close(self) -> None:
-        self.socket.close(0)
+        """Close; messages still queued keep flowing for up to PUBLISHER_LINGER_MS."""
+        self.socket.close()
 
     def __enter__(self) -> Publisher:
         return self

@@ -1,0 +1,497 @@
+"""NMEA 0183: parsing GGA/RMC sentences (with checksum validation) and writing GGA/RMC/HDT.
+
+Reading turns a GPS log into fixes (`read_nmea_track`); writing lets a node publish poses as the
+sentences that GPS consumers (gpsd, autopilots, chart plotters) expect (`format_gga`, `format_rmc`,
+`format_hdt`).
+
+Conventions: times are integer nanoseconds since the Unix epoch (UTC), ``stamp_ns``; latitude and
+longitude are WGS84 degrees, north and east positive; courses and headings are degrees clockwise from
+true north; speeds are m/s in Python and knots on the wire (1 kn = 1852 m / 3600 s exactly).
+
+A sentence is ``$<talker><type>,<fields...>*<checksum>\\r\\n`` where the checksum is the XOR of every
+byte between ``$`` and ``*``, written as two hex digits. Talkers ``GP`` (GPS), ``GN`` (multi-GNSS),
+``GL``, ``GA``, ``GB``, ``GQ`` are all read alike.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_UTC = dt.timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; 3.10 is supported
+KNOTS_PER_MPS = 3600.0 / 1852.0  # 1 international knot = 1852 m per hour
+NS_PER_S = 1_000_000_000
+_NS_PER_DAY = 86_400 * NS_PER_S
+
+# GGA fix quality values (field 6).
+GGA_QUALITY_INVALID = 0
+GGA_QUALITY_GPS = 1
+GGA_QUALITY_DGPS = 2
+GGA_QUALITY_RTK_FIXED = 4
+GGA_QUALITY_RTK_FLOAT = 5
+GGA_QUALITY_ESTIMATED = 6  # dead reckoning: what a camera-only estimate honestly is
+
+# RMC mode indicator (NMEA 2.3+, field 12).
+RMC_MODE_AUTONOMOUS = "A"
+RMC_MODE_DIFFERENTIAL = "D"
+RMC_MODE_ESTIMATED = "E"
+RMC_MODE_NOT_VALID = "N"
+
+
+class NmeaError(ValueError):
+    """A malformed sentence; the message names the file and line when they are known."""
+
+
+@dataclass(frozen=True)
+class NmeaSentence:
+    """One checksum-verified sentence split into fields (the fields exclude the address)."""
+
+    talker: str  # "GP", "GN", ...
+    kind: str  # "GGA", "RMC", ...
+    fields: tuple[str, ...]
+    has_checksum: bool
+
+
+@dataclass(frozen=True)
+class GgaFix:
+    """A GGA sentence: position and quality at a UTC time of day (GGA carries no date)."""
+
+    time_of_day_ns: int  # since UTC midnight
+    lat_deg: float | None
+    lon_deg: float | None
+    quality: int
+    num_satellites: int | None
+    hdop: float | None
+    alt_msl_m: float | None  # above mean sea level
+    geoid_separation_m: float | None  # ellipsoid height = alt_msl_m + geoid_separation_m
+
+    @property
+    def valid(self) -> bool:
+        return self.quality != GGA_QUALITY_INVALID and self.lat_deg is not None and self.lon_deg is not None
+
+    @property
+    def alt_ellipsoid_m(self) -> float | None:
+        if self.alt_msl_m is None:
+            return None
+        return self.alt_msl_m + (self.geoid_separation_m or 0.0)
+
+
+@dataclass(frozen=True)
+class RmcFix:
+    """An RMC sentence: position, speed and course over ground with a full UTC date."""
+
+    stamp_ns: int | None  # None when the date field is empty
+    time_of_day_ns: int
+    valid: bool  # status "A"
+    lat_deg: float | None
+    lon_deg: float | None
+    speed_mps: float | None
+    course_deg: float | None
+    mode: str  # "" when the sentence predates NMEA 2.3
+
+
+@dataclass(frozen=True)
+class NmeaFix:
+    """A fix merged from the GGA and/or RMC sentences of one epoch (same UTC time)."""
+
+    stamp_ns: int
+    lat_deg: float
+    lon_deg: float
+    alt_m: float | None  # ellipsoidal height when GGA gave a geoid separation, else MSL
+    speed_mps: float | None
+    course_deg: float | None
+    hdop: float | None
+    quality: int | None  # GGA quality, None when only RMC was seen
+    num_satellites: int | None
+    line: int  # 1-based line of the first sentence of the epoch, for error messages
+
+
+# ---------------------------------------------------------------------------------------------- checksum
+
+
+def nmea_checksum(body: str) -> str:
+    """The two-hex-digit checksum of ``body`` (the text between ``$`` and ``*``)."""
+    value = 0
+    for byte in body.encode("ascii"):
+        value ^= byte
+    return f"{value:02X}"
+
+
+def _where(path: str | None, line_no: int | None) -> str:
+    if path is None:
+        return "" if line_no is None else f"line {line_no}: "
+    return f"{path}:{line_no}: " if line_no is not None else f"{path}: "
+
+
+def parse_sentence(
+    line: str, *, require_checksum: bool = True, path: str | None = None, line_no: int | None = None
+) -> NmeaSentence:
+    """Split and verify one sentence.
+
+    Raises NmeaError (naming ``path:line_no``) when the line is not a sentence, the checksum is missing
+    (with ``require_checksum``), not two hex digits, or does not match.
+    """
+    text = line.strip()
+    where = _where(path, line_no)
+    if not text.startswith(("$", "!")):
+        raise NmeaError(f"{where}not an NMEA sentence (no leading '$'): {text[:80]!r}")
+    body, star, given = text[1:].partition("*")
+    if star:
+        given = given.strip()
+        if len(given) != 2 or any(c not in "0123456789abcdefABCDEF" for c in given):
+            raise NmeaError(f"{where}unparseable NMEA checksum {given!r} (want two hex digits): {text[:80]!r}")
+        computed = nmea_checksum(body)
+        if given.upper() != computed:
+            raise NmeaError(f"{where}NMEA checksum mismatch: sentence says *{given}, computed *{computed}: {text[:80]!r}")
+    elif require_checksum:
+        raise NmeaError(f"{where}NMEA sentence has no '*hh' checksum: {text[:80]!r}")
+    address, *fields = body.split(",")
+    if len(address) < 3:
+        raise NmeaError(f"{where}NMEA address {address!r} is too short: {text[:80]!r}")
+    # Proprietary sentences ($P...) have no talker; keep the whole address as the kind.
+    if address.startswith("P"):
+        return NmeaSentence("P", address[1:], tuple(fields), bool(star))
+    return NmeaSentence(address[:2], address[2:], tuple(fields), bool(star))
+
+
+# ---------------------------------------------------------------------------------------------- fields
+
+
+def _field(fields: tuple[str, ...], i: int) -> str:
+    return fields[i].strip() if i < len(fields) else ""
+
+
+def _parse_time_of_day_ns(text: str, what: str) -> int:
+    # hhmmss[.sss]
+    if len(text) < 6 or not text[:6].isdigit():
+        raise ValueError(f"{what} time {text!r} is not hhmmss[.ss]")
+    hours, minutes = int(text[0:2]), int(text[2:4])
+    try:
+        seconds = float(text[4:])
+    except ValueError:
+        raise ValueError(f"{what} time {text!r} is not hhmmss[.ss]") from None
+    if hours > 23 or minutes > 59 or seconds >= 61.0:
+        raise ValueError(f"{what} time {text!r} is out of range")
+    return (hours * 3600 + minutes * 60) * NS_PER_S + round(seconds * NS_PER_S)
+
+
+def _parse_coordinate(value: str, hemisphere: str, degree_digits: int, what: str) -> float | None:
+    # (d)ddmm.mmmm + N/S/E/W; an empty field means "no position" (receivers without a fix)
+    if not value:
+        return None
+    if len(value) < degree_digits + 2:
+        raise ValueError(f"{what} {value!r} is not {'d' * degree_digits}mm.mmmm")
+    try:
+        degrees = float(value[:degree_digits])
+        minutes = float(value[degree_digits:])
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not {'d' * degree_digits}mm.mmmm") from None
+    if minutes >= 60.0:
+        raise ValueError(f"{what} minutes {minutes!r} in {value!r} are not below 60")
+    result = degrees + minutes / 60.0
+    positive, negative = ("N", "S") if degree_digits == 2 else ("E", "W")
+    if hemisphere == negative:
+        result = -result
+    elif hemisphere != positive:
+        raise ValueError(f"{what} hemisphere {hemisphere!r} is not {positive} or {negative}")
+    limit = 90.0 if degree_digits == 2 else 180.0
+    if result > limit or result < -limit:
+        raise ValueError(f"{what} {result!r} is outside [-{limit:g}, {limit:g}]")
+    return result
+
+
+def _optional_float(text: str, what: str) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+
+
+def parse_gga(sentence: NmeaSentence) -> GgaFix:
+    """Decode a GGA sentence's fields; ValueError names the bad field."""
+    f = sentence.fields
+    quality_text = _field(f, 5)
+    return GgaFix(
+        time_of_day_ns=_parse_time_of_day_ns(_field(f, 0), "GGA"),
+        lat_deg=_parse_coordinate(_field(f, 1), _field(f, 2), 2, "GGA latitude"),
+        lon_deg=_parse_coordinate(_field(f, 3), _field(f, 4), 3, "GGA longitude"),
+        quality=int(quality_text) if quality_text.isdigit() else GGA_QUALITY_INVALID,
+        num_satellites=int(_field(f, 6)) if _field(f, 6).isdigit() else None,
+        hdop=_optional_float(_field(f, 7), "GGA HDOP"),
+        alt_msl_m=_optional_float(_field(f, 8), "GGA altitude"),
+        geoid_separation_m=_optional_float(_field(f, 10), "GGA geoid separation"),
+    )
+
+
+def parse_rmc(sentence: NmeaSentence) -> RmcFix:
+    """Decode an RMC sentence's fields; ValueError names the bad field."""
+    f = sentence.fields
+    time_of_day_ns = _parse_time_of_day_ns(_field(f, 0), "RMC")
+    date_text = _field(f, 8)
+    stamp_ns = None
+    if date_text:
+        if len(date_text) != 6 or not date_text.isdigit():
+            raise ValueError(f"RMC date {date_text!r} is not ddmmyy")
+        day, month, year2 = int(date_text[0:2]), int(date_text[2:4]), int(date_text[4:6])
+        # Two-digit years: NMEA predates 2000; receivers still alive today report 20yy (and 19yy for >= 80).
+        year = 1900 + year2 if year2 >= 80 else 2000 + year2
+        try:
+            midnight_s = calendar.timegm(dt.date(year, month, day).timetuple())
+        except ValueError:
+            raise ValueError(f"RMC date {date_text!r} is not a calendar date") from None
+        stamp_ns = midnight_s * NS_PER_S + time_of_day_ns
+    speed_kn = _optional_float(_field(f, 6), "RMC speed")
+    return RmcFix(
+        stamp_ns=stamp_ns,
+        time_of_day_ns=time_of_day_ns,
+        valid=_field(f, 1) == "A",
+        lat_deg=_parse_coordinate(_field(f, 2), _field(f, 3), 2, "RMC latitude"),
+        lon_deg=_parse_coordinate(_field(f, 4), _field(f, 5), 3, "RMC longitude"),
+        speed_mps=None if speed_kn is None else speed_kn / KNOTS_PER_MPS,
+        course_deg=_optional_float(_field(f, 7), "RMC course"),
+        mode=_field(f, 11),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tracks
+
+
+def iter_nmea_sentences(
+    lines: Iterable[str], *, path: str | None = None, require_checksum: bool = True
+) -> Iterator[tuple[int, NmeaSentence]]:
+    """Yield ``(line_no, sentence)`` for every sentence line, verifying checksums.
+
+    Lines that do not start with ``$``/``!`` (blank lines, comments, logger prefixes) are skipped:
+    logs from real receivers are often interleaved with other text.
+    """
+    for line_no, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text.startswith(("$", "!")):
+            continue
+        yield line_no, parse_sentence(text, require_checksum=require_checksum, path=path, line_no=line_no)
+
+
+def parse_nmea_fixes(
+    lines: Iterable[str],
+    *,
+    path: str | None = None,
+    date: dt.date | None = None,
+    require_checksum: bool = True,
+) -> list[NmeaFix]:
+    """Merge the GGA and RMC sentences of a log into fixes, one per epoch, in time order.
+
+    An epoch is the set of sentences sharing a UTC time of day. RMC gives the date; GGA-only logs need
+    ``date`` (the UTC date of the first sentence); midnight rollovers are followed. Epochs without a
+    valid position (GGA quality 0, RMC status V) are skipped. Raises NmeaError naming ``path:line`` for a
+    bad checksum or field, and when GGA sentences come without any date.
+    """
+    where_file = path
+    epochs: list[dict] = []
+    by_time: dict[int, dict] = {}
+    current_day_ns: int | None = None  # UTC midnight of the epoch being read, from RMC or ``date``
+    if date is not None:
+        current_day_ns = calendar.timegm(date.timetuple()) * NS_PER_S
+    last_tod_ns: int | None = None
+    for line_no, sentence in iter_nmea_sentences(lines, path=path, require_checksum=require_checksum):
+        if sentence.kind not in ("GGA", "RMC"):
+            continue
+        try:
+            parsed: GgaFix | RmcFix = parse_gga(sentence) if sentence.kind == "GGA" else parse_rmc(sentence)
+        except ValueError as exc:
+            raise NmeaError(f"{_where(where_file, line_no)}{exc}") from None
+        tod = parsed.time_of_day_ns
+        if isinstance(parsed, RmcFix) and parsed.stamp_ns is not None:
+            current_day_ns = parsed.stamp_ns - tod
+        elif current_day_ns is not None and last_tod_ns is not None and tod + _NS_PER_DAY // 2 < last_tod_ns:
+            current_day_ns += _NS_PER_DAY  # time of day went backwards by more than 12 h: midnight passed
+        last_tod_ns = tod
+        key = tod if current_day_ns is None else current_day_ns + tod
+        epoch = by_time.get(key)
+        if epoch is None:
+            epoch = {"line": line_no, "tod": tod, "day": current_day_ns, "gga": None, "rmc": None}
+            by_time[key] = epoch
+            epochs.append(epoch)
+        epoch["gga" if isinstance(parsed, GgaFix) else "rmc"] = parsed
+        if epoch["day"] is None and current_day_ns is not None:
+            epoch["day"] = current_day_ns
+
+    fixes: list[NmeaFix] = []
+    for epoch in epochs:
+        gga: GgaFix | None = epoch["gga"]
+        rmc: RmcFix | None = epoch["rmc"]
+        if (gga is not None and not gga.valid) or (rmc is not None and not rmc.valid):
+            continue
+        if epoch["day"] is None:
+            raise NmeaError(
+                f"{_where(where_file, epoch['line'])}GGA sentence without a date: the log has no RMC before it; "
+                "give the UTC date of the log (--date YYYY-MM-DD)"
+            )
+        source = gga if gga is not None else rmc
+        assert source is not None and source.lat_deg is not None and source.lon_deg is not None
+        fixes.append(
+            NmeaFix(
+                stamp_ns=epoch["day"] + epoch["tod"],
+                lat_deg=source.lat_deg,
+                lon_deg=source.lon_deg,
+                alt_m=None if gga is None else gga.alt_ellipsoid_m,
+                speed_mps=None if rmc is None else rmc.speed_mps,
+                course_deg=None if rmc is None else rmc.course_deg,
+                hdop=None if gga is None else gga.hdop,
+                quality=None if gga is None else gga.quality,
+                num_satellites=None if gga is None else gga.num_satellites,
+                line=epoch["line"],
+            )
+        )
+    fixes.sort(key=lambda fix: fix.stamp_ns)
+    return fixes
+
+
+def read_nmea_track(
+    path: str | Path, *, date: dt.date | None = None, require_checksum: bool = True
+) -> list[NmeaFix]:
+    """Read an NMEA log file into fixes (see `parse_nmea_fixes`); errors name ``path:line``."""
+    path = Path(path)
+    with open(path, encoding="ascii", errors="replace", newline="") as f:
+        return parse_nmea_fixes(f, path=str(path), date=date, require_checksum=require_checksum)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _format_lat(lat_deg: float, decimals: int) -> tuple[str, str]:
+    return _format_coordinate(abs(lat_deg), 2, decimals), "N" if lat_deg >= 0.0 else "S"
+
+
+def _format_lon(lon_deg: float, decimals: int) -> tuple[str, str]:
+    return _format_coordinate(abs(lon_deg), 3, decimals), "E" if lon_deg >= 0.0 else "W"
+
+
+def _format_coordinate(value_deg: float, degree_digits: int, decimals: int) -> str:
+    # Round in minutes first so that 59.9999995' carries into the degrees instead of printing "60.000000".
+    scale = 10**decimals
+    total_minutes_scaled = round(value_deg * 60.0 * scale)
+    degrees, minutes_scaled = divmod(total_minutes_scaled, 60 * scale)
+    minutes_int, minutes_frac = divmod(minutes_scaled, scale)
+    return f"{degrees:0{degree_digits}d}{minutes_int:02d}.{minutes_frac:0{decimals}d}"
+
+
+def _centiseconds(stamp_ns: int) -> int:
+    # Integer rounding: float division of an epoch in ns loses the last digits.
+    return (int(stamp_ns) + 5_000_000) // 10_000_000
+
+
+def _format_time(stamp_ns: int) -> str:
+    # hhmmss.ss, rounded to centiseconds without ever printing 60 seconds
+    centis = _centiseconds(stamp_ns) % (86_400 * 100)
+    hours, rest = divmod(centis, 3600 * 100)
+    minutes, rest = divmod(rest, 60 * 100)
+    seconds, frac = divmod(rest, 100)
+    return f"{hours:02d}{minutes:02d}{seconds:02d}.{frac:02d}"
+
+
+def _format_date(stamp_ns: int) -> str:
+    day = dt.datetime.fromtimestamp(_centiseconds(stamp_ns) // 100, tz=_UTC)
+    return day.strftime("%d%m%y")
+
+
+def _sentence(talker: str, kind: str, fields: Iterable[str]) -> str:
+    body = ",".join([f"{talker}{kind}", *fields])
+    return f"${body}*{nmea_checksum(body)}\r\n"
+
+
+def _check_position(lat_deg: float, lon_deg: float) -> None:
+    if not (math.isfinite(lat_deg) and -90.0 <= lat_deg <= 90.0):
+        raise ValueError(f"lat_deg={lat_deg!r} is outside [-90, 90]")
+    if not (math.isfinite(lon_deg) and -180.0 <= lon_deg <= 180.0):
+        raise ValueError(f"lon_deg={lon_deg!r} is outside [-180, 180]")
+
+
+def format_gga(
+    stamp_ns: int,
+    lat_deg: float,
+    lon_deg: float,
+    *,
+    alt_m: float | None = None,
+    quality: int = GGA_QUALITY_GPS,
+    num_satellites: int | None = None,
+    hdop: float | None = None,
+    geoid_separation_m: float | None = None,
+    talker: str = "GP",
+    decimals: int = 5,
+) -> str:
+    """One GGA sentence with checksum and CRLF.
+
+    ``alt_m`` is the ellipsoidal height; GGA wants height above mean sea level plus the geoid separation,
+    so the sentence carries ``alt_m - geoid_separation_m`` and ``geoid_separation_m`` (0 when unknown,
+    which makes MSL equal the ellipsoidal height). ``decimals`` digits of minutes: 5 is about 2 cm.
+    """
+    _check_position(lat_deg, lon_deg)
+    lat_text, ns = _format_lat(lat_deg, decimals)
+    lon_text, ew = _format_lon(lon_deg, decimals)
+    separation = 0.0 if geoid_separation_m is None else geoid_separation_m
+    fields = [
+        _format_time(stamp_ns),
+        lat_text,
+        ns,
+        lon_text,
+        ew,
+        str(int(quality)),
+        "" if num_satellites is None else f"{int(num_satellites):02d}",
+        "" if hdop is None else f"{hdop:.1f}",
+        "" if alt_m is None else f"{alt_m - separation:.1f}",
+        "M",
+        f"{separation:.1f}",
+        "M",
+        "",  # age of differential corrections
+        "",  # differential station id
+    ]
+    return _sentence(talker, "GGA", fields)
+
+
+def format_rmc(
+    stamp_ns: int,
+    lat_deg: float,
+    lon_deg: float,
+    *,
+    speed_mps: float | None = None,
+    course_deg: float | None = None,
+    valid: bool = True,
+    mode: str = RMC_MODE_AUTONOMOUS,
+    talker: str = "GP",
+    decimals: int = 5,
+) -> str:
+    """One RMC sentence (NMEA 2.3, with mode indicator) with checksum and CRLF.
+
+    Speed goes out in knots, course in degrees true; an invalid fix sends status ``V`` and mode ``N``.
+    """
+    _check_position(lat_deg, lon_deg)
+    lat_text, ns = _format_lat(lat_deg, decimals)
+    lon_text, ew = _format_lon(lon_deg, decimals)
+    fields = [
+        _format_time(stamp_ns),
+        "A" if valid else "V",
+        lat_text,
+        ns,
+        lon_text,
+        ew,
+        "" if speed_mps is None else f"{speed_mps * KNOTS_PER_MPS:.2f}",
+        "" if course_deg is None else f"{course_deg % 360.0:.1f}",
+        _format_date(stamp_ns),
+        "",  # magnetic variation
+        "",  # its direction
+        mode if valid else RMC_MODE_NOT_VALID,
+    ]
+    return _sentence(talker, "RMC", fields)
+
+
+def format_hdt(heading_deg: float, *, talker: str = "GP") -> str:
+    """One HDT sentence: true heading (where the camera points, which RMC's course over ground is not)."""
+    if not math.isfinite(heading_deg):
+        raise ValueError(f"heading_deg={heading_deg!r} is not finite")
+    return _sentence(talker, "HDT", [f"{heading_deg % 360.0:.1f}", "T"])

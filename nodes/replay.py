@@ -1,0 +1,226 @@
+"""Replay a recorded drive onto the bus: camera frames, GPS (ground truth, ``gps/fix``) and odometry.
+
+Modes:
+- real time (``rate=1``), faster or slower (``rate=N``), or as fast as possible (``rate=0``); slow
+  consumers drop frames exactly as on a robot;
+- lock-step (``lockstep=true``): after each camera frame, wait until every ``lockstep_topics`` topic has
+  published a message stamped at or after that frame (the pipeline has finished with it), then go on.
+  Every frame is processed, and two runs give identical outputs. A frame nobody answers within
+  ``lockstep_timeout_s`` is published again (the graph may still be starting), then given up and counted.
+
+Messages keep their recorded capture time ``stamp_ns``, so that poses can be scored against the drive's
+GPS; the replay's hop in each header trace carries the wall-clock publish time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Annotated
+
+import msgspec
+
+from nodes.bus.pubsub import Delivery
+from nodes.drive_bridge import (
+    DEFAULT_REPLAY_TOPICS,
+    REPLAYABLE_TOPICS,
+    CorruptRecord,
+    intrinsics_of,
+    record_to_message,
+)
+from nodes.runtime import Node, Outputs, node_main
+from perception.drives import DriveReader
+
+log = logging.getLogger("streetloc.replay")
+_LOCKSTEP_RETRIES = 3  # republish an unanswered frame this many times before giving up on it
+
+
+class ReplayParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    drive: Annotated[str, msgspec.Meta(description="the .mcap drive to replay")] = ""
+    rate: Annotated[float, msgspec.Meta(ge=0, description="speed factor: 1 real time, 0 as fast as possible")] = 1.0
+    lockstep: Annotated[bool, msgspec.Meta(description="wait for the graph to finish each frame")] = False
+    lockstep_topics: Annotated[list[str], msgspec.Meta(
+        description="topics whose message stamped >= a frame means the frame is done")] = msgspec.field(
+        default_factory=lambda: ["posenet/fix"])
+    lockstep_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="wait per frame before retrying")] = 5.0
+    start_s: Annotated[float, msgspec.Meta(ge=0, description="skip this much of the drive's start")] = 0.0
+    end_s: Annotated[float, msgspec.Meta(ge=0, description="stop this far into the drive (0: the end)")] = 0.0
+    loop: Annotated[bool, msgspec.Meta(description="start over at the end")] = False
+    topics: Annotated[list[str], msgspec.Meta(description="drive channels to publish")] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_REPLAY_TOPICS))
+    start_delay_s: Annotated[float, msgspec.Meta(ge=0, description="wait for subscribers to connect")] = 1.0
+
+
+def _check_topics(params: ReplayParams) -> None:
+    for topic in params.topics:
+        if topic not in REPLAYABLE_TOPICS:
+            raise ValueError(f"replay: topic {topic!r} cannot be replayed; choose from {', '.join(REPLAYABLE_TOPICS)}")
+    if params.end_s and params.end_s <= params.start_s:
+        raise ValueError(f"replay: end_s={params.end_s} is not after start_s={params.start_s}")
+
+
+class Replay(Node):
+    """Publishes a drive's camera, GPS and odometry channels in time order."""
+
+    name = "replay"
+    Params = ReplayParams
+
+    @classmethod
+    def declared_topics(cls, params: msgspec.Struct):
+        assert isinstance(params, ReplayParams)
+        _check_topics(params)
+        subscribes = {t: Delivery.EVERY for t in params.lockstep_topics} if params.lockstep else {}
+        return subscribes, tuple(params.topics)
+
+    def __init__(self, params: ReplayParams | None = None) -> None:
+        super().__init__(params)
+        p: ReplayParams = self.params
+        if not p.drive:
+            raise ValueError("replay: parameter 'drive' (the .mcap file) is required")
+        self.subscribes, self.publishes = self.declared_topics(p)
+        self.reader = DriveReader(p.drive)
+        if self.reader.start_ns is None:
+            raise ValueError(f"{p.drive}: the drive holds no messages")
+        self.intrinsics = intrinsics_of(self.reader.camera())
+        self.first_ns = self.reader.start_ns + int(p.start_s * 1e9)
+        self.last_ns = self.reader.start_ns + int(p.end_s * 1e9) if p.end_s else None
+        self.skipped_corrupt = 0
+        self.frames_published = 0
+        self.lockstep_gave_up = 0
+        self.last_corrupt = ""
+        self._finished = False
+        self._start_wall = time.monotonic() + p.start_delay_s
+        self._restart()
+
+    # -- iteration over the drive ------------------------------------------------------------------
+    def _restart(self) -> None:
+        self._messages = self.reader.messages(self.publishes, start_ns=self.first_ns, end_ns=self.last_ns)
+        self._pending = deque()
+        self._t0_wall: float | None = None
+        self._waiting_stamp: int | None = None
+        self._acked: dict[str, int] = {}
+
+    def _next_raw(self):
+        for raw in self._messages:
+            return raw
+        return None
+
+    def _peek(self):
+        if not self._pending:
+            raw = self._next_raw()
+            if raw is None:
+                return None
+            self._pending.append(raw)
+        return self._pending[0]
+
+    def _convert(self, raw) -> list[tuple[str, msgspec.Struct]]:
+        """The bus message of a record; nothing for a corrupt one, which is counted and reported in
+        diagnostics (the replay goes on)."""
+        try:
+            return [(raw.topic, record_to_message(self.reader, raw, self.intrinsics))]
+        except CorruptRecord as exc:
+            self.skipped_corrupt += 1
+            self.last_corrupt = str(exc)
+            if self.skipped_corrupt == 1:
+                log.warning("skipping corrupt record: %s (further ones are counted in diagnostics)", exc)
+            return []
+
+    def _at_end(self) -> Outputs:
+        if self.params.loop:
+            self._restart()
+            return ()
+        self._finished = True
+        return ()
+
+    # -- handlers ----------------------------------------------------------------------------------
+    def tick_hz(self) -> float:
+        return 1000.0  # 1 ms scheduling resolution in real time; lock-step is driven by acks
+
+    def on_tick(self, now_ns: int) -> Outputs:
+        now = time.monotonic()
+        if now < self._start_wall or self._finished:
+            return ()
+        if self.params.lockstep:
+            return self._lockstep_tick(now)
+        out: list[tuple[str, msgspec.Struct]] = []
+        budget = 200  # messages per tick at most, so diagnostics and signals stay responsive
+        while budget:
+            raw = self._peek()
+            if raw is None:
+                return [*out, *self._at_end()]
+            if self._t0_wall is None:
+                self._t0_wall, self._t0_stamp = now, raw.stamp_ns
+            if self.params.rate > 0:
+                due = self._t0_wall + (raw.stamp_ns - self._t0_stamp) / 1e9 / self.params.rate
+                if due > now:
+                    break
+            self._pending.popleft()
+            budget -= 1
+            converted = self._convert(raw)
+            out.extend(converted)
+            if converted and raw.topic == "camera/image":
+                self.frames_published += 1
+        return out
+
+    def _publish_until_frame(self) -> list[tuple[str, msgspec.Struct]]:
+        """Everything up to and including the next camera frame (lock-step)."""
+        out: list[tuple[str, msgspec.Struct]] = []
+        while True:
+            raw = self._peek()
+            if raw is None:
+                self._at_end()
+                return out
+            self._pending.popleft()
+            converted = self._convert(raw)
+            out.extend(converted)
+            if converted and raw.topic == "camera/image":
+                self.frames_published += 1
+                self._waiting_stamp = raw.stamp_ns
+                self._waiting_frame = converted
+                self._waiting_since = time.monotonic()
+                self._retries = 0
+                return out
+
+    def _lockstep_tick(self, now: float) -> Outputs:
+        if self._waiting_stamp is None:
+            return self._publish_until_frame()
+        if now - self._waiting_since < self.params.lockstep_timeout_s:
+            return ()
+        if self._retries < _LOCKSTEP_RETRIES:
+            self._retries += 1
+            self._waiting_since = now
+            return list(self._waiting_frame)
+        self.lockstep_gave_up += 1
+        self._waiting_stamp = None
+        return self._publish_until_frame()
+
+    def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
+        stamp = msg.header.stamp_ns  # type: ignore[attr-defined]
+        self._acked[topic] = max(stamp, self._acked.get(topic, 0))
+        if self._waiting_stamp is None:
+            return ()
+        if all(self._acked.get(t, -1) >= self._waiting_stamp for t in self.params.lockstep_topics):
+            self._waiting_stamp = None
+            return self._publish_until_frame()
+        return ()
+
+    def is_finished(self) -> bool:
+        # in lock-step, the last frame must be answered (or given up) before the replay ends
+        return self._finished and self._waiting_stamp is None
+
+    def health(self) -> dict[str, str]:
+        problems = {}
+        if self.skipped_corrupt:
+            problems["corrupt-records"] = (f"{self.skipped_corrupt} corrupt records skipped in {self.params.drive}, "
+                                           f"last: {self.last_corrupt}")
+        if self.lockstep_gave_up:
+            problems["lockstep-timeout"] = f"{self.lockstep_gave_up} frames got no answer on {self.params.lockstep_topics}"
+        return problems
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(node_main(Replay))

@@ -1,0 +1,245 @@
+"""The model registry and the checkpoint record, after torchvision's ``models/_api.py``.
+
+A *model* is registered by name with its builder (keyword-only options, ``weights=``), the training
+task that teaches it (``streetloc train NAME``) and the evaluator that scores it (``streetloc evaluate
+NAME``). *Weights* are registered by name too: a checkpoint file shipped in ``perception/weights/``
+whose record says everything needed to use it — input size, normalization, classes or geo origin, the
+data it was trained on, the recipe, and its measured accuracy.
+
+>>> from perception.models import get_model, get_weights, list_models
+>>> list_models()
+['posenet']
+>>> ckpt = get_weights("posenet_synthetic_city").load()      # the default PoseNet checkpoint
+>>> model = get_model("posenet", weights=ckpt)                 # built and loaded, eval mode
+
+Checkpoints are plain ``torch.save`` dicts of tensors, strings and numbers, so that ``torch.load(...,
+weights_only=True)`` reads them without executing code from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = "streetloc-checkpoint"
+CHECKPOINT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """A trained model as stored: what to build (``model`` + ``arch``), its weights, and its record.
+
+    ``meta`` holds, for every model: ``input_size_px`` ([width, height]), ``normalization``
+    (``mean``/``std`` per channel on 0-1 pixels, ``channel_order``), ``trained_on`` (one dict per drive:
+    path, source, frames used, content hash), ``recipe`` (training options), ``metrics`` (name ->
+    figures, e.g. ``"val"`` and ``"eval:<drive>"``), ``created_utc``; plus what the model needs itself
+    (PoseNet: ``geo_origin``, ``crs``, ``center_enu_m``, ``scale_m``, covariance calibration).
+    """
+
+    model: str
+    arch: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    model_id: str = ""  # "<model>-<first 8 hex of the weights' hash>" unless named
+
+    def __post_init__(self) -> None:
+        if not self.model_id:
+            self.model_id = f"{self.model}-{weights_digest(self.state_dict)[:8]}"
+
+    def to_dict(self, *, half: bool = True) -> dict[str, Any]:
+        """The stored form. ``half`` keeps floating-point weights as fp16 (half the file; the loader
+        restores fp32) — PoseNet's predictions move by millimetres, far below its error."""
+        state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+                 for k, v in self.state_dict.items()}
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": self.model,
+                "model_id": self.model_id, "arch": dict(self.arch), "meta": dict(self.meta),
+                "state_dict": state}
+
+    def save(self, path: str | os.PathLike, *, half: bool = True) -> Path:
+        """Write atomically (a crash mid-save never leaves a half-written checkpoint at ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.to_dict(half=half), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, where: str = "checkpoint") -> Checkpoint:
+        if d.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{where}: not a streetloc checkpoint (format={d.get('format')!r})")
+        if int(d.get("version", 0)) > CHECKPOINT_VERSION:
+            raise ValueError(f"{where}: checkpoint version {d['version']} is newer than this streetloc reads "
+                             f"({CHECKPOINT_VERSION}); upgrade streetloc")
+        for key in ("model", "arch", "state_dict"):
+            if key not in d:
+                raise ValueError(f"{where}: checkpoint lacks the field {key!r}")
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in d["state_dict"].items()}
+        return cls(model=str(d["model"]), arch=dict(d["arch"]), state_dict=state, meta=dict(d.get("meta", {})),
+                   model_id=str(d.get("model_id", "")))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Checkpoint:
+        """Read a checkpoint file; OSError when missing, ValueError naming the file when malformed."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path}: no such file")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle/zip errors of a corrupt or foreign file
+            raise ValueError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {exc})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"checkpoint {path}: holds a {type(d).__name__}, not a checkpoint record")
+        return cls.from_dict(d, where=f"checkpoint {path}")
+
+    @property
+    def input_size_px(self) -> tuple[int, int]:
+        """(width_px, height_px) the model takes."""
+        w, h = self.meta["input_size_px"]
+        return int(w), int(h)
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 hex of the weights (names, dtypes as fp16, values): stable across save/load round trips."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu()
+        if t.is_floating_point():
+            t = t.half()  # the stored precision, so a saved and reloaded model keeps its id
+        h.update(name.encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, and (optionally) what trains and evaluates it.
+
+    ``task_factory(args) -> Task`` builds the training task (see ``perception.training``);
+    ``add_train_arguments(parser)`` adds the model's own options to ``streetloc train NAME``;
+    ``evaluate(args) -> dict`` runs ``streetloc evaluate NAME`` and ``format_report(dict) -> str`` prints it.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str = ""
+    add_train_arguments: Callable[[Any], None] | None = None
+    task_factory: Callable[[Any], Any] | None = None
+    evaluate: Callable[[Any], dict] | None = None
+    format_report: Callable[[dict], str] | None = None
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """A named checkpoint shipped with streetloc (``perception/weights/<filename>``)."""
+
+    name: str
+    model: str
+    filename: str
+    description: str = ""
+    default: bool = False  # the checkpoint a node loads when none is named
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+    def load(self) -> Checkpoint:
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"weights {self.name!r}: {self.path} is missing; train it with the command in docs/{self.model}.md")
+        return Checkpoint.load(self.path)
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_WEIGHTS: dict[str, WeightsEntry] = {}
+
+
+def register_model(name: str, **entry: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model builder under ``name`` (keyword args: the other ModelEntry fields)."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelEntry(name=name, builder=builder, **entry)
+        return builder
+
+    return wrap
+
+
+def update_model_entry(name: str, **fields: Any) -> None:
+    """Attach training/evaluation hooks to a registered model (they live beside the builder)."""
+    _MODELS[name] = ModelEntry(**{**_MODELS[name].__dict__, **fields})
+
+
+def register_weights(entry: WeightsEntry) -> None:
+    if entry.name in _WEIGHTS:
+        raise ValueError(f"weights {entry.name!r} are registered twice")
+    _WEIGHTS[entry.name] = entry
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def get_model_entry(name: str) -> ModelEntry:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model: ``get_model("posenet", backbone="resnet18")``."""
+    return get_model_entry(name).builder(**kwargs)
+
+
+def list_weights(model: str | None = None) -> list[str]:
+    return sorted(n for n, w in _WEIGHTS.items() if model is None or w.model == model)
+
+
+def get_weights(name: str) -> WeightsEntry:
+    try:
+        return _WEIGHTS[name]
+    except KeyError:
+        raise ValueError(f"unknown weights {name!r}; known: {', '.join(list_weights()) or '(none)'}") from None
+
+
+def default_weights(model: str) -> WeightsEntry:
+    for entry in _WEIGHTS.values():
+        if entry.model == model and entry.default:
+            return entry
+    raise ValueError(f"model {model!r} has no default weights")
+
+
+def resolve_checkpoint(spec: str | os.PathLike | Checkpoint | None, *, model: str) -> Checkpoint:
+    """A checkpoint from a file path, a registered weights name, or None (the model's default)."""
+    if isinstance(spec, Checkpoint):
+        ckpt = spec
+    elif spec is None or str(spec) == "":
+        ckpt = default_weights(model).load()
+    elif str(spec) in _WEIGHTS:
+        ckpt = get_weights(str(spec)).load()
+    else:
+        ckpt = Checkpoint.load(spec)
+    if ckpt.model != model:
+        raise ValueError(f"checkpoint {spec}: holds a {ckpt.model!r} model, not {model!r}")
+    return ckpt

@@ -1,0 +1,416 @@
+"""The training loop every streetloc model shares (PoseNet now; the detector and segmenter next).
+
+A model plugs in as a `Task`: it builds its network, turns a batch into a loss, augments a batch on the
+device, validates, and exports a deployable checkpoint. `fit` does the rest, once for all models:
+
+- deterministic with a seed: the data order of epoch ``e`` is a permutation seeded by ``seed + e`` and
+  augmentation draws from a generator seeded the same way, so ``--resume`` continues exactly where the
+  interrupted run would have gone;
+- AdamW, linear warm-up then cosine decay, gradient clipping;
+- mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler) and channels_last;
+- validation every epoch, the best model exported (``model.pt``) and the full training state saved
+  (``train_state.pt``: weights, optimizer, scheduler, scaler, epoch, history) for ``--resume``;
+- multi-GPU with DDP when started by ``torchrun`` (one process per GPU; ``--batch-size`` is per
+  process; batch norm synchronised across GPUs; rank 0 validates and writes);
+- a progress bar with loss, throughput and ETA (stderr; one line per ~10% when not a terminal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+STATE_FILE = "train_state.pt"
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Options of `fit` (the ``streetloc train`` flags of the same names)."""
+
+    out_dir: Path
+    epochs: int = 30
+    batch_size: int = 32  # per process under DDP
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
+    grad_clip_norm: float = 5.0
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
+    amp: bool = True  # mixed precision; CUDA only
+    channels_last: bool = True  # CUDA only
+    num_workers: int = 0  # DataLoader workers (0: in-process; in-memory datasets need none)
+    threads: int | None = None  # CPU threads for torch (None: leave torch's default)
+    resume: bool = False
+    progress: bool = True
+    deterministic: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+class Task(Protocol):
+    """What a model brings to the shared loop. Batches are dicts of tensors (default collate)."""
+
+    name: str
+    monitor: str  # the validation figure that picks the best epoch (lower is better)
+
+    def build_model(self) -> nn.Module: ...
+
+    def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Training-time augmentation of a batch already on the device (and normalization)."""
+        ...
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Evaluation-time preparation (normalization only)."""
+        ...
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """(scalar loss to minimise, figures to show) for a prepared batch."""
+        ...
+
+    def validate(self, model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
+        ...
+
+    def export(self, model: nn.Module, metrics: Mapping[str, float], config: TrainConfig, path: Path) -> None:
+        """Write the deployable checkpoint of ``model`` (its record carries ``metrics``)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """Task settings that must survive a resume (target normalization...)."""
+        ...
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model_path: Path | None = None
+    wall_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> the local CUDA device when present (LOCAL_RANK under torchrun), else CPU."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine (use auto or cpu)")
+    return device
+
+
+def seed_everything(seed: int, *, deterministic: bool = True) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs a fixed workspace for reproducible GEMMs; harmless on CPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group torchrun set up (env RANK/WORLD_SIZE/LOCAL_RANK); a no-op otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A permutation seeded by ``seed + epoch``, sharded across DDP ranks (padded to equal length so
+    every rank runs the same number of steps, as DistributedSampler does)."""
+
+    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        total = len(self) * self.world_size
+        order += order[: total - len(order)]
+        return iter(order[self.rank: total: self.world_size])
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+    """A progress bar: ``[epoch 3/30] 45% |#####     | 40/88 loss 0.812 | 93 img/s | ETA 00:31 (total 12:05)``.
+
+    Rewrites one line on a terminal; elsewhere (logs, CI) prints a line every ~10% so a log file stays short.
+    """
+
+    def __init__(self, total: int, *, desc: str, enabled: bool = True, stream=None,
+                 after_s: float = 0.0) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self.after_s = after_s  # seconds of work that remain after this bar (later epochs)
+        self.done = 0
+        self._last_print = -1.0
+        self._last_decile = -1
+
+    def update(self, n: int = 1, *, items: int = 0, **figures: float) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.start
+        decile = int(10 * self.done / max(1, self.total))
+        finished = self.done >= self.total
+        if self.tty and not finished and now - self._last_print < 0.2:
+            return
+        if not self.tty and not finished and decile == self._last_decile:
+            return
+        self._last_print, self._last_decile = now, decile
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        frac = self.done / max(1, self.total)
+        bar = "#" * int(20 * frac) + " " * (20 - int(20 * frac))
+        figs = " ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        ips = f" | {items / elapsed:.0f} img/s" if items and elapsed > 0 else ""
+        total_eta = f" (all {_fmt_duration(eta + self.after_s)})" if self.after_s else ""
+        line = (f"{self.desc} {100 * frac:3.0f}% |{bar}| {self.done}/{self.total} {figs}{ips} "
+                f"| ETA {_fmt_duration(eta)}{total_eta}")
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if finished else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def log(msg: str, *, enabled: bool = True) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.data.Dataset | None,
+        config: TrainConfig, *, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+    """Train ``task``'s model on ``train_set``, validating on ``val_set`` every epoch.
+
+    Writes into ``config.out_dir``: ``train_state.pt`` (after every epoch), ``model.pt`` (the best epoch
+    by ``task.monitor``, or the last when there is no validation set) and ``history.jsonl``.
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    dist_info = init_distributed(device)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed, deterministic=config.deterministic)
+    main = dist_info.is_main
+    out_dir = Path(config.out_dir)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = task.build_model().to(device)
+    cuda = device.type == "cuda"
+    if cuda and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if dist_info.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sampler = EpochSampler(len(train_set), seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+        drop_last=len(sampler) > config.batch_size, pin_memory=cuda, persistent_workers=config.num_workers > 0)
+    steps_per_epoch = max(1, len(loader))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, total_steps=total_steps, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
+        min_ratio=config.min_lr_ratio))
+    amp_dtype = None
+    if cuda and config.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+
+    start_epoch, history = 0, []
+    best_value, best_epoch, best_metrics = math.inf, -1, {}
+    state_path = out_dir / STATE_FILE
+    if config.resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"--resume: {state_path} does not exist (nothing to resume in {out_dir})")
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("task") != task.name:
+            raise ValueError(f"--resume: {state_path} is a {state.get('task')!r} run, not {task.name!r}")
+        if state.get("task_state") != _jsonable(task.state()):
+            raise ValueError(f"--resume: {state_path} was trained with other data settings "
+                             f"({state.get('task_state')}); start a new --out directory")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"]) + 1
+        history = list(state.get("history", []))
+        best_value = float(state.get("best_value", math.inf))
+        best_epoch = int(state.get("best_epoch", -1))
+        best_metrics = dict(state.get("best_metrics", {}))
+        log(f"resuming {task.name} from {state_path} at epoch {start_epoch + 1}/{config.epochs}", enabled=main)
+
+    ddp_model: nn.Module = model
+    if dist_info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if cuda else None)
+
+    val_loader = None
+    if val_set is not None and len(val_set) > 0:
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(64, config.batch_size), shuffle=False,
+                                                 num_workers=config.num_workers, pin_memory=cuda)
+    epoch_times: list[float] = []
+    for epoch in range(start_epoch, config.epochs):
+        t_epoch = time.perf_counter()
+        sampler.set_epoch(epoch)
+        aug_gen = torch.Generator(device=device).manual_seed(config.seed * 1000003 + epoch)
+        ddp_model.train()
+        remaining = (config.epochs - epoch - 1) * (float(np.mean(epoch_times)) if epoch_times else 0.0)
+        bar = Progress(steps_per_epoch, desc=f"[{task.name} epoch {epoch + 1}/{config.epochs}]",
+                       enabled=config.progress and main, after_s=remaining)
+        running: dict[str, float] = {}
+        seen = 0
+        for step, batch in enumerate(loader):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = task.augment(batch, aug_gen)
+            if cuda and config.channels_last and batch["image"].ndim == 4:
+                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+            autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                        else contextlib.nullcontext())
+            with autocast:
+                loss, figures = task.loss(ddp_model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{task.name}: loss became {loss.item()} at epoch {epoch + 1} step "
+                                         f"{step + 1}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += int(batch["image"].shape[0]) * dist_info.world_size
+            figures = {"loss": float(loss.detach()), **figures}
+            for k, v in figures.items():  # exponential running means: the bar shows a trend, not noise
+                running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
+            bar.update(items=seen, **running, lr=scheduler.get_last_lr()[0])
+        record: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
+                                  "lr": scheduler.get_last_lr()[0]}
+        metrics: dict[str, float] = {}
+        if main and val_loader is not None:
+            model.eval()
+            metrics = task.validate(model, val_loader, device)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+        epoch_times.append(time.perf_counter() - t_epoch)
+        record["epoch_s"] = epoch_times[-1]
+        history.append(record)
+        if main:
+            value = metrics.get(task.monitor, math.inf) if metrics else -float(epoch)  # no val: keep the last
+            improved = value <= best_value
+            if improved:
+                best_value, best_epoch, best_metrics = value, epoch + 1, dict(metrics)
+                task.export(model, metrics, config, out_dir / MODEL_FILE)
+            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            log(f"[{task.name} epoch {epoch + 1}/{config.epochs}] {epoch_times[-1]:.0f}s val: {shown or '-'}"
+                f"{'  (best, saved)' if improved else ''}")
+            _save_state(state_path, task, model, optimizer, scheduler, scaler, epoch, history, best_value,
+                        best_epoch, best_metrics, config)
+            with open(out_dir / HISTORY_FILE, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if on_epoch is not None:
+                on_epoch(record)
+        if dist_info.enabled:
+            dist.barrier()
+    if dist_info.enabled:
+        dist.destroy_process_group()
+    return FitResult(len(history), best_epoch, best_metrics, history,
+                     out_dir / MODEL_FILE if main else None, time.perf_counter() - started)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _save_state(path: Path, task: Task, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
+                history: list, best_value: float, best_epoch: int, best_metrics: dict, config: TrainConfig) -> None:
+    state = {
+        "task": task.name, "task_state": _jsonable(task.state()), "epoch": epoch,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(), "history": history, "best_value": best_value, "best_epoch": best_epoch,
+        "best_metrics": best_metrics, "config": config.to_dict(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # an interrupted save never corrupts the state a --resume needs

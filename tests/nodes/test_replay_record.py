@@ -1,0 +1,198 @@
+"""Replay and record on a real bus: round trips, lock-step, damage, time windows."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nodes.bus.messages import GeoFix, Header, Pose
+from nodes.bus.pubsub import Delivery, Publisher, Subscriber
+from nodes.record import Recorder, RecordParams
+from nodes.replay import Replay, ReplayParams
+from nodes.runtime import Node, NodeRunner
+from perception.drives import CameraInfo, DriveMetadata, DriveReader, DriveWriter
+
+T0_NS = 1_700_000_000_000_000_000
+FRAME_NS = 100_000_000  # 10 Hz
+
+
+def write_drive(path, frames: int = 20, corrupt: tuple[int, ...] = ()) -> str:
+    with DriveWriter(path, DriveMetadata(source="test", camera=CameraInfo(64, 48, 50.0, 50.0, 32.0, 24.0))) as w:
+        for i in range(frames):
+            t = T0_NS + i * FRAME_NS
+            if i in corrupt:
+                w.add_image(t, jpeg=b"\xff\xd8\xff garbage that is no JPEG")
+            else:
+                w.add_image(t, np.full((48, 64, 3), (i * 10) % 256, np.uint8))
+            w.add_gps(t, lat_deg=34.05 + i * 1e-5, lon_deg=-118.24, heading_deg=5.0, horizontal_std_m=0.2,
+                      speed_mps=1.1)
+            w.add_odometry(t + FRAME_NS // 2, speed_mps=1.1, yaw_rate_radps=0.01)
+    return str(path)
+
+
+class FrameAnswerer(Node):
+    """A stand-in perception node: answers each camera frame with a posenet/fix of the same stamp,
+    taking ``delay_s`` per frame (slower than the camera)."""
+
+    name = "answerer"
+    subscribes = {"camera/image": Delivery.LATEST}
+    publishes = ("posenet/fix",)
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.seen: list[int] = []
+        self.means: list[float] = []
+
+    def on_message(self, topic, msg, recv_ns):
+        import cv2
+
+        time.sleep(self.delay_s)
+        image = cv2.imdecode(msg.data, cv2.IMREAD_COLOR)
+        self.seen.append(msg.header.stamp_ns)
+        self.means.append(float(image.mean()))
+        return [("posenet/fix", GeoFix(Header(stamp_ns=msg.header.stamp_ns), lat_deg=float(image.mean()),
+                                       lon_deg=0.0))]
+
+
+def _spin(runner: NodeRunner, duration_s: float) -> threading.Thread:
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": duration_s}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_replay_then_record_gives_the_same_messages(bus_config, tmp_path):
+    source = write_drive(tmp_path / "a.mcap")
+    recorder = Recorder(RecordParams(output=str(tmp_path / "b.mcap"), topics=["camera/image", "gps/fix", "odometry"]))
+    rec_runner = NodeRunner(recorder, config=bus_config)
+    rec_thread = _spin(rec_runner, 30)
+    replay = Replay(ReplayParams(drive=source, rate=0, start_delay_s=0.5))
+    NodeRunner(replay, config=bus_config).spin(duration_s=20)
+    time.sleep(0.5)
+    rec_runner.stop()
+    rec_thread.join()
+    rec_runner.close()
+    a, b = DriveReader(source), DriveReader(tmp_path / "b.mcap")
+    for topic in ("camera/image", "gps/fix", "odometry"):
+        assert b.channels[topic].message_count == a.channels[topic].message_count, topic
+    assert [f.data for f in a.images()] == [f.data for f in b.images()]  # JPEG bytes untouched
+    fa, fb = list(a.fixes()), list(b.fixes())
+    assert [(f.stamp_ns, f.lat_deg, f.lon_deg, f.heading_deg) for f in fa] == \
+        [(f.stamp_ns, f.lat_deg, f.lon_deg, f.heading_deg) for f in fb]
+    assert [o.speed_mps for o in a.odometry()] == [o.speed_mps for o in b.odometry()]
+    assert b.camera().fx_px == 50.0
+
+
+def _lockstep_run(bus_config, drive: str, delay_s: float) -> tuple[FrameAnswerer, Replay, dict[int, float]]:
+    answerer = FrameAnswerer(delay_s)
+    ans_runner = NodeRunner(answerer, config=bus_config)
+    ans_thread = _spin(ans_runner, 60)
+    fixes: dict[int, float] = {}  # frame stamp -> output (a frame republished after a timeout counts once)
+    with Subscriber("posenet/fix", config=bus_config) as sub:
+        replay = Replay(ReplayParams(drive=drive, lockstep=True, lockstep_topics=["posenet/fix"],
+                                     lockstep_timeout_s=2.0, start_delay_s=0.3))
+        runner = NodeRunner(replay, config=bus_config)
+        runner.spin(duration_s=60)
+        runner.close()
+        while (msg := sub.recv(timeout_s=0.3)) is not None:
+            fixes[msg.header.stamp_ns] = msg.lat_deg
+    ans_runner.stop()
+    ans_thread.join()
+    ans_runner.close()
+    return answerer, replay, fixes
+
+
+def test_lockstep_processes_every_frame_and_is_deterministic(bus_config, tmp_path):
+    drive = write_drive(tmp_path / "a.mcap", frames=15)
+    # a consumer 3x slower than the drive's 10 Hz would drop frames in real time; lock-step waits for it
+    first, replay, fixes1 = _lockstep_run(bus_config, drive, delay_s=0.03)
+    assert replay.is_finished() and replay.lockstep_gave_up == 0
+    assert sorted(set(first.seen)) == [T0_NS + i * FRAME_NS for i in range(15)]
+    second, _, fixes2 = _lockstep_run(bus_config, drive, delay_s=0.0)
+    assert fixes1 == fixes2 and len(fixes1) == 15
+
+
+def test_corrupt_jpeg_is_skipped_counted_and_replay_goes_on(bus_config, tmp_path):
+    drive = write_drive(tmp_path / "a.mcap", frames=10, corrupt=(3, 7))
+    with Subscriber("camera/image", config=bus_config) as sub:
+        replay = Replay(ReplayParams(drive=drive, rate=0, start_delay_s=0.3))
+        runner = NodeRunner(replay, config=bus_config)
+        runner.spin(duration_s=20)
+        stamps = []
+        while (msg := sub.recv(timeout_s=0.3)) is not None:
+            stamps.append(msg.header.stamp_ns)
+        diag = runner.diagnostics_message(1.0)
+        runner.close()
+    assert replay.skipped_corrupt == 2
+    assert stamps == [T0_NS + i * FRAME_NS for i in range(10) if i not in (3, 7)]
+    assert "corrupt-records" in diag.errors and diag.status == "warn"
+
+
+def test_real_time_rate_window_and_topic_filter(bus_config, tmp_path):
+    drive = write_drive(tmp_path / "a.mcap", frames=30)  # 3 s of drive
+    with Subscriber("gps/fix", config=bus_config) as gps, Subscriber("camera/image", config=bus_config) as cam:
+        replay = Replay(ReplayParams(drive=drive, rate=2.0, start_s=1.0, end_s=2.0, topics=["gps/fix"],
+                                     start_delay_s=0.3))
+        t0 = time.monotonic()
+        NodeRunner(replay, config=bus_config).spin(duration_s=20)
+        elapsed = time.monotonic() - t0
+        got = []
+        while (msg := gps.recv(timeout_s=0.3)) is not None:
+            got.append(msg)
+        assert cam.recv(timeout_s=0.2) is None  # filtered out
+    assert [m.header.stamp_ns for m in got] == [T0_NS + i * FRAME_NS for i in range(10, 20)]
+    assert 0.3 + 0.9 / 2 - 0.1 <= elapsed <= 0.3 + 0.9 / 2 + 0.6  # 0.9 s of drive at 2x
+    assert got[0].heading_deg == pytest.approx(5.0) and got[0].cov_enu_m2[0] == pytest.approx(0.04)
+
+
+def test_loop_starts_over(bus_config, tmp_path):
+    drive = write_drive(tmp_path / "a.mcap", frames=5)
+    with Subscriber("camera/image", config=bus_config) as sub:
+        replay = Replay(ReplayParams(drive=drive, rate=0, loop=True, topics=["camera/image"], start_delay_s=0.3))
+        runner = NodeRunner(replay, config=bus_config)
+        thread = _spin(runner, 1.5)
+        stamps = []
+        while (msg := sub.recv(timeout_s=0.5)) is not None and len(stamps) < 12:
+            stamps.append(msg.header.stamp_ns)
+        thread.join()
+        runner.close()
+    assert stamps[:12] == [T0_NS + (i % 5) * FRAME_NS for i in range(12)]
+
+
+def test_recorder_loses_nothing(bus_config, tmp_path):
+    out = tmp_path / "rec.mcap"
+    recorder = Recorder(RecordParams(output=str(out), topics=["localization/pose", "posenet/fix"]))
+    runner = NodeRunner(recorder, config=bus_config)
+    thread = _spin(runner, 60)
+    n = 2000
+    with Publisher("localization/pose", config=bus_config) as poses, \
+            Publisher("posenet/fix", config=bus_config) as fixes:
+        assert poses.wait_for_subscribers(1, 5) and fixes.wait_for_subscribers(1, 5)
+        for i in range(n):
+            stamp = T0_NS + i * 1_000_000
+            poses.publish(Pose(Header(stamp_ns=stamp), lat_deg=34.0 + i * 1e-6, lon_deg=-118.0,
+                               cov_enu_m2=(2.0, 0.1, 0.1, 3.0), status="tracking", valid=True))
+            if i % 2 == 0:
+                fixes.publish(GeoFix(Header(stamp_ns=stamp), lat_deg=34.0, lon_deg=-118.0, source="posenet-test"))
+        time.sleep(1.5)
+    runner.stop()
+    thread.join()
+    runner.close()
+    reader = DriveReader(out)
+    assert not reader.truncated
+    assert reader.channels["localization/pose"].message_count == n
+    assert reader.channels["posenet/fix"].message_count == n // 2
+    last = list(reader.fixes("localization/pose"))[-1]
+    assert last.cov_enu_m2 == (2.0, 0.1, 0.1, 3.0) and last.status == "tracking"
+
+
+def test_replay_rejects_bad_parameters(tmp_path):
+    with pytest.raises(ValueError, match="'drive'"):
+        Replay(ReplayParams())
+    with pytest.raises(ValueError, match="cannot be replayed"):
+        Replay(ReplayParams(drive=write_drive(tmp_path / "a.mcap", 2), topics=["diagnostics"]))
+    with pytest.raises(OSError):
+        Replay(ReplayParams(drive=str(tmp_path / "missing.mcap")))
