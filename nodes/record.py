@@ -48,7 +48,8 @@ class Recorder(Node):
             if topic not in RECORDABLE_TOPICS:
                 raise ValueError(f"record: topic {topic!r} cannot be stored in a drive; "
                                  f"recordable: {', '.join(RECORDABLE_TOPICS)}")
-        return {t: Delivery.EVERY for t in topics}, ()
+        # BUFFERED: a disk stall fills memory for a moment instead of dropping messages
+        return {t: Delivery.BUFFERED for t in topics}, ()
 
     def __init__(self, params: RecordParams | None = None) -> None:
         super().__init__(params)

@@ -7,7 +7,10 @@ instead of blocking, so a slow subscriber never stalls the publisher or the othe
 Each subscription says how it wants messages (``Delivery``):
 - ``EVERY``: a deep queue, each message in order (recording, lock-step replay, fusion);
 - ``LATEST``: a short queue, and ``recv`` drains it and returns only the newest message (live
-  perception: a CNN slower than the camera works on the freshest frame, never on a backlog).
+  perception: a CNN slower than the camera works on the freshest frame, never on a backlog);
+- ``BUFFERED``: every message, drained from the socket by a background thread into an unbounded
+  in-process queue, so that a handler that stalls (a recorder waiting on the disk) never lets the
+  socket queue overflow; memory, not messages, absorbs the burst.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import socket as pysocket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -36,6 +40,7 @@ PUBLISHER_LINGER_MS = 500
 class Delivery(enum.Enum):
     EVERY = "every"
     LATEST = "latest"
+    BUFFERED = "buffered"
 
 
 def bind_exclusive(socket: zmq.Socket, endpoint: str) -> None:
@@ -145,7 +150,8 @@ class Subscriber:
     ``zmq.Poller``: it becomes readable when ``recv_frames`` has something to return.
 
     LATEST delivery drains the topic continuously in a background thread that keeps only the newest
-    message, so that neither this process nor the publisher ever holds a backlog of stale frames."""
+    message, so that neither this process nor the publisher ever holds a backlog of stale frames;
+    BUFFERED delivery drains it the same way but keeps every message, in order."""
 
     def __init__(self, topic: str | Topic, *, delivery: Delivery = Delivery.EVERY,
                  config: BusConfig | None = None, context: zmq.Context | None = None,
@@ -172,8 +178,8 @@ class Subscriber:
         if delivery is Delivery.EVERY:
             self.socket = self._sub
             return
-        # LATEST: the drain thread owns self._sub; it signals over an inproc PAIR whose main-thread end
-        # is self.socket (pollable like any socket).
+        # LATEST/BUFFERED: the drain thread owns self._sub; it signals over an inproc PAIR whose
+        # main-thread end is self.socket (pollable like any socket).
         address = f"inproc://streetloc-latest-{id(self)}"
         self.socket = ctx.socket(zmq.PAIR)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -183,9 +189,10 @@ class Subscriber:
         self._signal.connect(address)
         self._lock = threading.Lock()
         self._latest: list[Any] | None = None
+        self._buffer: deque[list[Any]] = deque()
         self._pending = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, name=f"latest:{self.topic.name}", daemon=True)
+        self._thread = threading.Thread(target=self._drain, name=f"drain:{self.topic.name}", daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
@@ -197,9 +204,12 @@ class Subscriber:
                     frames = self._sub.recv_multipart(copy=not self._zero_copy)
                     with self._lock:
                         self.received += 1
-                        if self._latest is not None:
-                            self.skipped += 1
-                        self._latest = frames
+                        if self.delivery is Delivery.BUFFERED:
+                            self._buffer.append(frames)
+                        else:
+                            if self._latest is not None:
+                                self.skipped += 1
+                            self._latest = frames
                         notify = not self._pending
                         self._pending = True
                     if notify:
@@ -215,16 +225,27 @@ class Subscriber:
         if self._thread is None:
             self.received += 1
             return self.socket.recv_multipart(copy=not self._zero_copy)
-        self.socket.recv()
         with self._lock:
+            if self.delivery is Delivery.BUFFERED:
+                frames = self._buffer.popleft() if self._buffer else None
+                if not self._buffer:
+                    self.socket.recv()  # consume the signal only once the buffer is empty
+                    self._pending = False
+                return frames
+            self.socket.recv()
             frames, self._latest, self._pending = self._latest, None, False
         return frames
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting in the BUFFERED queue."""
+        return len(self._buffer) if self._thread is not None else 0
 
     def decode(self, frames: list[Any]) -> msgspec.Struct:
         """Decode frames from ``recv_frames``; counts sequence gaps."""
         msg = self.codec.decode(frames)
         seq = msg.header.seq  # type: ignore[attr-defined]
-        if self._last_seq is not None and seq > self._last_seq + 1 and self.delivery is Delivery.EVERY:
+        if self._last_seq is not None and seq > self._last_seq + 1 and self.delivery is not Delivery.LATEST:
             self.seq_gaps += seq - self._last_seq - 1
         self._last_seq = seq
         return msg

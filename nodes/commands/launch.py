@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from nodes.launcher.description import load_launch, node_keys, parse_arg_assignments
-from nodes.launcher.graph import Graph, build_graph, describe_graph
+from nodes.launcher.graph import Graph, build_graph, describe_graph, toml_literal
 from nodes.launcher.supervisor import Supervisor
 
 
@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Start every node of a launch file as its own process and supervise it: restart per "
                     "its respawn policy, prefix its output with its name, log it per node. Ctrl-C or "
                     "SIGTERM stops the graph within 5 s.")
-    p.add_argument("file", help="launch file (TOML), e.g. launch/bringup.toml")
+    p.add_argument("file", nargs="?", help="launch file (TOML), e.g. launch/bringup.toml")
     p.add_argument("--check", action="store_true",
                    help="validate the file and print the graph without starting anything; exit 2 on problems")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
@@ -40,15 +40,15 @@ def _show_args(desc) -> None:
         return
     print(f"arguments of {desc.file} (set with --arg NAME=VALUE):")
     for spec in desc.args.values():
-        default = "(required)" if spec.default is None else f"default {spec.default!r}"
-        choices = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else ""
+        default = "(required)" if spec.default is None else f"default {toml_literal(spec.default)}"
+        choices = f", one of {', '.join(map(toml_literal, spec.choices))}" if spec.choices else ""
         print(f"  {spec.name}: {spec.description} [{default}{choices}]")
 
 
 def _show_keys() -> None:
     print("keys of a [nodes.NAME] table:")
     for name, type_name, default, description in node_keys():
-        shown = "(required)" if repr(default) == "NODEFAULT" else f"default {default!r}"
+        shown = "(required)" if repr(default) == "NODEFAULT" else f"default {toml_literal(default)}"
         print(f"  {name:20s} {type_name:8s} {shown:24s} {description}")
 
 
@@ -59,7 +59,9 @@ def _machine(graph: Graph, asked: str | None, running: bool) -> str:
             known = ", ".join(machines) or "none (the file declares no [machines])"
             raise ValueError(f"{graph.description.file}: --machine {asked}: no such machine; machines: {known}")
         return asked
-    if running and len(machines) > 1:
+    if not running:
+        return ""  # --check of the whole graph
+    if len(machines) > 1:
         raise ValueError(f"{graph.description.file} spans machines {', '.join(machines)}: pass --machine NAME "
                          "to run one machine's part (each machine runs its own launcher)")
     return next(iter(machines), "")
@@ -88,6 +90,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if args.show_keys:
         _show_keys()
         return 0
+    if not args.file:
+        raise ValueError("which launch file? e.g. streetloc launch launch/bringup.toml")
     desc = load_launch(args.file, parse_arg_assignments(args.arg))
     if args.show_args:
         _show_args(desc)

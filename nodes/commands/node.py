@@ -19,7 +19,7 @@ import msgspec
 from nodes.bus.forwarder import Forwarder
 from nodes.bus.messages import Diagnostics
 from nodes.bus.pubsub import Delivery, Subscriber
-from nodes.bus.topics import BusConfig
+from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
 from nodes.launcher.state import LauncherState, read_states
 
@@ -120,8 +120,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                          "restarts": None, "machine": "", "launcher_pid": None, "module": "", "detail": "",
                          "diagnostics": d})
     if not rows:
-        endpoints = ", ".join(c.subscriber_endpoint_for("diagnostics") if hasattr(c, "subscriber_endpoint_for")
-                              else _diag_endpoint(c) for c in configs)
+        endpoints = ", ".join(_diag_endpoint(c) for c in configs)
         print(f"no running nodes: no launcher state in {env_config.ipc_dir} and no diagnostics at {endpoints}",
               file=sys.stderr)
         return 1
@@ -148,8 +147,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _diag_endpoint(config: BusConfig) -> str:
-    from nodes.bus.topics import get_topic
-
     return config.subscriber_endpoint(get_topic("diagnostics"))
 
 

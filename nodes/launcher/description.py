@@ -260,7 +260,9 @@ def _load_tree(path: Path, merged: _Merged, stack: list[Path], arg_text: dict[st
         includes = []
     for item in includes:
         # Include paths may use arguments given on the command line or defaulted in earlier files.
-        text = _substitute_text(item, {**{k: v.get("default") for k, v in merged.args.items()}, **arg_text})
+        own = data.get("args") if isinstance(data.get("args"), dict) else {}
+        defaults = {k: v.get("default") for k, v in [*merged.args.items(), *own.items()] if isinstance(v, dict)}
+        text = _substitute_text(item, {**defaults, **arg_text})
         if text is None:
             merged.problems.append(Problem(shown, f"{item!r}: unknown argument in include path", key="include"))
             continue
@@ -314,6 +316,9 @@ def _load_tree(path: Path, merged: _Merged, stack: list[Path], arg_text: dict[st
         if not NODE_NAME.match(name):
             merged.problems.append(Problem(shown, "a node name is letters, digits, _ and -, starting with a letter",
                                            node=name))
+            continue
+        if name == "launch":  # the launcher's own name on the console and in the log folder
+            merged.problems.append(Problem(shown, "'launch' is the launcher's own name; pick another", node=name))
             continue
         if not isinstance(table, dict):
             merged.problems.append(Problem(shown, "expected a table [nodes.NAME]", node=name))
@@ -478,6 +483,16 @@ def _friendly(exc: msgspec.ValidationError) -> tuple[str | None, str]:
     return None, msg
 
 
+def _literal_choices(key: str | None) -> list[str]:
+    """The allowed values of a node key that takes one of a fixed set (``respawn``, ``log_level``)."""
+    for f in msgspec.inspect.type_info(NodeEntry).fields:  # type: ignore[attr-defined]
+        if f.name == key:
+            t = f.type.type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
+            if isinstance(t, msgspec.inspect.LiteralType):
+                return [str(v) for v in t.values]
+    return []
+
+
 def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None) -> LaunchDescription:
     """Read a launch file and its includes, substitute ``--arg`` values, and type-check every key.
     Problems are collected in ``.problems`` (the graph check adds more, see ``nodes.launcher.graph``)."""
@@ -542,6 +557,9 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
             entry = msgspec.convert(resolved, NodeEntry)
         except msgspec.ValidationError as exc:
             key, message = _friendly(exc)
+            choices = _literal_choices(key)
+            if choices:
+                message = f"{message}; expected one of: {', '.join(choices)}"
             problems.append(Problem(origins.get(key or "", file), message, node=name, key=key))
             continue
         try:

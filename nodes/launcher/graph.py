@@ -29,7 +29,7 @@ import msgspec
 
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import TOPICS, BusConfig, get_topic
-from nodes.launcher.description import LaunchDescription, NodeSpec, Problem, _suggest
+from nodes.launcher.description import LaunchDescription, LaunchError, NodeSpec, Problem, _suggest
 from nodes.runtime import Node, load_params
 
 
@@ -61,6 +61,12 @@ class Graph:
     subscribers: dict[str, list[str]] = field(default_factory=dict)  # topic -> nodes
     problems: list[Problem] = field(default_factory=list)
 
+    def raise_for_problems(self) -> Graph:
+        """This graph, or LaunchError listing every problem (for programs that launch graphs)."""
+        if self.problems:
+            raise LaunchError(self.problems)
+        return self
+
     def part(self, machine: str) -> dict[str, GraphNode]:
         """The nodes one machine runs ("" for every node of a single-machine graph)."""
         return {n: g for n, g in self.nodes.items() if not machine or g.machine == machine}
@@ -73,6 +79,8 @@ class Graph:
         machines = self.description.machines
         if not machines:
             return config
+        if machine not in machines:
+            raise ValueError(f"{self.description.file}: no machine {machine!r}; machines: {', '.join(machines)}")
         me = machines[machine]
         hosts = {topic: machines[self.nodes[node].machine].address
                  for topic, node in self.publishers.items() if self.nodes[node].machine != machine}
@@ -150,10 +158,24 @@ def toml_literal(value: Any) -> str:
 
 # -- the check ----------------------------------------------------------------------------------
 
+def load_graph(path: str, args: dict[str, str] | None = None) -> Graph:
+    """``build_graph(load_launch(path, args))``: a launch file's checked graph."""
+    from nodes.launcher.description import load_launch
+
+    return build_graph(load_launch(path, args))
+
+
 def build_graph(desc: LaunchDescription) -> Graph:
     """Resolve every enabled node and check the graph; problems of the description come first."""
     graph = Graph(desc, problems=list(desc.problems))
     problems = graph.problems
+    for topic, file in desc.external_topics.items():
+        if topic not in TOPICS:
+            problems.append(Problem(file, f"no topic {topic!r} in the topic table{_suggest(topic, TOPICS)}",
+                                    key="external_topics"))
+        elif get_topic(topic).fan_in:
+            problems.append(Problem(file, f"{topic!r} is fan-in (every node publishes it); it cannot be external",
+                                    key="external_topics"))
     loaded = {}
     for name, spec in desc.enabled_nodes.items():
         item = _load_node(desc, spec, problems)

@@ -62,7 +62,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, another user's
-    return True
+    try:  # a killed launcher whose parent has not reaped it yet is a zombie: dead all the same
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def read_states(ipc_dir: str) -> list[LauncherState]:

@@ -190,8 +190,10 @@ class Supervisor:
             proc.log.write(f"{stamp} [launch] {text}")
 
     def _node_line(self, p: _Proc, line: str) -> None:
+        # node_main's log format already names the node: say it once
+        line = line.removeprefix(f"[{p.name}] ")
         p.tail.append(line)
-        p.log.write(line)
+        p.log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
         self._emit(p.name, line, p.color)
 
     def _read_output(self, p: _Proc, final: bool = False) -> None:
@@ -239,11 +241,9 @@ class Supervisor:
         return cmd
 
     def _environment(self, node: GraphNode) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREETLOC_")}
+        env = dict(os.environ)
+        env.pop("STREETLOC_TOPIC_HOSTS", None)  # to_env() sets it only when there are any
         env.update(self.config.to_env())  # the launcher's bus, whatever this shell said
-        for key in ("STREETLOC_DEBUG",):
-            if key in os.environ:
-                env[key] = os.environ[key]
         env["STREETLOC_LOG_LEVEL"] = node.spec.entry.log_level
         env["PYTHONUNBUFFERED"] = "1"  # lines reach the console as they are printed
         for key, value in node.spec.entry.env.items():
@@ -251,8 +251,9 @@ class Supervisor:
         return env
 
     def _start(self, p: _Proc, now: float) -> None:
-        if p.state == "waiting" and p.waiting_since is not None and now - p.waiting_since > 0.05:
-            self.say(f"{p.name}: starting ({p.detail or 'waits over'})", p)
+        if p.state == "waiting" and p.detail:  # it had to wait: say when that ended
+            waited = p.detail.removeprefix("waiting for ")
+            self.say(f"{p.name}: starting after {now - (p.waiting_since or now):.1f} s waiting for {waited}", p)
         p.detail = ""
         try:
             proc = subprocess.Popen(
@@ -265,6 +266,7 @@ class Supervisor:
             self._after_exit(p, 127, now)
             return
         p.proc = proc
+        p.tail.clear()  # a crash report shows the output of the run that crashed
         p.state = "running"
         p.ready = False
         p.started_ns = time.time_ns()
@@ -501,7 +503,8 @@ class Supervisor:
         try:
             self._setup_bus()
             endpoint = self.config.subscriber_endpoint(self._diag.topic) if self._diag else ""
-            self.say(f"{self.graph.description.file}: {len(self.procs)} nodes"
+            n = len(self.procs)
+            self.say(f"{self.graph.description.file}: {n} node{'s' if n != 1 else ''}"
                      + (f" on machine {self.machine}" if self.machine else "")
                      + f"; logs in {self.log_dir}; diagnostics at {endpoint}; Ctrl-C stops")
             while True:
@@ -553,11 +556,17 @@ class Supervisor:
                 break
             hurry = self._stop_requested > signals_at_start  # a second Ctrl-C: no more patience
             for p in left:
-                if hurry or (p.stop_deadline is not None and now >= p.stop_deadline):
-                    if p.stop_deadline is not None:
-                        self.say(f"{p.name}: still running {now - t0:.1f} s after SIGTERM; SIGKILL", p)
-                        p.stop_deadline = None
-                    self._signal_group(p, signal.SIGKILL)
+                if p.stop_deadline is None:
+                    continue  # SIGKILLed already
+                if hurry:
+                    self.say(f"{p.name}: second stop request; SIGKILL", p)
+                elif now >= p.stop_deadline:
+                    self.say(f"{p.name}: still running {p.node.spec.entry.stop_timeout_s:g} s after "
+                             "SIGTERM; SIGKILL", p)
+                else:
+                    continue
+                p.stop_deadline = None
+                self._signal_group(p, signal.SIGKILL)
             self._poll(0.05)
         if running:
             self.say(f"all nodes stopped in {time.monotonic() - t0:.1f} s")

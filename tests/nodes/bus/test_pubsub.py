@@ -133,3 +133,21 @@ def test_two_processes_exchange_images_and_poses(bus_config, processes):
     latency_ms = (pose.header.trace[-1].pub_ns - pose.header.stamp_ns) / 1e6
     assert 0 <= latency_ms < 5000
     assert sys.executable  # processes are cleaned up by the fixture
+
+
+def test_buffered_delivery_survives_a_stalled_reader(bus_config):
+    """A reader that stalls for longer than the socket queue lasts still gets every message."""
+    n = 3000  # more than the topic's socket queues (publisher + subscriber) hold
+    with Publisher("localization/pose", node="t", config=bus_config) as pub, \
+            Subscriber("localization/pose", delivery=Delivery.BUFFERED, config=bus_config) as sub:
+        assert pub.wait_for_subscribers(1, timeout_s=5)
+        for i in range(n):  # bursts at ~10 kHz: a reader that stalls for the whole time overflows any queue
+            pub.publish(_pose(i))
+            if i % 500 == 499:
+                time.sleep(0.05)
+        time.sleep(1.0)  # the reader stalls; the drain thread keeps emptying the socket
+        got = []
+        while (msg := sub.recv(timeout_s=1.0)) is not None:
+            got.append(msg.header.seq)
+    assert got == list(range(n))
+    assert sub.seq_gaps == 0 and sub.backlog == 0
