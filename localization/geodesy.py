@@ -25,7 +25,7 @@ class GeoOrigin:
 
     lat_deg: float = DEFAULT_ORIGIN_LAT_DEG
     lon_deg: float = DEFAULT_ORIGIN_LON_DEG
-    alt_m: float = 0.0
+    alt_m: float = DEFAULT_ORIGIN_ALT_M
 
     def __post_init__(self) -> None:
         if not (-90.0 <= self.lat_deg <= 90.0) or not np.isfinite(self.lat_deg):

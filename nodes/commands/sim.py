@@ -1,0 +1,138 @@
+"""``streetloc sim``: render a drive through the synthetic city (sim_data) with full ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from localization.geodesy import GeoOrigin
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 320x240") from None
+    return w, h
+
+
+def _blocks(text: str) -> tuple[int, int]:
+    try:
+        e, n = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--blocks {text!r}: expected EASTxNORTH block counts, e.g. 3x3") from None
+    return e, n
+
+
+def _origin(text: str) -> GeoOrigin:
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--origin {text!r}: expected LAT,LON or LAT,LON,ALT in degrees and metres") from None
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--origin {text!r}: expected LAT,LON or LAT,LON,ALT in degrees and metres")
+    return GeoOrigin(*parts)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sim",
+        help="render a drive through the synthetic city (MCAP with GPS truth, boxes, masks)",
+        description="Render a drive through the procedural city of sim_data: camera frames with the true GPS "
+        "pose, odometry, intrinsics, boxes and label masks of every frame, written as a streetloc drive "
+        "(.mcap). Equal arguments give identical frames.",
+    )
+    p.add_argument("-o", "--output", metavar="DRIVE.mcap", help="drive file to write")
+    p.add_argument("--preview", metavar="OUT.png", help="contact sheet of frames with masks and boxes overlaid")
+    p.add_argument("--preview-frames", type=int, default=8, metavar="N", help="frames on the contact sheet (8)")
+    p.add_argument("--city-seed", type=int, default=0, help="which city (0)")
+    p.add_argument("--blocks", default="3x2", metavar="ExN", help="district size in blocks, east x north (3x2)")
+    p.add_argument("--route", default=None,
+                   help="named route (train; random when only --route-seed is given); see --list-routes")
+    p.add_argument("--route-seed", type=int, default=None, help="seed of random routes and traffic (route's default)")
+    p.add_argument("--frames", type=int, default=None, help="frames to render (default: to the route's end)")
+    p.add_argument("--size", default="320x240", metavar="WxH", help="image size in pixels (320x240)")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the drive (10)")
+    p.add_argument("--hfov", type=float, default=70.0, metavar="DEG", help="horizontal field of view (70)")
+    p.add_argument("--camera-height", type=float, default=1.5, metavar="M", help="camera height above the road (1.5)")
+    p.add_argument("--time-of-day", type=float, default=None, metavar="H", help="local time 0-24 h (route's default)")
+    p.add_argument("--traffic", choices=("light", "normal", "heavy"), default=None, help="traffic (route's default)")
+    sky = p.add_mutually_exclusive_group()
+    sky.add_argument("--overcast", dest="overcast", action="store_true", default=None, help="grey sky, soft light")
+    sky.add_argument("--clear", dest="overcast", action="store_false", help="clear sky")
+    p.add_argument("--noise", action="store_true", help="add camera noise (stronger in the dark)")
+    p.add_argument("--motion-blur", action="store_true", help="blur frames while turning")
+    p.add_argument("--origin", default=None, metavar="LAT,LON[,ALT]",
+                   help="geo origin of the city (default: downtown Los Angeles)")
+    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames (90)")
+    p.add_argument("--list-routes", action="store_true", help="list the named routes and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from sim_data.drive import SimConfig, SimDrive, default_origin, write_drive
+    from sim_data.preview import PreviewSampler, write_preview
+    from sim_data.routes import ROUTES
+
+    if args.list_routes:
+        width = max(len(n) for n in ROUTES)
+        for name, spec in ROUTES.items():
+            print(f"{name.ljust(width)}  {spec.description}")
+        return 0
+    if not args.output and not args.preview:
+        raise ValueError("nothing to do: give -o DRIVE.mcap and/or --preview OUT.png")
+    if args.preview_frames < 1:
+        raise ValueError(f"--preview-frames {args.preview_frames}: must be at least 1")
+    # Sizes and the origin are parsed here, not by argparse, so that a bad one is a one-line error.
+    size = _size(args.size)
+    config = SimConfig(
+        city_seed=args.city_seed,
+        blocks=_blocks(args.blocks),
+        route=args.route or ("random" if args.route_seed is not None else "train"),
+        route_seed=args.route_seed,
+        frames=args.frames,
+        width_px=size[0],
+        height_px=size[1],
+        fps=args.fps,
+        hfov_deg=args.hfov,
+        camera_height_m=args.camera_height,
+        time_of_day_h=args.time_of_day,
+        traffic=args.traffic,
+        overcast=args.overcast,
+        camera_noise=args.noise,
+        motion_blur=args.motion_blur,
+        origin=_origin(args.origin) if args.origin else default_origin(),
+    )
+    sampler = PreviewSampler(args.preview_frames)
+    t0 = time.perf_counter()
+    last = [t0]
+
+    def on_frame(frame) -> None:
+        sampler(frame)
+        now = time.perf_counter()
+        if not args.quiet and now - last[0] > 2.0:
+            last[0] = now
+            print(f"\r  frame {frame.index + 1}  t={frame.t_s:.1f}s  {(frame.index + 1) / (now - t0):.0f} frames/s",
+                  end="", file=sys.stderr, flush=True)
+
+    if args.output:
+        summary = write_drive(config, args.output, jpeg_quality=args.jpeg_quality, on_frame=on_frame)
+        n, wall = summary.frames, summary.wall_s
+        if not args.quiet:
+            print("\r", end="", file=sys.stderr)
+        print(f"wrote {summary.path}: {n} frames ({summary.duration_s:.1f} s of driving) in {wall:.1f} s "
+              f"({summary.frames_per_s:.0f} frames/s), {summary.bytes / 1e6:.1f} MB")
+    else:
+        n = 0
+        for frame in SimDrive(config):
+            on_frame(frame)
+            n += 1
+        if not args.quiet:
+            print("\r", end="", file=sys.stderr)
+        print(f"rendered {n} frames in {time.perf_counter() - t0:.1f} s")
+    if args.preview:
+        write_preview(args.preview, sampler.frames())
+        print(f"wrote {args.preview}")
+    return 0
