@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("nodes.commands.export", "export a drive's GPS or pose channel as GPX or GeoJSON"),
     "replay": ("nodes.commands.replay", "publish a recorded drive on the bus (real time, ×N, lock-step)"),
     "record": ("nodes.commands.record", "record bus topics into a drive (.mcap) until Ctrl-C"),
+    "sim": ("nodes.commands.sim", "render a drive through the synthetic city, with full ground truth"),
 }
 
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `streetloc topic echo ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UserError, ValueError, OSError) as exc:
         # Bad input (a missing file, a malformed field) is an answer, not a traceback; the pure packages
         # raise ValueError/OSError with messages naming the file, field and value.
