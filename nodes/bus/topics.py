@@ -47,7 +47,7 @@ class Topic:
     description: str
     fan_in: bool = False  # many publishers, relayed by the forwarder
     fan_in_port_offset: int | None = None  # where publishers of a fan-in topic connect
-    queue_depth: int = 1000  # messages buffered per subscriber before the publisher drops for it
+    queue_depth: int = 10_000  # messages buffered per subscriber before the publisher drops for it
 
     @property
     def type_name(self) -> str:

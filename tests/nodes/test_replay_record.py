@@ -177,6 +177,8 @@ def test_recorder_loses_nothing(bus_config, tmp_path):
                                cov_enu_m2=(2.0, 0.1, 0.1, 3.0), status="tracking", valid=True))
             if i % 2 == 0:
                 fixes.publish(GeoFix(Header(stamp_ns=stamp), lat_deg=34.0, lon_deg=-118.0, source="posenet-test"))
+            if i % 200 == 199:
+                time.sleep(0.01)  # bursts at ~20 kHz, far above any real topic's rate
         time.sleep(1.5)
     runner.stop()
     thread.join()

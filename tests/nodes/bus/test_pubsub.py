@@ -136,15 +136,15 @@ def test_two_processes_exchange_images_and_poses(bus_config, processes):
 
 
 def test_buffered_delivery_survives_a_stalled_reader(bus_config):
-    """A reader that stalls for longer than the socket queue lasts still gets every message."""
-    n = 3000  # more than the topic's socket queues (publisher + subscriber) hold
-    with Publisher("localization/pose", node="t", config=bus_config) as pub, \
-            Subscriber("localization/pose", delivery=Delivery.BUFFERED, config=bus_config) as sub:
+    """A reader that stalls for longer than the socket queues last still gets every message."""
+    n = 300  # camera/image queues 32 messages per side: a stalled reader would lose most of these
+    with Publisher("camera/image", node="cam", config=bus_config) as pub, \
+            Subscriber("camera/image", delivery=Delivery.BUFFERED, config=bus_config) as sub:
         assert pub.wait_for_subscribers(1, timeout_s=5)
-        for i in range(n):  # bursts at ~10 kHz: a reader that stalls for the whole time overflows any queue
-            pub.publish(_pose(i))
-            if i % 500 == 499:
-                time.sleep(0.05)
+        for i in range(n):
+            pub.publish(_image(i, 2000))
+            if i % 50 == 49:
+                time.sleep(0.02)
         time.sleep(1.0)  # the reader stalls; the drain thread keeps emptying the socket
         got = []
         while (msg := sub.recv(timeout_s=1.0)) is not None:
