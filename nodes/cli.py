@@ -14,6 +14,7 @@ import sys
 
 # One table of subcommands: name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("nodes.commands.sim", "render a drive through the synthetic city, with full ground truth"),
     "topic": ("nodes.commands.topic", "inspect bus topics: list, echo, hz, info"),
     "launch": ("nodes.commands.launch", "run a graph of nodes from a launch file (or --check it)"),
     "node": ("nodes.commands.node", "running nodes (pid, uptime, restarts, rates); node parameters"),
@@ -22,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("nodes.commands.export", "export a drive's GPS or pose channel as GPX or GeoJSON"),
     "replay": ("nodes.commands.replay", "publish a recorded drive on the bus (real time, ×N, lock-step)"),
     "record": ("nodes.commands.record", "record bus topics into a drive (.mcap) until Ctrl-C"),
-    "sim": ("nodes.commands.sim", "render a drive through the synthetic city, with full ground truth"),
+    "train": ("nodes.commands.train", "train a model (posenet, ...) on drives; --resume; DDP via torchrun"),
+    "evaluate": ("nodes.commands.evaluate", "score a trained model on drives (errors, honest uncertainty)"),
 }
 
 

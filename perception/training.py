@@ -71,6 +71,7 @@ class Task(Protocol):
 
     name: str
     monitor: str  # the validation figure that picks the best epoch (lower is better)
+    summary_keys: tuple[str, ...]  # validation figures shown on the epoch line (all go to history.jsonl)
 
     def build_model(self) -> nn.Module: ...
 
@@ -226,7 +227,7 @@ class Progress:
             return
         now = time.perf_counter()
         elapsed = now - self.start
-        decile = int(10 * self.done / max(1, self.total))
+        decile = int(4 * self.done / max(1, self.total))  # off a terminal: a line per quarter
         finished = self.done >= self.total
         if self.tty and not finished and now - self._last_print < 0.2:
             return
@@ -382,7 +383,7 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
             if improved:
                 best_value, best_epoch, best_metrics = value, epoch + 1, dict(metrics)
                 task.export(model, metrics, config, out_dir / MODEL_FILE)
-            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k in task.summary_keys) or "-"
             log(f"[{task.name} epoch {epoch + 1}/{config.epochs}] {epoch_times[-1]:.0f}s val: {shown or '-'}"
                 f"{'  (best, saved)' if improved else ''}")
             _save_state(state_path, task, model, optimizer, scheduler, scaler, epoch, history, best_value,

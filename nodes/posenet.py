@@ -1,0 +1,226 @@
+"""The PoseNet node: ``camera/image`` in, ``posenet/fix`` out (lat, lon, heading, ENU covariance, model id).
+
+Runs the checkpoint named by ``model`` (a file or a registered weights name; empty: the default checkpoint
+for the default synthetic city) on CUDA in fp16 with channels_last when present, on CPU in fp32
+otherwise. With ``delivery = "every"`` (lock-step, or a recording) frames that queued up while the model
+was busy are taken together, up to ``max_batch`` in one forward pass, so a slow model catches up
+instead of falling further behind; with ``"latest"`` (live) it always works on the newest frame.
+
+A bad frame is an answer, not a crash: a frame of another size is resized (the fix is still valid);
+one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
+decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
+``reject:camera/image`` in a batch).
+
+    python -m nodes.posenet --param model=runs/posenet/model.pt --param device=cpu
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+import msgspec
+import numpy as np
+
+from nodes.bus.messages import GeoFix, Header, Image
+from nodes.bus.pubsub import Delivery
+from nodes.runtime import Node, NodeRunner, Outputs, node_main
+
+log = logging.getLogger("streetloc.posenet")
+
+
+class PoseNetParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    model: Annotated[str, msgspec.Meta(
+        description="checkpoint file or registered weights name; empty: the default synthetic-city model")] = ""
+    device: Annotated[str, msgspec.Meta(
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto"
+    fp16: Annotated[bool, msgspec.Meta(description="half precision on CUDA (ignored on CPU)")] = True
+    max_batch: Annotated[int, msgspec.Meta(
+        ge=1, le=512, description="most queued frames taken in one forward pass")] = 16
+    delivery: Annotated[str, msgspec.Meta(
+        pattern="^(latest|every)$",
+        description="latest: newest frame only (live); every: all frames, batched when behind")] = "latest"
+    # 1 by default: a batch-1 forward pass is ~50 small kernels, and with several OpenMP threads each
+    # waits at a barrier for the others; on a CPU shared with other nodes a waiting thread loses its
+    # core for a scheduler slice (measured: 5 ms with 1 thread, 0.5-1 s with 2 on a busy 2-core machine)
+    threads: Annotated[int, msgspec.Meta(
+        ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
+    min_heading_std_deg: Annotated[float, msgspec.Meta(
+        ge=0, description="floor of the published heading std, deg")] = 0.5
+
+
+class PoseNetNode(Node):
+    """Localizes each camera frame with PoseNet and publishes a GeoFix with the learned covariance."""
+
+    name = "posenet"
+    Params = PoseNetParams
+    subscribes = {"camera/image": Delivery.LATEST}
+    publishes = ("posenet/fix",)
+
+    @classmethod
+    def declared_topics(cls, params: msgspec.Struct):
+        assert isinstance(params, PoseNetParams)
+        return {"camera/image": _delivery(params)}, cls.publishes
+
+    def __init__(self, params: PoseNetParams | None = None) -> None:
+        super().__init__(params)
+        p: PoseNetParams = self.params
+        self.subscribes = {"camera/image": _delivery(p)}
+        import torch
+
+        from perception.models import PosePredictor
+
+        if p.threads:
+            torch.set_num_threads(p.threads)
+        # ValueError/OSError here (unknown name, missing file) is a bad parameter: node_main prints it, exit 2
+        self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch)
+        self.model_id = self.predictor.model_id
+        self.frames_in = 0
+        self.fixes_out = 0
+        self.rejected = 0
+        self.resized = 0
+        self.batches = 0
+        self.largest_batch = 0
+        log.info("model %s on %s%s, input %dx%d", self.model_id, self.predictor.device,
+                 " fp16" if self.predictor.half else "", *self.predictor.input_size_px)
+
+    # ------------------------------------------------------------------------------------ frames
+
+    def image_bgr(self, msg: Image) -> np.ndarray:
+        """The frame as uint8 BGR [H, W, 3]; ValueError naming what is wrong when it is not an image."""
+        data = msg.data
+        if msg.encoding == "jpeg":
+            import cv2
+
+            buf = np.asarray(data, dtype=np.uint8).reshape(-1)
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+            if image is None:
+                raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: JPEG of {buf.size} bytes does not decode")
+            return image
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+            raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: {msg.encoding} pixels must be uint8, "
+                             f"got {getattr(data, 'dtype', type(data).__name__)}")
+        if msg.encoding == "bgr8" and data.ndim == 3 and data.shape[2] == 3:
+            return data
+        if msg.encoding == "mono8" and data.ndim == 2:
+            return np.repeat(data[:, :, None], 3, axis=2)
+        raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: encoding {msg.encoding!r} with data shaped "
+                         f"{tuple(data.shape)} is not an image this node reads (bgr8 [H,W,3], mono8 [H,W], jpeg)")
+
+    def _prepare(self, msg: Image) -> np.ndarray:
+        image = self.image_bgr(msg)
+        if (image.shape[1], image.shape[0]) != (msg.width_px, msg.height_px):
+            log.debug("frame says %dx%d but holds %dx%d", msg.width_px, msg.height_px, image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != self.predictor.input_size_px:
+            self.resized += 1
+        return self.predictor.prepare_bgr(image)
+
+    def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
+        assert isinstance(msg, Image)
+        self.frames_in += 1
+        try:
+            prepared = self._prepare(msg)
+        except ValueError:
+            self.rejected += 1
+            raise  # counted by the runtime as handler:camera/image:ValueError, logged once
+        return self._infer([msg], [prepared])
+
+    def on_batch(self, msgs: list[Image]) -> tuple[list[tuple[str, GeoFix]], list[str]]:
+        """Several frames in one forward pass: (outputs, one line per rejected frame)."""
+        good, prepared, rejects = [], [], []
+        for msg in msgs:
+            self.frames_in += 1
+            try:
+                prepared.append(self._prepare(msg))
+                good.append(msg)
+            except ValueError as exc:
+                self.rejected += 1
+                rejects.append(str(exc))
+        return (self._infer(good, prepared) if good else []), rejects
+
+    def _infer(self, msgs: list[Image], prepared: list[np.ndarray]) -> list[tuple[str, GeoFix]]:
+        import torch
+
+        est = self.predictor.predict(torch.from_numpy(np.stack(prepared)))
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(msgs))
+        floor = self.params.min_heading_std_deg
+        out = []
+        for i, msg in enumerate(msgs):
+            cov = est.cov_enu_m2[i]
+            finite = bool(np.all(np.isfinite(cov)) and np.isfinite(est.lat_deg[i]) and np.isfinite(est.lon_deg[i]))
+            fix = GeoFix(
+                header=Header(stamp_ns=msg.header.stamp_ns, frame_id="posenet", trace=list(msg.header.trace)),
+                lat_deg=float(est.lat_deg[i]), lon_deg=float(est.lon_deg[i]),
+                heading_deg=float(est.heading_deg[i]),
+                cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
+                heading_std_deg=float(max(floor, est.heading_std_deg[i])),
+                source=self.model_id, valid=finite,
+            )
+            out.append(("posenet/fix", fix))
+        self.fixes_out += len(out)
+        return out
+
+    def close(self) -> None:
+        log.info("posenet: %d frames in, %d fixes out, %d rejected, %d resized, %d batches (largest %d)",
+                 self.frames_in, self.fixes_out, self.rejected, self.resized, self.batches, self.largest_batch)
+
+
+def _delivery(p: PoseNetParams) -> Delivery:
+    return Delivery.EVERY if p.delivery == "every" else Delivery.LATEST
+
+
+class BatchingRunner(NodeRunner):
+    """A NodeRunner that, for a node with ``on_batch``, takes every camera frame already queued (up to
+    ``max_batch``) when one arrives, and hands them over together."""
+
+    def _handle(self, topic: str, sub) -> None:  # noqa: D102 - see the class docstring
+        node = self.node
+        if not isinstance(node, PoseNetNode) or topic != "camera/image":
+            return super()._handle(topic, sub)
+        msgs: list[Image] = []
+        recv_ns = time.time_ns()
+        bus_topic = sub.topic.name
+        limit = node.params.max_batch
+        while len(msgs) < limit:
+            frames = sub.recv_frames(0)
+            if frames is None:
+                break
+            try:
+                msg = sub.decode(frames)
+            except Exception as exc:  # DecodeError: a malformed message is counted, the rest go on
+                self.record_error(f"decode:{bus_topic}:{getattr(exc, 'kind', type(exc).__name__)}", str(exc))
+                continue
+            self._stats.count[(bus_topic, "in")] += 1
+            self._stats.period_count[(bus_topic, "in")] += 1
+            msgs.append(msg)
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        if not msgs:
+            return
+        t0 = time.perf_counter()
+        try:
+            outputs, rejects = node.on_batch(msgs)
+        except Exception as exc:  # a failing batch must not kill the node either
+            self.log.debug("batch error", exc_info=True)
+            self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
+            return
+        for detail in rejects:
+            self.record_error(f"reject:{topic}", detail)
+        self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0)
+        self._publish(outputs, recv_ns)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import nodes.runtime as runtime
+
+    # node_main builds a NodeRunner; this process uses the batching one (same interface). The runtime has
+    # no batching hook yet: see docs/posenet.md.
+    runtime.NodeRunner = BatchingRunner  # type: ignore[misc]
+    return node_main(PoseNetNode, argv)
+
+
+NODE = PoseNetNode
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""The PoseNet node: images in, GeoFixes with valid covariances out; bad frames counted, never fatal;
+a replayed drive localized frame by frame; queued frames batched."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from localization.geodesy import GeoOrigin
+from nodes.bus.messages import GeoFix, Header, Image
+from nodes.bus.pubsub import Publisher, Subscriber
+from nodes.posenet import BatchingRunner, PoseNetNode, PoseNetParams
+from nodes.replay import Replay, ReplayParams
+from nodes.runtime import NodeRunner
+from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+from perception.models import Checkpoint, get_model
+
+T0_NS = 1_700_000_000_000_000_000
+ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    """An untrained tiny PoseNet with a complete record: the node's behaviour, not its accuracy."""
+    torch.manual_seed(0)
+    arch = {"backbone": "mobilenet_v3_small", "hidden": 16, "dropout": 0.0, "num_anchors": 4}
+    model = get_model("posenet", **arch)
+    model.set_anchors(torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]]), 0.1)
+    ckpt = Checkpoint(model="posenet", arch=arch, state_dict=model.state_dict(), meta={
+        "input_size_px": [32, 24], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "geo_origin": ORIGIN.to_dict(), "center_enu_m": [0.0, 0.0], "scale_m": 50.0,
+        "calibration": {"position_cov_scale": 2.0, "heading_var_scale": 1.0}})
+    return str(ckpt.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+
+
+def image(stamp_ns: int, w: int = 32, h: int = 24, encoding: str = "bgr8", data=None) -> Image:
+    if data is None:
+        data = np.random.default_rng(stamp_ns % 1000).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return Image(header=Header(stamp_ns=stamp_ns, frame_id="camera"), width_px=w, height_px=h, encoding=encoding,
+                 data=data)
+
+
+def check_fix(fix: GeoFix, node: PoseNetNode, stamp_ns: int) -> None:
+    assert fix.header.stamp_ns == stamp_ns and fix.source == node.model_id and fix.valid
+    assert abs(fix.lat_deg - ORIGIN.lat_deg) < 0.1 and abs(fix.lon_deg - ORIGIN.lon_deg) < 0.1
+    cov = np.asarray(fix.cov_enu_m2).reshape(2, 2)
+    assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+    assert 0 <= fix.heading_deg < 360 and 0 < fix.heading_std_deg <= 180
+
+
+def test_an_image_becomes_a_fix_of_the_same_stamp(checkpoint):
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
+    [(topic, fix)] = node.on_message("camera/image", image(T0_NS), 0)
+    assert topic == "posenet/fix"
+    check_fix(fix, node, T0_NS)
+
+
+def test_other_sizes_mono_and_jpeg_are_resized_and_localized(checkpoint):
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
+    big = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    ok, jpeg = cv2.imencode(".jpg", big)
+    frames = [image(1, 640, 480, data=big), image(2, 640, 480, "mono8", big[:, :, 0]),
+              image(3, 640, 480, "jpeg", jpeg.reshape(-1))]
+    for msg in frames:
+        [(_, fix)] = node.on_message("camera/image", msg, 0)
+        check_fix(fix, node, msg.header.stamp_ns)
+    assert node.resized == 3
+
+
+@pytest.mark.parametrize("bad", [
+    image(5, encoding="jpeg", data=np.frombuffer(b"\xff\xd8 not a jpeg at all", np.uint8).copy()),
+    image(5, data=np.zeros((24, 32, 4), np.uint8)),  # BGRA where BGR was promised
+    image(5, data=np.zeros((24, 32, 3), np.float32)),
+    image(5, encoding="rgb16", data=np.zeros((24, 32, 3), np.uint8)),
+])
+def test_a_bad_frame_raises_a_counted_error(checkpoint, bad):
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
+    with pytest.raises(ValueError, match="stamp_ns=5"):
+        node.on_message("camera/image", bad, 0)
+    assert node.rejected == 1
+    [(_, fix)] = node.on_message("camera/image", image(6), 0)  # and the next frame is fine
+    check_fix(fix, node, 6)
+
+
+def test_a_batch_localizes_the_good_frames_and_lists_the_bad(checkpoint):
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
+    bad = image(2, encoding="jpeg", data=np.zeros(10, np.uint8))
+    outputs, rejects = node.on_batch([image(1), bad, image(3)])
+    assert [fix.header.stamp_ns for _, fix in outputs] == [1, 3] and len(rejects) == 1
+    single = node.on_message("camera/image", image(3), 0)[0][1]
+    assert single.lat_deg == pytest.approx(outputs[1][1].lat_deg, abs=1e-9)  # batching changes nothing
+
+
+def test_unknown_model_is_a_parameter_error(tmp_path):
+    with pytest.raises((ValueError, OSError), match="nope.pt"):
+        PoseNetNode(PoseNetParams(model=str(tmp_path / "nope.pt"), device="cpu"))
+
+
+def _spin(runner: NodeRunner, duration_s: float) -> threading.Thread:
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": duration_s}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_on_the_bus_garbage_is_counted_and_queued_frames_are_batched(bus_config, checkpoint):
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu", delivery="every", max_batch=8))
+    runner = BatchingRunner(node, config=bus_config)
+    with Publisher("camera/image", config=bus_config) as pub, Subscriber("posenet/fix", config=bus_config) as sub:
+        pub.wait_for_subscribers(1, timeout_s=5)
+        time.sleep(0.2)
+        pub.publish(image(100, encoding="jpeg", data=np.zeros(16, np.uint8)))  # garbage first
+        for i in range(12):  # queued before the node runs: it must take them in batches
+            pub.publish(image(T0_NS + i))
+        thread = _spin(runner, 30)
+        fixes = []
+        while len(fixes) < 12 and (msg := sub.recv(timeout_s=10)) is not None:
+            fixes.append(msg)
+        runner.stop()
+        thread.join()
+    diag = runner.diagnostics_message(1.0)
+    runner.close()
+    assert sorted(f.header.stamp_ns for f in fixes) == [T0_NS + i for i in range(12)]
+    assert diag.errors.get("reject:camera/image") == 1
+    assert node.largest_batch > 1 and node.batches < 12
+
+
+def test_a_replayed_drive_is_localized_frame_by_frame(bus_config, checkpoint, tmp_path):
+    drive = tmp_path / "d.mcap"
+    with DriveWriter(drive, DriveMetadata(source="t", geo_origin=ORIGIN, camera=CameraInfo.from_hfov(64, 48, 90))) as w:
+        for i in range(10):
+            w.add_image(T0_NS + i * 100_000_000, np.full((48, 64, 3), 20 * i, np.uint8))
+            w.add_gps(T0_NS + i * 100_000_000, lat_deg=34.05, lon_deg=-118.24, heading_deg=0.0)
+    node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu", delivery="every"))
+    node_runner = BatchingRunner(node, config=bus_config)
+    node_thread = _spin(node_runner, 60)
+    with Subscriber("posenet/fix", config=bus_config) as sub:
+        replay = Replay(ReplayParams(drive=str(drive), lockstep=True, lockstep_timeout_s=5.0, start_delay_s=0.3))
+        replay_runner = NodeRunner(replay, config=bus_config)
+        replay_runner.spin(duration_s=60)
+        replay_runner.close()
+        stamps = set()
+        while (msg := sub.recv(timeout_s=0.5)) is not None:
+            check_fix(msg, node, msg.header.stamp_ns)
+            stamps.add(msg.header.stamp_ns)
+    node_runner.stop()
+    node_thread.join()
+    node_runner.close()
+    assert replay.is_finished()
+    assert stamps == {T0_NS + i * 100_000_000 for i in range(10)}
