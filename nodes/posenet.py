@@ -17,7 +17,6 @@ decode is rejected and counted in diagnostics (``handler:camera/image:ValueError
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated
 
 import msgspec
@@ -25,7 +24,7 @@ import numpy as np
 
 from nodes.bus.messages import GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
-from nodes.runtime import Node, NodeRunner, Outputs, node_main
+from nodes.runtime import Node, Outputs, node_main
 
 log = logging.getLogger("streetloc.posenet")
 
@@ -82,6 +81,7 @@ class PoseNetNode(Node):
         self.resized = 0
         self.batches = 0
         self.largest_batch = 0
+        self._errors: list[tuple[str, str]] = []  # rejected frames of the last batch, for take_errors
         log.info("model %s on %s%s, input %dx%d", self.model_id, self.predictor.device,
                  " fp16" if self.predictor.half else "", *self.predictor.input_size_px)
 
@@ -126,9 +126,14 @@ class PoseNetNode(Node):
             raise  # counted by the runtime as handler:camera/image:ValueError, logged once
         return self._infer([msg], [prepared])
 
-    def on_batch(self, msgs: list[Image]) -> tuple[list[tuple[str, GeoFix]], list[str]]:
-        """Several frames in one forward pass: (outputs, one line per rejected frame)."""
-        good, prepared, rejects = [], [], []
+    def max_batch(self, topic: str) -> int:
+        # only "every" delivery queues frames; "latest" always hands over the newest one alone
+        return self.params.max_batch if self.params.delivery == "every" else 1
+
+    def on_batch(self, topic: str, msgs: list, recv_ns: int) -> Outputs:
+        """Several queued frames in one forward pass; a bad frame is rejected (see take_errors), the
+        others are localized."""
+        good, prepared = [], []
         for msg in msgs:
             self.frames_in += 1
             try:
@@ -136,8 +141,12 @@ class PoseNetNode(Node):
                 good.append(msg)
             except ValueError as exc:
                 self.rejected += 1
-                rejects.append(str(exc))
-        return (self._infer(good, prepared) if good else []), rejects
+                self._errors.append((f"reject:{topic}", str(exc)))
+        return self._infer(good, prepared) if good else []
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        errors, self._errors = self._errors, []
+        return errors
 
     def _infer(self, msgs: list[Image], prepared: list[np.ndarray]) -> list[tuple[str, GeoFix]]:
         import torch
@@ -171,56 +180,7 @@ def _delivery(p: PoseNetParams) -> Delivery:
     return Delivery.EVERY if p.delivery == "every" else Delivery.LATEST
 
 
-class BatchingRunner(NodeRunner):
-    """A NodeRunner that, for a node with ``on_batch``, takes every camera frame already queued (up to
-    ``max_batch``) when one arrives, and hands them over together."""
-
-    def _handle(self, topic: str, sub) -> None:  # noqa: D102 - see the class docstring
-        node = self.node
-        if not isinstance(node, PoseNetNode) or topic != "camera/image":
-            return super()._handle(topic, sub)
-        msgs: list[Image] = []
-        recv_ns = time.time_ns()
-        bus_topic = sub.topic.name
-        limit = node.params.max_batch
-        while len(msgs) < limit:
-            frames = sub.recv_frames(0)
-            if frames is None:
-                break
-            try:
-                msg = sub.decode(frames)
-            except Exception as exc:  # DecodeError: a malformed message is counted, the rest go on
-                self.record_error(f"decode:{bus_topic}:{getattr(exc, 'kind', type(exc).__name__)}", str(exc))
-                continue
-            self._stats.count[(bus_topic, "in")] += 1
-            self._stats.period_count[(bus_topic, "in")] += 1
-            msgs.append(msg)
-        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
-        if not msgs:
-            return
-        t0 = time.perf_counter()
-        try:
-            outputs, rejects = node.on_batch(msgs)
-        except Exception as exc:  # a failing batch must not kill the node either
-            self.log.debug("batch error", exc_info=True)
-            self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
-            return
-        for detail in rejects:
-            self.record_error(f"reject:{topic}", detail)
-        self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0)
-        self._publish(outputs, recv_ns)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import nodes.runtime as runtime
-
-    # node_main builds a NodeRunner; this process uses the batching one (same interface). The runtime has
-    # no batching hook yet: see docs/posenet.md.
-    runtime.NodeRunner = BatchingRunner  # type: ignore[misc]
-    return node_main(PoseNetNode, argv)
-
-
 NODE = PoseNetNode
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(node_main(PoseNetNode))

@@ -63,6 +63,24 @@ class Node:
         """Periodic work at ``tick_hz``; return messages to publish."""
         return ()
 
+    def max_batch(self, topic: str) -> int:
+        """How many already-queued messages of ``topic`` the shell may hand to ``on_batch`` at once
+        (a CNN that fell behind catches up in one forward pass). 1: one at a time via ``on_message``."""
+        return 1
+
+    def on_batch(self, topic: str, msgs: list[msgspec.Struct], recv_ns: int) -> Outputs:
+        """Handle several queued inputs of one topic together; by default one ``on_message`` each."""
+        out: list[tuple[str, msgspec.Struct]] = []
+        for msg in msgs:
+            out.extend(self.on_message(topic, msg, recv_ns) or ())
+        return out
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        """Errors met in the last handler call that did not stop it, as (kind, detail) pairs: a batch
+        with one bad frame still publishes the others and reports the bad one here. Counted in
+        diagnostics by the shell."""
+        return []
+
     def is_ready(self) -> bool:
         """Reported in diagnostics; the launcher can wait on it before starting dependants."""
         return True
@@ -252,27 +270,40 @@ class NodeRunner:
             self._stats.period_count[(pub.topic.name, "out")] += 1
 
     def _handle(self, topic: str, sub: Subscriber) -> None:
-        frames = sub.recv_frames(0)
-        if frames is None:
-            return
-        recv_ns = time.time_ns()
+        """Take one message of ``topic`` (or, up to the node's ``max_batch``, all that are queued),
+        decode, hand to the node, publish what it returns."""
         bus_topic = sub.topic.name  # differs from the declared ``topic`` when remapped
-        try:
-            msg = sub.decode(frames)
-        except DecodeError as exc:
-            self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
-            return
-        self._stats.count[(bus_topic, "in")] += 1
-        self._stats.period_count[(bus_topic, "in")] += 1
+        limit = max(1, int(self.node.max_batch(topic)))
+        msgs: list[msgspec.Struct] = []
+        recv_ns = 0
+        while len(msgs) < limit:
+            frames = sub.recv_frames(0)
+            if frames is None:
+                break
+            recv_ns = recv_ns or time.time_ns()
+            try:
+                msgs.append(sub.decode(frames))
+            except DecodeError as exc:
+                self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
+                continue
+            self._stats.count[(bus_topic, "in")] += 1
+            self._stats.period_count[(bus_topic, "in")] += 1
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        if not msgs:
+            return
         t0 = time.perf_counter()
         try:
-            outputs = list(self.node.on_message(topic, msg, recv_ns) or ())
+            if len(msgs) == 1:
+                outputs = list(self.node.on_message(topic, msgs[0], recv_ns) or ())
+            else:
+                outputs = list(self.node.on_batch(topic, msgs, recv_ns) or ())
         except Exception as exc:  # a bad input must not kill the node
             self.log.debug("handler error", exc_info=True)
             self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
-            return
-        self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0)
+            outputs = []
+        for kind, detail in self.node.take_errors():
+            self.record_error(kind, detail)
+        self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0 / len(msgs))
         self._publish(outputs, recv_ns)
 
     def _tick(self) -> None:

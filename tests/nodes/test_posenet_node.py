@@ -14,7 +14,7 @@ import torch
 from localization.geodesy import GeoOrigin
 from nodes.bus.messages import GeoFix, Header, Image
 from nodes.bus.pubsub import Publisher, Subscriber
-from nodes.posenet import BatchingRunner, PoseNetNode, PoseNetParams
+from nodes.posenet import PoseNetNode, PoseNetParams
 from nodes.replay import Replay, ReplayParams
 from nodes.runtime import NodeRunner
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
@@ -90,7 +90,8 @@ def test_a_bad_frame_raises_a_counted_error(checkpoint, bad):
 def test_a_batch_localizes_the_good_frames_and_lists_the_bad(checkpoint):
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
     bad = image(2, encoding="jpeg", data=np.zeros(10, np.uint8))
-    outputs, rejects = node.on_batch([image(1), bad, image(3)])
+    outputs = node.on_batch("camera/image", [image(1), bad, image(3)], 0)
+    rejects = node.take_errors()
     assert [fix.header.stamp_ns for _, fix in outputs] == [1, 3] and len(rejects) == 1
     single = node.on_message("camera/image", image(3), 0)[0][1]
     assert single.lat_deg == pytest.approx(outputs[1][1].lat_deg, abs=1e-9)  # batching changes nothing
@@ -109,7 +110,7 @@ def _spin(runner: NodeRunner, duration_s: float) -> threading.Thread:
 
 def test_on_the_bus_garbage_is_counted_and_queued_frames_are_batched(bus_config, checkpoint):
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu", delivery="every", max_batch=8))
-    runner = BatchingRunner(node, config=bus_config)
+    runner = NodeRunner(node, config=bus_config)
     with Publisher("camera/image", config=bus_config) as pub, Subscriber("posenet/fix", config=bus_config) as sub:
         pub.wait_for_subscribers(1, timeout_s=5)
         time.sleep(0.2)
@@ -136,7 +137,7 @@ def test_a_replayed_drive_is_localized_frame_by_frame(bus_config, checkpoint, tm
             w.add_image(T0_NS + i * 100_000_000, np.full((48, 64, 3), 20 * i, np.uint8))
             w.add_gps(T0_NS + i * 100_000_000, lat_deg=34.05, lon_deg=-118.24, heading_deg=0.0)
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu", delivery="every"))
-    node_runner = BatchingRunner(node, config=bus_config)
+    node_runner = NodeRunner(node, config=bus_config)
     node_thread = _spin(node_runner, 60)
     with Subscriber("posenet/fix", config=bus_config) as sub:
         replay = Replay(ReplayParams(drive=str(drive), lockstep=True, lockstep_timeout_s=5.0, start_delay_s=0.3))

@@ -175,3 +175,49 @@ def test_publisher_on_input_topic_is_unaffected_by_missing_node(bus_config):
         for _ in range(1000):
             pub.publish(Pose(Header(stamp_ns=1), 0.0, 0.0))
         assert time.monotonic() - t0 < 2.0
+
+
+class SlowBatcher(Node):
+    """Takes 50 ms per call, so poses queue up while it works; batches up to 8."""
+
+    name = "batcher"
+    subscribes = {"localization/pose": Delivery.EVERY}
+    publishes = ()
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[int] = []
+
+    def max_batch(self, topic):
+        return 8
+
+    def on_message(self, topic, msg, recv_ns):
+        return self.on_batch(topic, [msg], recv_ns)
+
+    def on_batch(self, topic, msgs, recv_ns):
+        time.sleep(0.05)
+        self.calls.append(len(msgs))
+        self._bad = [m for m in msgs if m.lat_deg < 0]
+        return ()
+
+    def take_errors(self):
+        bad, self._bad = getattr(self, "_bad", []), []
+        return [("reject:localization/pose", f"lat {m.lat_deg}") for m in bad]
+
+
+def test_a_busy_node_takes_queued_messages_in_batches(bus_config):
+    node = SlowBatcher()
+    runner = NodeRunner(node, config=bus_config)
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": 3.0})
+    thread.start()
+    with Publisher("localization/pose", config=bus_config) as pub:
+        assert pub.wait_for_subscribers(1, 5)
+        for i in range(40):
+            pub.publish(Pose(Header(stamp_ns=i), lat_deg=-1.0 if i == 20 else 1.0, lon_deg=0.0))
+            time.sleep(0.005)
+        thread.join()
+    diag = runner.diagnostics_message(1.0)
+    runner.close()
+    assert sum(node.calls) == 40, "every message handled exactly once"
+    assert max(node.calls) == 8 and len(node.calls) < 40
+    assert diag.errors["reject:localization/pose"] == 1
