@@ -1,0 +1,47 @@
+"""``streetloc demo`` end to end: a launched PoseNet node, a lock-step replay, fixes scored against GPS.
+
+Uses a tiny untrained checkpoint: this checks the plumbing and the figures' presence, not accuracy
+(accuracy of the default model is measured by `streetloc evaluate posenet`, see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from perception.models import Checkpoint, get_model
+from sim_data import DEFAULT_DEMO_DRIVE
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    arch = {"backbone": "mobilenet_v3_small", "hidden": 16, "dropout": 0.0, "num_anchors": 4}
+    model = get_model("posenet", **arch)
+    model.set_anchors(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]]), 10.0)
+    ckpt = Checkpoint(model="posenet", arch=arch, state_dict=model.state_dict(), meta={
+        "input_size_px": [32, 24], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "geo_origin": {"lat_deg": 34.0522, "lon_deg": -118.2437, "alt_m": 90.0}, "center_enu_m": [0.0, 0.0],
+        "scale_m": 100.0, "calibration": {"position_cov_scale": 1.0, "heading_var_scale": 1.0}})
+    return str(ckpt.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+
+
+def test_demo_localizes_every_frame_and_scores_it(tiny_checkpoint, bus_config):
+    out = subprocess.run([sys.executable, "-m", "nodes.cli", "demo", "--model", tiny_checkpoint, "--device", "cpu",
+                          "--json"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout)
+    assert figures["drive"] == str(DEFAULT_DEMO_DRIVE) and figures["mode"] == "lockstep"
+    assert figures["fixes"] == figures["frames_replayed"] > 0
+    for key in ("position_error_m_median", "position_error_m_p95", "within_95_ellipse", "latency_ms_median"):
+        assert key in figures
+    assert figures["position_error_m_median"] >= 0
+
+
+def test_demo_rejects_a_missing_drive(bus_config):
+    out = subprocess.run([sys.executable, "-m", "nodes.cli", "demo", "--drive", "/nonexistent.mcap"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no such drive" in out.stderr and "Traceback" not in out.stderr
