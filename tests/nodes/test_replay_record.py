@@ -198,3 +198,25 @@ def test_replay_rejects_bad_parameters(tmp_path):
         Replay(ReplayParams(drive=write_drive(tmp_path / "a.mcap", 2), topics=["diagnostics"]))
     with pytest.raises(OSError):
         Replay(ReplayParams(drive=str(tmp_path / "missing.mcap")))
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGKILL"])
+def test_record_command_finishes_on_sigint_and_survives_sigkill(bus_config, processes, tmp_path, stop_signal):
+    import signal
+
+    out = tmp_path / "rec.mcap"
+    proc = processes.start("-m", "nodes.cli", "record", "-o", str(out), "--topics", "localization/pose")
+    with Publisher("localization/pose", config=bus_config) as pub:
+        assert pub.wait_for_subscribers(1, 20), "the recorder never subscribed"
+        for i in range(300):
+            pub.publish(Pose(Header(stamp_ns=T0_NS + i * 50_000_000), lat_deg=34.0, lon_deg=-118.0))
+            time.sleep(0.005)
+        time.sleep(1.5)  # > the recorder's flush interval: chunks on disk before a SIGKILL
+    proc.send_signal(getattr(signal, stop_signal))
+    proc.wait(timeout=10)
+    reader = DriveReader(out)
+    count = reader.channels["localization/pose"].message_count
+    if stop_signal == "SIGINT":
+        assert proc.returncode == 0 and not reader.truncated and count == 300
+    else:
+        assert reader.truncated and 0 < count <= 300  # readable up to its last complete chunk
