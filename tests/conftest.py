@@ -61,3 +61,23 @@ def processes() -> Iterator[Processes]:
         yield procs
     finally:
         procs.cleanup()
+
+
+def save_tiny_posenet(path, *, origin: dict, anchor_spacing_m: float = 0.1, scale_m: float = 50.0,
+                      position_cov_scale: float = 2.0) -> str:
+    """An untrained tiny PoseNet (32x24 input) with a complete checkpoint record, saved at ``path``:
+    for testing what consumes a checkpoint (the node, the demo), not accuracy."""
+    import torch
+
+    from perception.models import Checkpoint, get_model
+
+    torch.manual_seed(0)
+    arch = {"backbone": "mobilenet_v3_small", "hidden": 16, "dropout": 0.0, "num_anchors": 4}
+    model = get_model("posenet", **arch)
+    d = anchor_spacing_m
+    model.set_anchors(torch.tensor([[0.0, 0.0], [d, 0.0], [0.0, d], [d, d]]), d)
+    ckpt = Checkpoint(model="posenet", arch=arch, state_dict=model.state_dict(), meta={
+        "input_size_px": [32, 24], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+        "geo_origin": origin, "center_enu_m": [0.0, 0.0], "scale_m": scale_m,
+        "calibration": {"position_cov_scale": position_cov_scale, "heading_var_scale": 1.0}})
+    return str(ckpt.save(path))

@@ -6,23 +6,15 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from nodes.commands import positive_float, positive_int
+
 
 def _output(args: argparse.Namespace, default_name: str) -> Path:
     return Path(args.output) if args.output else Path.cwd() / f"{default_name}.mcap"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
 
 
 def _date(text: str) -> dt.date:
@@ -91,12 +83,12 @@ def add_parser(subparsers) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("-o", "--output", help="drive file to write (default: ./<input name>.mcap)")
-        p.add_argument("--max-width", type=_positive_int, metavar="PX", help="shrink wider frames to this width")
+        p.add_argument("--max-width", type=positive_int, metavar="PX", help="shrink wider frames to this width")
         p.add_argument("--jpeg-quality", type=int, default=90, metavar="Q", help="JPEG quality of re-encoded frames (default 90)")
 
     photos = kinds.add_parser("photos", help="a folder of geotagged JPEG photos (EXIF GPS)")
     photos.add_argument("folder", help="folder of .jpg photos")
-    photos.add_argument("--interval-s", type=_positive_float, metavar="S",
+    photos.add_argument("--interval-s", type=positive_float, metavar="S",
                         help="photos without EXIF time: order by file name, S seconds apart")
     photos.add_argument("--heading", choices=("auto", "exif", "track"), default="auto",
                         help="auto: EXIF direction, else from the track (default); exif: EXIF only; track: always from the track")
@@ -110,10 +102,10 @@ def add_parser(subparsers) -> None:
                        help="seconds added to every frame time (video clock behind GPS: positive)")
     video.add_argument("--start-time", metavar="ISO", help="UTC time of the first frame, e.g. 2024-05-01T10:00:00Z "
                        "(default: the video's creation time)")
-    video.add_argument("--fps", type=_positive_float, help="keep at most this many frames per second")
-    video.add_argument("--hfov-deg", type=_positive_float, help="horizontal field of view, to store intrinsics")
+    video.add_argument("--fps", type=positive_float, help="keep at most this many frames per second")
+    video.add_argument("--hfov-deg", type=positive_float, help="horizontal field of view, to store intrinsics")
     video.add_argument("--date", type=_date, help="UTC date (YYYY-MM-DD) for NMEA logs without RMC sentences")
-    video.add_argument("--max-gap-s", type=_positive_float, default=5.0,
+    video.add_argument("--max-gap-s", type=positive_float, default=5.0,
                        help="no GPS for frames between fixes further apart than this (default 5)")
     common(video)
     video.set_defaults(func=_video)
@@ -121,6 +113,6 @@ def add_parser(subparsers) -> None:
     kitti = kinds.add_parser("kitti", help="a KITTI raw drive folder (image_02 + oxts)")
     kitti.add_argument("drive", help="e.g. 2011_09_26/2011_09_26_drive_0001_sync")
     kitti.add_argument("--camera", default="image_02", help="camera folder (default image_02, left colour)")
-    kitti.add_argument("--max-frames", type=_positive_int, help="import only the first N frames")
+    kitti.add_argument("--max-frames", type=positive_int, help="import only the first N frames")
     common(kitti)
     kitti.set_defaults(func=_kitti)

@@ -8,19 +8,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+from nodes.commands import positive_float, positive_int
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,9 +64,9 @@ def add_parser(subparsers) -> None:
         p.add_argument("--out", default=f"runs/{name}", help="output directory (default %(default)s)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
         p.add_argument("--export", metavar="PATH", help="also copy the best checkpoint here")
-        p.add_argument("--epochs", type=_positive_int, default=30, help="(default %(default)s)")
-        p.add_argument("--batch-size", type=_positive_int, default=32, help="per process (default %(default)s)")
-        p.add_argument("--lr", type=_positive_float, default=2e-3, help="peak learning rate (default %(default)s)")
+        p.add_argument("--epochs", type=positive_int, default=30, help="(default %(default)s)")
+        p.add_argument("--batch-size", type=positive_int, default=32, help="per process (default %(default)s)")
+        p.add_argument("--lr", type=positive_float, default=2e-3, help="peak learning rate (default %(default)s)")
         p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default %(default)s)")
         p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up (default %(default)s)")
         p.add_argument("--seed", type=int, default=0, help="seed of everything random (default %(default)s)")

@@ -9,7 +9,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from localization.geodesy import GeoOrigin
 from nodes.bus.messages import GeoFix, Header, Image
@@ -18,7 +17,7 @@ from nodes.posenet import PoseNetNode, PoseNetParams
 from nodes.replay import Replay, ReplayParams
 from nodes.runtime import NodeRunner
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
-from perception.models import Checkpoint, get_model
+from tests.conftest import save_tiny_posenet
 
 T0_NS = 1_700_000_000_000_000_000
 ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
@@ -27,15 +26,7 @@ ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> str:
     """An untrained tiny PoseNet with a complete record: the node's behaviour, not its accuracy."""
-    torch.manual_seed(0)
-    arch = {"backbone": "mobilenet_v3_small", "hidden": 16, "dropout": 0.0, "num_anchors": 4}
-    model = get_model("posenet", **arch)
-    model.set_anchors(torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [0.1, 0.1]]), 0.1)
-    ckpt = Checkpoint(model="posenet", arch=arch, state_dict=model.state_dict(), meta={
-        "input_size_px": [32, 24], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-        "geo_origin": ORIGIN.to_dict(), "center_enu_m": [0.0, 0.0], "scale_m": 50.0,
-        "calibration": {"position_cov_scale": 2.0, "heading_var_scale": 1.0}})
-    return str(ckpt.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+    return save_tiny_posenet(tmp_path_factory.mktemp("ckpt") / "tiny.pt", origin=ORIGIN.to_dict())
 
 
 def image(stamp_ns: int, w: int = 32, h: int = 24, encoding: str = "bgr8", data=None) -> Image:

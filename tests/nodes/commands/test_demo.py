@@ -10,23 +10,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from perception.models import Checkpoint, get_model
 from sim_data import DEFAULT_DEMO_DRIVE
+from tests.conftest import save_tiny_posenet
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    arch = {"backbone": "mobilenet_v3_small", "hidden": 16, "dropout": 0.0, "num_anchors": 4}
-    model = get_model("posenet", **arch)
-    model.set_anchors(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]]), 10.0)
-    ckpt = Checkpoint(model="posenet", arch=arch, state_dict=model.state_dict(), meta={
-        "input_size_px": [32, 24], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
-        "geo_origin": {"lat_deg": 34.0522, "lon_deg": -118.2437, "alt_m": 90.0}, "center_enu_m": [0.0, 0.0],
-        "scale_m": 100.0, "calibration": {"position_cov_scale": 1.0, "heading_var_scale": 1.0}})
-    return str(ckpt.save(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+    origin = {"lat_deg": 34.0522, "lon_deg": -118.2437, "alt_m": 90.0}
+    return save_tiny_posenet(tmp_path_factory.mktemp("ckpt") / "tiny.pt", origin=origin, anchor_spacing_m=10.0,
+                             scale_m=100.0, position_cov_scale=1.0)
 
 
 def test_demo_localizes_every_frame_and_scores_it(tiny_checkpoint, bus_config):
