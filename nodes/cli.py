@@ -34,7 +34,10 @@ class UserError(Exception):
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streetloc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="streetloc", description="Camera-only street localization: a graph of nodes over ZeroMQ "
+        "(camera or replayed drive -> PoseNet -> poses), with the tools to record, replay, train and score.",
+        epilog="`streetloc demo` runs the whole job on the shipped synthetic drive; COMMAND -h for each.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
