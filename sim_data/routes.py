@@ -1,4 +1,4 @@
-"""Named routes through a city: a training route covering the district, test routes revisiting its
+"""Named routes through a city: training routes covering the district (each street both ways, both lanes), test routes revisiting its
 streets in other lanes, directions, times of day and traffic (as PoseNet is evaluated on Cambridge
 Landmarks), and scenario routes (camera blackout, kidnapped robot, stop at a red light).
 
@@ -54,6 +54,16 @@ ROUTES: dict[str, RouteSpec] = {
         RouteSpec("stop_at_light", "straight up an avenue to an intersection whose light turns red as the vehicle "
                   "arrives; it waits ~15 s for green and drives on", 11.0, "normal", 1, default_frames=450,
                   scenario="stop_at_light"),
+        # (appended last: a route's index in ROUTES seeds its traffic, so existing drives stay identical)
+        # More training coverage: PoseNet only localizes views it was trained on, and the other direction
+        # of a street shows other facades; with `train` these cover every street both ways in both lanes,
+        # at four times of day (none of them a test route's conditions).
+        RouteSpec("train_back", "the training route driven backwards (every street the other way), right lane, "
+                  "late afternoon, normal traffic", 16.5, "normal", 1),
+        RouteSpec("train_inner", "the training route in the inner lane (next to the centre line), late morning, "
+                  "overcast, light traffic", 11.0, "light", 0, overcast=True),
+        RouteSpec("train_back_inner", "the training route backwards in the inner lane, early evening (low sun), "
+                  "normal traffic", 18.75, "normal", 0),
     )
 }
 DEFAULT_ROUTE_SEEDS = {"test_loop": 1, "test_dusk": 2, "test_night": 3, "random": 0, "blackout": 11, "kidnap": 12}
@@ -131,9 +141,9 @@ def plan_route(city: City, name: str, seed: int | None = None) -> RoutePlan:
     seed = DEFAULT_ROUTE_SEEDS.get(name, 0) if seed is None else int(seed)
     rng = np.random.default_rng([city.seed, seed, 0x2047])
     ni, nj = city.n_nodes
-    if name == "train":
+    if name in ("train", "train_inner"):
         return RoutePlan(spec, _lawnmower(city), spec.lane, seed)
-    if name == "test_reverse":
+    if name in ("test_reverse", "train_back", "train_back_inner"):
         return RoutePlan(spec, _lawnmower(city)[::-1], spec.lane, seed)
     if name == "stop_at_light":
         # North up an avenue from its southern end, to meet the red light at the next intersection

@@ -242,3 +242,23 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "missing.mcap" in capsys.readouterr().err
     assert cli(["train", "posenet", "--data", "a.mcap", "--input-size", "big"]) == 2
     assert "--input-size" in capsys.readouterr().err
+
+
+def test_default_checkpoint_is_shipped_and_localizes_the_demo_drive_of_its_city():
+    """The default weights load with no name, carry their held-out accuracy, and localize the shipped
+    demo drive (the held-out test_loop route in the default city they were trained on)."""
+    from perception.datasets import load_pose_frames
+    from perception.models import default_weights
+    from sim_data import DEFAULT_DEMO_DRIVE
+
+    entry = default_weights("posenet")
+    assert entry.path.is_file() and entry.path.stat().st_size < 15e6
+    predictor = PosePredictor(None, device="cpu")
+    metrics = predictor.checkpoint.meta["metrics"]
+    held_out = [k for k in metrics if k.startswith("eval:") and "test_loop" in k]
+    assert held_out and math.isfinite(metrics[held_out[0]]["position_error_m_median"])
+    assert not any("test_" in d["path"] for d in predictor.checkpoint.meta["trained_on"])  # never trained on a test route
+    frames = load_pose_frames([f"{DEFAULT_DEMO_DRIVE}@::5"], size_px=predictor.input_size_px, frame=predictor.frame)
+    est = predictor.predict(frames.images)
+    err = np.hypot(est.east_m - frames.east_m, est.north_m - frames.north_m)
+    assert np.median(err) < 10.0, np.median(err)  # measured: 0.8 m

@@ -110,6 +110,23 @@ def test_train_route_covers_every_street_segment_and_test_reverse_drives_it_back
     assert plan_route(city, "test_reverse").nodes == train[::-1]
 
 
+def test_the_training_routes_drive_every_street_both_ways_in_both_lanes():
+    """train, train_back, train_inner, train_back_inner: every directed segment in lane 0 and in lane 1
+    (PoseNet cannot localize a view it never saw: the other direction shows other facades)."""
+    city = generate_city(0, 3, 2)
+    nodes = [(i, j) for i in range(city.n_nodes[0]) for j in range(city.n_nodes[1])]
+    directed = {(a, b) for a in nodes for b in city.neighbours(a)}
+    driven: dict[int, set] = {0: set(), 1: set()}
+    for name in ("train", "train_back", "train_inner", "train_back_inner"):
+        plan = plan_route(city, name)
+        driven[plan.lane] |= set(zip(plan.nodes, plan.nodes[1:], strict=False))
+    assert driven[0] == directed and driven[1] == directed
+    assert plan_route(city, "train_back").nodes == plan_route(city, "train").nodes[::-1]
+    times = {ROUTES[n].time_of_day_h for n in ("train", "train_back", "train_inner", "train_back_inner")}
+    tests = {ROUTES[n].time_of_day_h for n in ROUTES if n.startswith("test_")}
+    assert len(times) == 4 and not times & tests  # four times of day, none of them a test route's
+
+
 def test_every_named_route_plans():
     city = generate_city(0, 2, 1)
     for name in ROUTES:
