@@ -1,13 +1,17 @@
-"""Where the bus's image-throughput gap comes from: each side swapped between bare pyzmq and streetloc.
+"""Which side of the bus costs image throughput: each side swapped between bare pyzmq and streetloc.
 
 Same sockets (a streetloc Publisher's XPUB and Subscriber's SUB) and the identical frames on the wire;
 only the code path differs: ``publisher=bare`` sends the pre-encoded frames with ``send_multipart``,
-``streetloc`` calls ``Publisher.publish`` (trace hop + encode); ``subscriber=bare`` does
-``recv_multipart`` + ``np.frombuffer``, ``streetloc`` calls ``Subscriber.recv`` (decode). 1 MB mono8
-images over ipc, at most 8 in flight (credits over a side channel). Also times encode and decode alone
-in one process, the Python cost each side adds per message.
+``streetloc`` calls ``Publisher.publish`` (trace hop + encode); ``subscriber=bare`` polls the socket,
+calls ``recv_multipart`` and ``np.frombuffer``, ``streetloc`` calls ``Subscriber.recv`` (decode). 1 MB
+mono8 images over ipc, at most 8 in flight (credits over a side channel).
 
-    python benchmarks/bus_isolate.py [--reps 6] [--messages 400]
+The two processes live for the whole run and the four combinations alternate in short batches, in a new
+random order each round, so that the machine's other load hits them alike; each round gives every
+combination's rate relative to bare/bare in the same round, and the median over rounds is reported.
+Also times encode and decode alone in one process, the Python cost each side adds per message.
+
+    python benchmarks/bus_isolate.py [--rounds 60] [--messages 100] [--pin]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -33,79 +38,109 @@ def _image():
                  np.full((1, 1_000_000), 7, np.uint8))
 
 
-def _peer(subscriber: str, env: dict, credit_ep: str, n: int, ready) -> None:
+def _pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu % os.cpu_count()})
+
+
+def _peer(env: dict, credit_ep: str, control_ep: str, cpu: int | None) -> None:
+    """Receives batches as the control channel says (which code path, how many), returning credits."""
+    _pin(cpu)
     os.environ.update(env)
     from nodes.bus.pubsub import Subscriber
 
-    credit = zmq.Context.instance().socket(zmq.PUSH)
+    ctx = zmq.Context.instance()
+    credit = ctx.socket(zmq.PUSH)
     credit.connect(credit_ep)
+    control = ctx.socket(zmq.PULL)
+    control.connect(control_ep)
     sub = Subscriber("camera/image")
-    ready.set()
     time.sleep(0.5)
     credit.send(b"ready")
-    for i in range(n):
-        if subscriber == "streetloc":
-            sub.recv(timeout_s=20).data.nbytes  # noqa: B018 - touch the array as a consumer would
-        else:
-            sub.socket.poll(20000)
-            frames = sub.socket.recv_multipart(copy=False)
-            np.frombuffer(frames[2].buffer, np.uint8).nbytes  # noqa: B018
-        if (i + 1) % (WINDOW // 2) == 0:
-            credit.send(b"")
-    credit.send(b"done")
+    while (command := control.recv_pyobj()) is not None:
+        subscriber, n = command
+        credit.send(b"armed")
+        for i in range(n):
+            if subscriber == "streetloc":
+                sub.recv(timeout_s=20).data.nbytes  # noqa: B018 - touch the array as a consumer would
+            else:
+                sub.socket.poll(20000)
+                frames = sub.socket.recv_multipart(copy=False)
+                np.frombuffer(frames[2].buffer, np.uint8).nbytes  # noqa: B018
+            if (i + 1) % (WINDOW // 2) == 0:
+                credit.send(b"")
+        credit.send(b"done")
     sub.close()
 
 
-def run(publisher: str, subscriber: str, n: int) -> float:
-    """Messages/s from first send to the subscriber's last receipt."""
+def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
+    """Per combination, its rate / the bare-bare rate of the same round, for every round."""
     from nodes.bus.pubsub import Publisher
     from nodes.bus.topics import BusConfig
 
+    ratios: dict[tuple[str, str], list[float]] = {c: [] for c in COMBOS}
     with tempfile.TemporaryDirectory(prefix="streetloc-iso-") as root:
         config = BusConfig(ipc_dir=root)
-        credit = zmq.Context.instance().socket(zmq.PULL)
+        ctx = zmq.Context.instance()
+        credit = ctx.socket(zmq.PULL)
         credit_ep = f"ipc://{root}/credit.sock"
         credit.bind(credit_ep)
-        ctx = mp.get_context("spawn")
-        ready = ctx.Event()
-        proc = ctx.Process(target=_peer, args=(subscriber, config.to_env(), credit_ep, n, ready))
+        control = ctx.socket(zmq.PUSH)
+        control_ep = f"ipc://{root}/control.sock"
+        control.bind(control_ep)
+        proc = mp.get_context("spawn").Process(target=_peer, args=(config.to_env(), credit_ep, control_ep,
+                                                                     1 if pin else None))
         proc.start()
-        ready.wait(60)
+        _pin(0 if pin else None)
         pub = Publisher("camera/image", node="bench", config=config)
         pub.wait_for_subscribers(1, 20)
         msg = _image()
         encoded = pub.codec.encode(msg)
-        frames = [bytes(encoded[0]), bytes(encoded[1]), encoded[2]]
-        assert credit.recv() == b"ready"
-        t0 = time.perf_counter()
-        in_flight = 0
-        for _ in range(n):
-            while in_flight >= WINDOW:
-                credit.recv()
-                in_flight -= WINDOW // 2
-            in_flight += 1
-            if publisher == "streetloc":
-                msg.header.trace = msg.header.trace[:1]
-                pub.publish(msg)
-            else:
-                pub.socket.send_multipart(frames, copy=False)
-        while credit.recv() != b"done":
-            pass
-        elapsed = time.perf_counter() - t0
+        frames = [bytes(encoded[0]), bytes(encoded[1]), memoryview(encoded[2]).cast("B")]
+        if not credit.poll(60000) or credit.recv() != b"ready":
+            raise RuntimeError("benchmark peer did not start")
+        for round_index in range(rounds + 1):  # round 0 warms up and is not kept
+            order = list(COMBOS)
+            random.shuffle(order)
+            rates = {}
+            for publisher, subscriber in order:
+                control.send_pyobj((subscriber, n))
+                assert credit.recv() == b"armed"
+                in_flight = 0
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    while in_flight >= WINDOW:
+                        credit.recv()
+                        in_flight -= WINDOW // 2
+                    in_flight += 1
+                    if publisher == "streetloc":
+                        msg.header.trace = msg.header.trace[:1]
+                        pub.publish(msg)
+                    else:
+                        pub.socket.send_multipart(frames, copy=False)
+                while credit.recv() != b"done":
+                    pass
+                rates[(publisher, subscriber)] = n / (time.perf_counter() - t0)
+            if round_index:
+                for combo in COMBOS:
+                    ratios[combo].append(rates[combo] / rates[("bare", "bare")])
+        control.send_pyobj(None)
         proc.join(10)
         pub.close()
         credit.close(0)
-    return n / elapsed
+        control.close(0)
+    return ratios
 
 
 def codec_cost_us() -> tuple[float, float]:
-    """(encode, decode) microseconds per 1 MB image message, one process."""
+    """(encode, decode) microseconds per 1 MB image message, one process, warm caches."""
     from nodes.bus.topics import get_topic
     from nodes.bus.wire import Codec
 
     codec = Codec(get_topic("camera/image"))
     msg = _image()
-    frames = [bytes(f) if i < 2 else f for i, f in enumerate(codec.encode(msg))]
+    encoded = codec.encode(msg)
+    frames = [bytes(encoded[0]), bytes(encoded[1]), zmq.Frame(bytes(memoryview(encoded[2])))]
     n = 20000
     t0 = time.perf_counter()
     for _ in range(n):
@@ -119,24 +154,22 @@ def codec_cost_us() -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=6)
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--messages", type=int, default=100, help="messages per batch")
+    parser.add_argument("--pin", action="store_true", help="publisher on CPU 0, subscriber on CPU 1")
     args = parser.parse_args()
-    results: dict[tuple[str, str], list[float]] = {c: [] for c in COMBOS}
-    for _ in range(args.reps):  # alternate so drift hits every combination alike
-        for combo in COMBOS:
-            results[combo].append(run(*combo, args.messages))
-    base = statistics.median(results[("bare", "bare")])
-    print(f"1 MB images over ipc, {args.messages} messages, {args.reps} alternating reps, {os.cpu_count()} cores")
+    ratios = run(args.rounds, args.messages, args.pin)
+    print(f"1 MB images over ipc, batches of {args.messages}, {args.rounds} alternating rounds, "
+          f"{os.cpu_count()} cores{', pinned' if args.pin else ''}")
     print()
-    print("| publisher | subscriber | median msg/s | vs bare/bare | every rep |")
-    print("|---|---|---|---|---|")
-    for combo, values in results.items():
-        med = statistics.median(values)
-        print(f"| {combo[0]} | {combo[1]} | {med:.0f} | {med / base:.2f} | {', '.join(f'{v:.0f}' for v in values)} |")
+    print("| publisher | subscriber | rate vs bare/bare, median | interquartile range |")
+    print("|---|---|---|---|")
+    for combo, values in ratios.items():
+        q1, _, q3 = statistics.quantiles(values, n=4)
+        print(f"| {combo[0]} | {combo[1]} | {statistics.median(values):.2f} | {q1:.2f}–{q3:.2f} |")
     enc, dec = codec_cost_us()
     print()
-    print(f"codec alone, one process: encode {enc:.1f} us, decode {dec:.1f} us per 1 MB image message")
+    print(f"codec alone, one process, warm: encode {enc:.1f} us, decode {dec:.1f} us per 1 MB image message")
 
 
 if __name__ == "__main__":

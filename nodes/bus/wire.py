@@ -11,11 +11,11 @@ latency (about 14 us per frame over ipc on the benchmark machine).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import msgspec
 import numpy as np
+import zmq
 
 from nodes.bus.messages import MESSAGE_TYPES, SCHEMA_VERSION
 from nodes.bus.topics import Topic
@@ -23,6 +23,7 @@ from nodes.bus.topics import Topic
 FIRST_ARRAY_FRAME = 2
 # dtypes an array field may carry; anything else in a received message is rejected
 ALLOWED_DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<i8", "<u8", "<f2", "<f4", "<f8", "|b1"})
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 MAX_ARRAY_NDIM = 4
 
 
@@ -33,12 +34,6 @@ class DecodeError(ValueError):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
-
-
-class _ArrayRef(msgspec.Struct):
-    frame: int
-    dtype: str
-    shape: list[int]
 
 
 class Codec:
@@ -54,22 +49,24 @@ class Codec:
         self._encoder = msgspec.msgpack.Encoder(enc_hook=self._enc_hook)
         self._decoder = msgspec.msgpack.Decoder(topic.message_type, dec_hook=self._dec_hook)
         self._envelope_decoder = msgspec.msgpack.Decoder(tuple[int, str, msgspec.Raw])
+        self._message_decoder = msgspec.msgpack.Decoder(tuple[int, str, topic.message_type], dec_hook=self._dec_hook)
 
     # -- encoding --------------------------------------------------------------------------------
     def _enc_hook(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
-            if obj.dtype.str not in ALLOWED_DTYPES:
+            dtype = obj.dtype.str
+            if dtype not in _DTYPES:
                 raise TypeError(f"array dtype {obj.dtype} is not allowed on the bus")
-            arr = np.ascontiguousarray(obj)
-            self._out_arrays.append(memoryview(arr).cast("B") if arr.nbytes else b"")
-            return {"frame": FIRST_ARRAY_FRAME + len(self._out_arrays) - 1, "dtype": arr.dtype.str,
-                    "shape": list(arr.shape)}
+            arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
+            # pyzmq takes the array's buffer as is (zero-copy); an empty one must be plain bytes
+            self._out_arrays.append(arr if arr.nbytes else b"")
+            return {"frame": FIRST_ARRAY_FRAME + len(self._out_arrays) - 1, "dtype": dtype, "shape": arr.shape}
         if isinstance(obj, np.generic):  # numpy scalars (np.float32 from a model) travel as plain numbers
             return obj.item()
         raise TypeError(f"cannot send objects of type {type(obj).__name__}")
 
     def encode(self, msg: msgspec.Struct) -> list[Any]:
-        """Frames of ``msg``: bytes for the small ones, memoryviews of the arrays (no copy)."""
+        """Frames of ``msg``: bytes for the small ones, the arrays themselves (sent without a copy)."""
         if type(msg) is not self.topic.message_type:
             raise TypeError(f"topic {self.topic.name} carries {self.topic.type_name}, not {type(msg).__name__}")
         self._out_arrays = []
@@ -81,21 +78,31 @@ class Codec:
         if type_ is not np.ndarray:
             raise TypeError(f"unsupported type {type_}")
         self._array_failed = True  # cleared on success; tells decode() which kind of error it was
-        ref = msgspec.convert(obj, _ArrayRef)  # ValidationError on a malformed reference
-        if ref.dtype not in ALLOWED_DTYPES:
-            raise ValueError(f"array dtype {ref.dtype!r} not allowed")
-        if len(ref.shape) > MAX_ARRAY_NDIM or any(d < 0 for d in ref.shape):
-            raise ValueError(f"array shape {ref.shape} invalid")
-        if not (FIRST_ARRAY_FRAME <= ref.frame < len(self._in_frames)):
-            raise ValueError(f"array frame {ref.frame} missing (message has {len(self._in_frames)} frames)")
-        buf = self._in_frames[ref.frame]
-        buf = buf.buffer if hasattr(buf, "buffer") else buf
-        dtype = np.dtype(ref.dtype)
-        expected = math.prod(ref.shape) * dtype.itemsize
-        if len(memoryview(buf).cast("B")) != expected:
-            raise ValueError(f"array frame {ref.frame} holds {len(memoryview(buf))} bytes, "
-                             f"shape {ref.shape} of {ref.dtype} needs {expected}")
-        array = np.frombuffer(buf, dtype=dtype).reshape(ref.shape)
+        # Plain checks rather than msgspec.convert: this runs once per image, and a frame's worth of
+        # microseconds matters on a busy robot (see BENCHMARKS.md, bus).
+        if type(obj) is not dict:
+            raise ValueError(f"array reference is a {type(obj).__name__}, not a map")
+        index, dtype_str, shape = obj.get("frame"), obj.get("dtype"), obj.get("shape")
+        if type(index) is not int or type(dtype_str) is not str or type(shape) is not list:
+            raise ValueError(f"array reference {str(obj)[:120]} needs int frame, str dtype, list shape")
+        dtype = _DTYPES.get(dtype_str)
+        if dtype is None:
+            raise ValueError(f"array dtype {dtype_str[:32]!r} not allowed")
+        if len(shape) > MAX_ARRAY_NDIM:
+            raise ValueError(f"array shape {str(shape)[:120]} has more than {MAX_ARRAY_NDIM} dimensions")
+        expected = dtype.itemsize
+        for extent in shape:
+            if type(extent) is not int or extent < 0:
+                raise ValueError(f"array shape {str(shape)[:120]} invalid")
+            expected *= extent
+        if not (FIRST_ARRAY_FRAME <= index < len(self._in_frames)):
+            raise ValueError(f"array frame {index} missing (message has {len(self._in_frames)} frames)")
+        buf = self._in_frames[index]
+        view = buf.buffer if type(buf) is zmq.Frame else memoryview(buf)
+        if view.nbytes != expected:
+            raise ValueError(f"array frame {index} holds {view.nbytes} bytes, "
+                             f"shape {shape} of {dtype_str} needs {expected}")
+        array = np.ndarray(shape, dtype, view)  # a view of the frame (read-only), as np.frombuffer gives
         self._array_failed = False
         return array
 
@@ -103,11 +110,30 @@ class Codec:
         """Decode received frames (bytes or zmq.Frame); raises DecodeError saying what was wrong."""
         if len(frames) < FIRST_ARRAY_FRAME:
             raise DecodeError("frames", f"{len(frames)} frames, need at least {FIRST_ARRAY_FRAME}")
-        topic = _as_bytes(frames[0])
+        topic = frames[0]
+        if type(topic) is zmq.Frame:
+            topic = topic.bytes
         if topic != self._topic_frame:
-            raise DecodeError("topic", f"frame 0 is {topic[:64]!r}, expected {self._topic_frame!r}")
+            raise DecodeError("topic", f"frame 0 is {bytes(topic[:64])!r}, expected {self._topic_frame!r}")
+        envelope = frames[1]
+        if type(envelope) is zmq.Frame:
+            envelope = envelope.buffer
+        self._in_frames = frames
         try:
-            version, type_name, body = self._envelope_decoder.decode(_as_buffer(frames[1]))
+            # One pass on the common path; a message that fails it is decoded again step by step
+            # (envelope, version, type, body) so that the error says which part was wrong.
+            version, type_name, msg = self._message_decoder.decode(envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            msg = None
+        finally:
+            self._in_frames = []
+        if msg is None or version != SCHEMA_VERSION or type_name != self._type_name:
+            return self._decode_diagnosing(frames, envelope)
+        return msg
+
+    def _decode_diagnosing(self, frames: list[Any], envelope: Any) -> msgspec.Struct:
+        try:
+            version, type_name, body = self._envelope_decoder.decode(envelope)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise DecodeError("envelope", str(exc)) from None
         if version != SCHEMA_VERSION:
@@ -124,11 +150,3 @@ class Codec:
             raise DecodeError("array" if self._array_failed else "body", str(exc)) from None
         finally:
             self._in_frames = []
-
-
-def _as_bytes(frame: Any) -> bytes:
-    return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
-
-
-def _as_buffer(frame: Any) -> Any:
-    return frame.buffer if hasattr(frame, "buffer") else frame

@@ -46,6 +46,28 @@ def test_arrays_are_sent_without_copy():
     assert np.shares_memory(np.frombuffer(frames[2], np.uint8), msg.data)
 
 
+def test_received_arrays_are_views_of_the_received_frames():
+    import zmq
+
+    codec = Codec(TOPICS["camera/image"])
+    msg = _image()
+    sent = codec.encode(msg)
+    # as a Subscriber hands them over: envelope frames as bytes, array frames as zero-copy zmq.Frames
+    array_frame = zmq.Frame(bytes(sent[2]))
+    out = codec.decode([bytes(sent[0]), bytes(sent[1]), array_frame])
+    assert np.array_equal(out.data, msg.data)
+    assert np.shares_memory(out.data, np.frombuffer(array_frame.buffer, np.uint8))
+
+
+def test_non_contiguous_arrays_are_sent_in_c_order():
+    codec = Codec(TOPICS["camera/image"])
+    msg = _image(48, 64)
+    msg.data = msg.data[:, ::2]  # every other column: a strided view
+    msg.width_px = 32
+    out = codec.decode([bytes(memoryview(f)) for f in codec.encode(msg)])
+    assert np.array_equal(out.data, msg.data)
+
+
 def test_detections_and_segmentation_round_trip_several_arrays():
     det_codec = Codec(TOPICS["perception/detections"])
     det = Detections(Header(stamp_ns=1), boxes_xyxy_px=np.array([[1, 2, 3, 4]], np.float32),
