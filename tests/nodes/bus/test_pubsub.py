@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from nodes.bus.messages import Header, Image, Pose
+from nodes.bus.messages import Detections, Header, Image, Pose, Segmentation
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig
 
@@ -35,6 +35,32 @@ def test_every_delivery_gets_each_message_in_order(bus_config):
     assert got[-1].lat_deg == pytest.approx(34.0 + 199e-6)
     assert got[0].header.trace[-1].node == "t"
     assert sub.seq_gaps == 0
+
+
+def test_array_messages_cross_the_bus_with_their_dtypes_and_shapes(bus_config):
+    """Small arrays (copied), large ones (zero-copy), empty ones, several per message."""
+    detections = [
+        Detections(Header(stamp_ns=1), boxes_xyxy_px=np.arange(n * 4, dtype=np.float32).reshape(n, 4),
+                   class_ids=np.arange(n, dtype=np.int32), scores=np.linspace(0, 1, n, dtype=np.float32),
+                   class_names=["car"] * n)
+        for n in (0, 3, 40_000)  # 40k boxes: 640 kB, above pyzmq's zero-copy threshold
+    ]
+    mask = np.random.default_rng(0).integers(0, 12, (480, 640), dtype=np.uint8)
+    with Publisher("perception/detections", node="yolo", config=bus_config) as det_pub, \
+            Publisher("perception/segmentation", node="psp", config=bus_config) as seg_pub, \
+            Subscriber("perception/detections", config=bus_config) as det_sub, \
+            Subscriber("perception/segmentation", config=bus_config) as seg_sub:
+        assert det_pub.wait_for_subscribers(1, timeout_s=5) and seg_pub.wait_for_subscribers(1, timeout_s=5)
+        for det in detections:
+            det_pub.publish(det)
+        seg_pub.publish(Segmentation(Header(stamp_ns=2), label_mask=mask[:, ::2]))  # a strided view
+        got = [det_sub.recv(timeout_s=2) for _ in detections]
+        seg = seg_sub.recv(timeout_s=2)
+    for sent, received in zip(detections, got, strict=True):
+        assert received.boxes_xyxy_px.dtype == np.float32 and received.class_ids.dtype == np.int32
+        assert np.array_equal(received.boxes_xyxy_px, sent.boxes_xyxy_px)
+        assert np.array_equal(received.scores, sent.scores)
+    assert np.array_equal(seg.label_mask, mask[:, ::2])
 
 
 def test_latest_delivery_returns_only_the_newest(bus_config):
