@@ -93,6 +93,7 @@ def score(drive: str, fixes: list) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nodes.bus.pubsub import Delivery, Subscriber
     from nodes.bus.topics import BusConfig
+    from nodes.launcher.supervisor import die_with_parent
     from nodes.replay import Replay, ReplayParams
     from nodes.runtime import NodeRunner
 
@@ -106,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "nodes.cli", "launch", str(LAUNCH_FILE), "--arg", f"model={args.model}",
              "--arg", f"device={args.device}", "--arg", "monitor=false", "--log-dir", os.path.join(ipc_dir, "logs")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))  # no orphaned graph if we are killed
         try:
             print(f"demo: launched {LAUNCH_FILE.relative_to(ROOT)} (PoseNet {args.model or 'default model'}); "
                   f"replaying {drive.name} {'in real time' if args.realtime else 'lock-step'}", file=sys.stderr)

@@ -13,6 +13,7 @@ import time
 import zmq
 
 from nodes.drive_bridge import DEFAULT_REPLAY_TOPICS
+from nodes.launcher.supervisor import die_with_parent
 from nodes.replay import Replay, ReplayParams
 from nodes.runtime import NodeRunner
 
@@ -47,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     replay = Replay(params)
     graph = None
     if args.launch:
-        graph = subprocess.Popen([sys.executable, "-m", "nodes.cli", "launch", args.launch])
+        # SIGTERM if this process dies without cleaning up (SIGKILL): the launcher then stops its graph
+        graph = subprocess.Popen([sys.executable, "-m", "nodes.cli", "launch", args.launch],
+                                 preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))
     runner = NodeRunner(replay)
     runner.install_signal_handlers()
     t0 = time.monotonic()

@@ -56,17 +56,19 @@ _COLORS = ("36", "32", "33", "35", "34", "96", "92", "93", "95", "94")
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _child_setup(parent_pid: int):
-    """preexec_fn: die with the launcher. Runs in the forked child before exec, so it only calls
-    async-signal-safe functions (prctl, getppid, kill) on objects prepared before the fork."""
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL):
+    """A ``preexec_fn`` for ``subprocess.Popen``: the kernel sends ``sig`` to the child when
+    ``parent_pid`` (the process, from the thread, that starts it) dies, even by SIGKILL. Runs in the
+    forked child before exec, so it only calls async-signal-safe functions (prctl, getppid, kill) on
+    objects prepared before the fork. Linux only; elsewhere a no-op."""
     prctl = _libc.prctl if _libc is not None else None
-    sigkill = int(signal.SIGKILL)
+    sig = int(sig)
 
     def setup() -> None:
         if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the launcher died before prctl took effect
-            os.kill(os.getpid(), sigkill)
+            prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
 
     return setup
 
@@ -259,7 +261,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 self._command(p.node), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, env=self._environment(p.node), close_fds=True,
-                process_group=0, preexec_fn=_child_setup(os.getpid()),
+                process_group=0, preexec_fn=die_with_parent(os.getpid()),
             )
         except OSError as exc:
             self.say(f"{p.name}: cannot start: {exc}", p)

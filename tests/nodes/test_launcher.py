@@ -290,3 +290,30 @@ def test_graph_split_across_two_launchers_over_tcp(bus):
         assert code == 0, launch.output()
         assert took_s < 5.0
     assert marked_pids(bus.mark) == []
+
+
+def test_sigkill_of_replay_with_launch_leaves_no_process(bus, tmp_path):
+    """`streetloc replay DRIVE --launch FILE` starts the graph's launcher; if the replay is killed outright
+    the launcher is told (SIGTERM) and takes its graph down with it."""
+    file = write(tmp_path, "graph.toml", """
+        external_topics = ["camera/image"]
+        [nodes.monitor]
+        module = "nodes.monitor"
+        params = { topics = ["camera/image"] }
+        """)
+    drive = REPO / "sim_data/drives/test_small.mcap"
+    out = tmp_path / "replay-console.txt"
+    with open(out, "wb") as fh:
+        replay = subprocess.Popen([sys.executable, "-m", "nodes.cli", "replay", str(drive), "--loop",
+                                   "--launch", str(file)], stdout=fh, stderr=subprocess.STDOUT,
+                                  env=bus.env("replay"), cwd=REPO)
+    try:
+        # replay, its launcher and the monitor node
+        wait_for(lambda: len(marked_pids(bus.mark)) >= 3, 30, "the replay, its launcher and the node")
+        replay.kill()
+        replay.wait(timeout=5)
+        wait_for(lambda: marked_pids(bus.mark) == [], 15, "the launched graph to stop after the replay died")
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+    assert "[launch]" in out.read_text(errors="replace")
