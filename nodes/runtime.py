@@ -49,7 +49,7 @@ class Node:
     publishes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: msgspec.Struct | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+        self.params = checked_params(params, self.name) if params is not None else self.Params()
 
     def tick_hz(self) -> float:
         """Rate of ``on_tick`` calls; 0 for none."""
@@ -129,6 +129,15 @@ def describe_params(params_type: type[msgspec.Struct]) -> list[tuple[str, str, A
 
 def _type_name(t: msgspec.inspect.Type) -> str:
     return type(t).__name__.removesuffix("Type").lower()
+
+
+def checked_params(params: msgspec.Struct, node: str = "node") -> msgspec.Struct:
+    """``params`` with its constraints checked (``msgspec.Meta`` bounds: constructing a Struct in code,
+    as the CLI commands do, does not check them). Raises ValueError naming the parameter."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(params), type(params))
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"node {node}: bad parameter: {_friendly(exc)}") from None
 
 
 def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,

@@ -96,10 +96,12 @@ def run(args: argparse.Namespace) -> int:
     from nodes.launcher.supervisor import die_with_parent
     from nodes.replay import Replay, ReplayParams
     from nodes.runtime import NodeRunner
+    from perception.drives import DriveReader
 
     drive = Path(args.drive) if args.drive else default_drive()
-    if not drive.exists():
-        raise ValueError(f"{drive}: no such drive")
+    with DriveReader(drive) as reader:  # a bad drive is reported before the graph is launched
+        if not reader.image_stamps():
+            raise ValueError(f"{drive}: the drive has no camera frames to localize")
     with tempfile.TemporaryDirectory(prefix="streetloc-demo-") as ipc_dir:
         # a bus of the demo's own, so that it never collides with a graph already running here
         config = BusConfig(ipc_dir=ipc_dir)

@@ -275,7 +275,12 @@ class DriveReader:
         self.errors = ReadErrors()
         self.truncated = False  # True when the data section is cut off (recorder killed mid-write)
         self.has_summary = False  # False for truncated files, and for complete ones whose summary is lost
-        self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: no such drive file") from None
+        except IsADirectoryError:
+            raise IsADirectoryError(f"{self.path}: is a folder, not a drive file") from None
         self._size = os.fstat(self._file.fileno()).st_size
         self._schemas: dict[int, str] = {}
         self._channels: dict[int, _Channel] = {}

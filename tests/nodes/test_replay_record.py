@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -196,8 +198,17 @@ def test_replay_rejects_bad_parameters(tmp_path):
         Replay(ReplayParams())
     with pytest.raises(ValueError, match="cannot be replayed"):
         Replay(ReplayParams(drive=write_drive(tmp_path / "a.mcap", 2), topics=["diagnostics"]))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="missing.mcap: no such drive file"):
         Replay(ReplayParams(drive=str(tmp_path / "missing.mcap")))
+    # bounds declared on the parameters hold for parameters built in code too (the CLI builds them)
+    with pytest.raises(ValueError, match="rate"):
+        Replay(ReplayParams(drive=write_drive(tmp_path / "b.mcap", 2), rate=-2.0))
+
+
+def test_replay_command_rejects_a_negative_rate(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "nodes.cli", "replay", write_drive(tmp_path / "a.mcap", 2),
+                          "--rate", "-2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "rate" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGKILL"])

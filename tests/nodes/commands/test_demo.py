@@ -38,3 +38,12 @@ def test_demo_rejects_a_missing_drive(bus_config):
     out = subprocess.run([sys.executable, "-m", "nodes.cli", "demo", "--drive", "/nonexistent.mcap"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no such drive" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_rejects_a_file_that_is_not_a_drive_before_launching(bus_config, tmp_path):
+    bad = tmp_path / "notes.mcap"
+    bad.write_text("not a drive")
+    out = subprocess.run([sys.executable, "-m", "nodes.cli", "demo", "--drive", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "not an MCAP drive" in out.stderr and "Traceback" not in out.stderr
+    assert "launched" not in out.stderr  # nothing was started for a drive that cannot be played
