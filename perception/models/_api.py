@@ -96,10 +96,16 @@ class Checkpoint:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path}: no such file")
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip (a pickle before 1.6)
+            raise ValueError(f"checkpoint {path}: not a PyTorch checkpoint file (first bytes {head!r})")
         try:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle/zip errors of a corrupt or foreign file
-            raise ValueError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {exc})") from None
+            # torch appends a page of advice; its first sentence says what was wrong
+            reason = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+            raise ValueError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {reason})") from None
         if not isinstance(d, dict):
             raise ValueError(f"checkpoint {path}: holds a {type(d).__name__}, not a checkpoint record")
         return cls.from_dict(d, where=f"checkpoint {path}")

@@ -171,8 +171,15 @@ def test_bad_checkpoints_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         Checkpoint.load(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pt"):
+    with pytest.raises(ValueError, match="junk.pt: not a PyTorch checkpoint"):
         Checkpoint.load(tmp_path / "junk.pt")
+    # a checkpoint cut short (a copy interrupted): one line saying what is wrong, not torch's page of advice
+    good = Checkpoint(model="posenet", arch={}, state_dict={"w": torch.zeros(1000)})
+    good.save(tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"cut.pt: unreadable \(") as err:
+        Checkpoint.load(tmp_path / "cut.pt")
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
     other = Checkpoint(model="detector", arch={}, state_dict={"w": torch.zeros(1)})
     with pytest.raises(ValueError, match="not 'posenet'"):
         resolve_checkpoint(other, model="posenet")
