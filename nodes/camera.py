@@ -30,7 +30,9 @@ import msgspec
 import numpy as np
 
 from nodes.bus.messages import CameraIntrinsics, Header, Image
+from nodes.drive_bridge import intrinsics_of
 from nodes.runtime import Node, Outputs, node_main
+from perception.drives import CameraInfo
 
 log = logging.getLogger("streetloc.camera")
 
@@ -48,8 +50,9 @@ class CameraParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reopen_interval_s: Annotated[float, msgspec.Meta(gt=0, description="retry period of a lost camera")] = 1.0
 
 
-def load_calibration(path: str) -> tuple[int, int, CameraIntrinsics]:
-    """(width_px, height_px, intrinsics) from a calibration TOML; ValueError naming the file and key."""
+def load_calibration(path: str) -> CameraInfo:
+    """The camera of a calibration TOML (size and pinhole intrinsics, in pixels); ValueError naming the
+    file and key."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -63,8 +66,8 @@ def load_calibration(path: str) -> tuple[int, int, CameraIntrinsics]:
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{path}: {key} = {value!r} is not a positive number")
         values[key] = float(value)
-    return (int(values["width_px"]), int(values["height_px"]),
-            CameraIntrinsics(values["fx_px"], values["fy_px"], values["cx_px"], values["cy_px"]))
+    return CameraInfo(int(values["width_px"]), int(values["height_px"]), values["fx_px"], values["fy_px"],
+                      values["cx_px"], values["cy_px"])
 
 
 class Camera(Node):
@@ -131,11 +134,8 @@ class Camera(Node):
     def intrinsics_for(self, width_px: int, height_px: int) -> CameraIntrinsics:
         """Intrinsics of a published frame of this size (calibration rescaled, or from the FOV)."""
         if self._calibration is not None:
-            cal_w, cal_h, k = self._calibration
-            sx, sy = width_px / cal_w, height_px / cal_h
-            return CameraIntrinsics(k.fx_px * sx, k.fy_px * sy, k.cx_px * sx, k.cy_px * sy)
-        fx = width_px / 2 / math.tan(math.radians(self.params.hfov_deg) / 2)
-        return CameraIntrinsics(fx, fx, width_px / 2, height_px / 2)
+            return intrinsics_of(self._calibration.scaled(width_px, height_px))
+        return intrinsics_of(CameraInfo.from_hfov(width_px, height_px, self.params.hfov_deg))
 
     def on_tick(self, now_ns: int) -> Outputs:
         if self._capture is None:

@@ -51,9 +51,18 @@ class CorruptRecord(ValueError):
 
 
 def intrinsics_of(camera: CameraInfo | None) -> CameraIntrinsics | None:
+    """The intrinsics an Image of this camera carries on the bus."""
     if camera is None:
         return None
     return CameraIntrinsics(camera.fx_px, camera.fy_px, camera.cx_px, camera.cy_px)
+
+
+def camera_of(image: Image) -> CameraInfo | None:
+    """The camera (size and intrinsics) of a bus Image; None when it travels without intrinsics."""
+    k = image.intrinsics
+    if k is None:
+        return None
+    return CameraInfo(image.width_px, image.height_px, k.fx_px, k.fy_px, k.cx_px, k.cy_px)
 
 
 def _metadata(proto) -> dict[str, str]:

@@ -15,9 +15,9 @@ import msgspec
 
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import TOPICS, get_topic
-from nodes.drive_bridge import RECORDABLE_TOPICS, write_message
+from nodes.drive_bridge import RECORDABLE_TOPICS, camera_of, write_message
 from nodes.runtime import Node, Outputs, node_main
-from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+from perception.drives import DriveMetadata, DriveWriter
 
 log = logging.getLogger("streetloc.record")
 
@@ -62,10 +62,8 @@ class Recorder(Node):
         self._calibrated = False
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        if topic == "camera/image" and not self._calibrated and getattr(msg, "intrinsics", None) is not None:
-            k = msg.intrinsics  # type: ignore[attr-defined]
-            self.writer.add_calibration(msg.header.stamp_ns, CameraInfo(  # type: ignore[attr-defined]
-                msg.width_px, msg.height_px, k.fx_px, k.fy_px, k.cx_px, k.cy_px))  # type: ignore[attr-defined]
+        if topic == "camera/image" and not self._calibrated and (camera := camera_of(msg)) is not None:
+            self.writer.add_calibration(msg.header.stamp_ns, camera)  # type: ignore[attr-defined]
             self._calibrated = True
         write_message(self.writer, topic, msg)  # ValueError: counted by the runtime, recording goes on
         self.written[topic] += 1

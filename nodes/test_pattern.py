@@ -12,8 +12,10 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from nodes.bus.messages import CameraIntrinsics, Header, Image
+from nodes.bus.messages import Header, Image
+from nodes.drive_bridge import intrinsics_of
 from nodes.runtime import Node, Outputs, node_main
+from perception.drives import CameraInfo
 
 
 class TestPatternParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -39,8 +41,7 @@ class TestPatternCamera(Node):
                          [255, 0, 255], [0, 0, 255], [255, 0, 0], [0, 0, 0]], np.uint8)
         cols = (np.arange(p.width_px) * len(bars) // p.width_px)
         self._background = np.broadcast_to(bars[cols][None], (p.height_px, p.width_px, 3)).copy()
-        fx = p.width_px / 2 / np.tan(np.radians(p.hfov_deg) / 2)
-        self._intrinsics = CameraIntrinsics(fx, fx, p.width_px / 2, p.height_px / 2)
+        self._intrinsics = intrinsics_of(CameraInfo.from_hfov(p.width_px, p.height_px, p.hfov_deg))
         self.frame_index = 0
 
     def tick_hz(self) -> float:

@@ -21,40 +21,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perception.drives.metadata import CameraInfo
+
 
 @dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics in pixels (see the module docstring for the pixel convention)."""
-
-    width_px: int
-    height_px: int
-    fx_px: float
-    fy_px: float
-    cx_px: float
-    cy_px: float
+class PinholeCamera(CameraInfo):
+    """The simulated camera: a ``CameraInfo`` without distortion (see the module docstring for the pixel
+    convention), plus the projections the renderer needs."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.width_px < 8 or self.height_px < 8:
             raise ValueError(f"image size {self.width_px}x{self.height_px} px is too small (at least 8x8)")
-        if not (self.fx_px > 0 and self.fy_px > 0):
-            raise ValueError(f"focal lengths fx_px={self.fx_px!r}, fy_px={self.fy_px!r} must be positive")
 
     @classmethod
     def from_hfov(cls, width_px: int, height_px: int, hfov_deg: float = 70.0) -> PinholeCamera:
         """Square pixels, principal point at the image centre, focal length from the horizontal FOV."""
-        if not 10.0 <= hfov_deg <= 150.0:
+        if not 10.0 <= hfov_deg <= 150.0:  # narrower than a real camera may be: the renderer's range
             raise ValueError(f"horizontal field of view {hfov_deg!r} deg is outside [10, 150]")
-        fx = (width_px / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
-        return cls(int(width_px), int(height_px), fx, fx, width_px / 2.0, height_px / 2.0)
-
-    @property
-    def hfov_deg(self) -> float:
-        return math.degrees(2.0 * math.atan2(self.width_px / 2.0, self.fx_px))
-
-    @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the textbook name
-        """Intrinsic matrix, float64 [3, 3]."""
-        return np.array([[self.fx_px, 0.0, self.cx_px], [0.0, self.fy_px, self.cy_px], [0.0, 0.0, 1.0]])
+        return super().from_hfov(int(width_px), int(height_px), hfov_deg)
 
     def column_slopes(self) -> np.ndarray:
         """x/z of the ray through each pixel column's centre, float64 [W]."""

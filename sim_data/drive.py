@@ -342,7 +342,7 @@ def write_drive(config: SimConfig, path: str | Path, *, jpeg_quality: int = 90,
                 on_frame: Callable[[SimFrame], None] | None = None) -> DriveSummary:
     """Render ``config``'s drive into a drive file at ``path`` (camera, calibration, GPS truth,
     odometry, truth boxes and masks). ``on_frame`` sees every frame (previews, progress)."""
-    from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+    from perception.drives import DriveMetadata, DriveWriter
 
     drive = SimDrive(config)
     cam = drive.camera
@@ -350,7 +350,7 @@ def write_drive(config: SimConfig, path: str | Path, *, jpeg_quality: int = 90,
     meta = DriveMetadata(
         source=drive.source(),
         geo_origin=config.origin,
-        camera=CameraInfo(cam.width_px, cam.height_px, cam.fx_px, cam.fy_px, cam.cx_px, cam.cy_px),
+        camera=cam,  # a PinholeCamera is the drive's CameraInfo
         extra=drive.describe(),
         created_utc=created,  # the drive's own (simulated) time, so the file is reproducible
     )
