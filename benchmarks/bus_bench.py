@@ -51,7 +51,7 @@ def _topic_for(kind: str) -> str:
     return "localization/pose" if kind == "pose" else "camera/image"
 
 
-def _make_message(kind: str):
+def make_message(kind: str):
     from nodes.bus.messages import Header, Hop, Image, Pose
 
     header = Header(stamp_ns=time.time_ns(), frame_id="bench", trace=[Hop("camera", 1, 2)])
@@ -158,7 +158,8 @@ class _Side:
             sock.close() if self.impl == "streetloc" else sock.close(0)
 
 
-def _pin(cpu: int | None) -> None:
+def pin_to_cpu(cpu: int | None) -> None:
+    """Pin this process (and the ZeroMQ I/O threads it starts later) to one CPU; None: leave it."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu % os.cpu_count()})
 
@@ -166,7 +167,7 @@ def _pin(cpu: int | None) -> None:
 # -- the other process: a counting subscriber (throughput) or an echo (latency), both implementations ---
 
 def _peer(mode: str, kind: str, window: int, eps: _Endpoints, cpu: int | None) -> None:
-    _pin(cpu)
+    pin_to_cpu(cpu)
     ctx = zmq.Context.instance()
     credit = ctx.socket(zmq.PUSH)
     credit.connect(eps.credit)
@@ -215,12 +216,12 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
             credit.bind(eps.credit)
             control = ctx.socket(zmq.PUSH)
             control.bind(eps.control)
-            msg = _make_message(kind)
+            msg = make_message(kind)
             frames = [bytes(f) if i < 2 else f for i, f in enumerate(Codec(get_topic(_topic_for(kind))).encode(msg))]
             sides = {impl: _Side(impl, kind, eps, "fwd", "back" if mode == "latency" else None) for impl in IMPLS}
             proc = mp.get_context("spawn").Process(target=_peer, args=(mode, kind, window, eps, 1 if pin else None))
             proc.start()
-            _pin(0 if pin else None)
+            pin_to_cpu(0 if pin else None)
             for side in sides.values():
                 side.wait_connected()
             if not credit.poll(60000) or credit.recv() != b"ready":

@@ -26,26 +26,16 @@ import time
 
 import numpy as np
 import zmq
+from bus_bench import make_message, pin_to_cpu  # the same folder: run as a script
 
 WINDOW = 8
+KIND = "image 1 MB"  # a bus_bench payload: mono8 [1, 1e6]
 COMBOS = (("bare", "bare"), ("streetloc", "bare"), ("bare", "streetloc"), ("streetloc", "streetloc"))
-
-
-def _image():
-    from nodes.bus.messages import Header, Hop, Image
-
-    return Image(Header(stamp_ns=1, trace=[Hop("camera", 1, 2)]), 1_000_000, 1, "mono8",
-                 np.full((1, 1_000_000), 7, np.uint8))
-
-
-def _pin(cpu: int | None) -> None:
-    if cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu % os.cpu_count()})
 
 
 def _peer(env: dict, credit_ep: str, control_ep: str, cpu: int | None) -> None:
     """Receives batches as the control channel says (which code path, how many), returning credits."""
-    _pin(cpu)
+    pin_to_cpu(cpu)
     os.environ.update(env)
     from nodes.bus.pubsub import Subscriber
 
@@ -91,10 +81,10 @@ def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
         proc = mp.get_context("spawn").Process(target=_peer, args=(config.to_env(), credit_ep, control_ep,
                                                                      1 if pin else None))
         proc.start()
-        _pin(0 if pin else None)
+        pin_to_cpu(0 if pin else None)
         pub = Publisher("camera/image", node="bench", config=config)
         pub.wait_for_subscribers(1, 20)
-        msg = _image()
+        msg = make_message(KIND)
         encoded = pub.codec.encode(msg)
         frames = [bytes(encoded[0]), bytes(encoded[1]), memoryview(encoded[2]).cast("B")]
         if not credit.poll(60000) or credit.recv() != b"ready":
@@ -138,7 +128,7 @@ def codec_cost_us() -> tuple[float, float]:
     from nodes.bus.wire import Codec
 
     codec = Codec(get_topic("camera/image"))
-    msg = _image()
+    msg = make_message(KIND)
     encoded = codec.encode(msg)
     frames = [bytes(encoded[0]), bytes(encoded[1]), zmq.Frame(bytes(memoryview(encoded[2])))]
     n = 20000
