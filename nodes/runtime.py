@@ -18,10 +18,9 @@ import os
 import signal
 import sys
 import time
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 import zmq
@@ -30,6 +29,10 @@ from nodes.bus.messages import Diagnostics, Header, TopicStats
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
+
+# Parameters are declared once in each node's Params Struct; nodes/params.py derives loading, options
+# and docs from it. describe_params/load_params stay importable from here.
+from nodes.params import add_params_arguments, checked_params, describe_params, given_params, load_params  # noqa: F401
 
 Outputs = Iterable[tuple[str, msgspec.Struct]]
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -106,83 +109,6 @@ class Node:
 
     def close(self) -> None:
         """Release resources (files, models)."""
-
-
-# -- parameters ---------------------------------------------------------------------------------
-
-def describe_params(params_type: type[msgspec.Struct]) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, description) of each parameter, from the Struct's annotations."""
-    info = msgspec.inspect.type_info(params_type)
-    rows = []
-    for f in info.fields:  # type: ignore[attr-defined]
-        t = f.type
-        description = ""
-        if isinstance(t, msgspec.inspect.Metadata):
-            description = (t.extra_json_schema or {}).get("description", "") or ""
-            t = t.type
-        default = f.default
-        if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
-            default = f.default_factory()  # msgspec stores an empty list/dict default as a factory
-        rows.append((f.name, _type_name(t), default, description))
-    return rows
-
-
-def _type_name(t: msgspec.inspect.Type) -> str:
-    return type(t).__name__.removesuffix("Type").lower()
-
-
-def checked_params(params: msgspec.Struct, node: str = "node") -> msgspec.Struct:
-    """``params`` with its constraints checked (``msgspec.Meta`` bounds: constructing a Struct in code,
-    as the CLI commands do, does not check them). Raises ValueError naming the parameter."""
-    try:
-        return msgspec.convert(msgspec.to_builtins(params), type(params))
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"node {node}: bad parameter: {_friendly(exc)}") from None
-
-
-def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
-                overrides: Iterable[str] = (), node: str = "node") -> msgspec.Struct:
-    """Defaults, then a TOML file (top-level keys, or a ``[params]`` table), then ``key=value``
-    overrides. Raises ValueError naming the parameter for an unknown key or an ill-typed value."""
-    known = {name for name, *_ in describe_params(params_type)}
-    raw: dict[str, Any] = {}
-    if file:
-        try:
-            with open(file, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{file}: not valid TOML: {exc}") from None
-        raw.update(data.get("params", data))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"node {node}: --param {item!r} is not key=value")
-        raw[key.strip()] = _parse_value(value.strip())
-    for key in raw:
-        if key not in known:
-            where = f" in {file}" if file else ""
-            raise ValueError(f"node {node}: unknown parameter {key!r}{where}; "
-                             f"known: {', '.join(sorted(known)) or '(none)'}")
-    try:
-        return msgspec.convert(raw, params_type, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"node {node}: bad parameter: {_friendly(exc)}") from None
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML literal where it parses (numbers, booleans, arrays, quoted strings), else the raw text."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _friendly(exc: msgspec.ValidationError) -> str:
-    msg = str(exc)
-    if " - at `$." in msg:
-        what, _, where = msg.partition(" - at `$.")
-        return f"{where.rstrip('`')}: {what}"
-    return msg
 
 
 # -- topic remaps -------------------------------------------------------------------------------
@@ -391,28 +317,60 @@ class NodeRunner:
                 sock.close()
 
 
-def node_main(node_cls: type[Node], argv: list[str] | None = None) -> int:
-    """The ``main()`` of a node process: ``python -m nodes.<module> [--name N] [--params-file F]
-    [--param key=value ...]``. Exit 0 on SIGINT/SIGTERM, 2 on bad parameters."""
-    parser = argparse.ArgumentParser(prog=f"python -m {node_cls.__module__}",
-                                     description=(node_cls.__doc__ or "").strip().splitlines()[0]
-                                     if node_cls.__doc__ else None)
+def setup_logging(name: str) -> None:
+    """Log lines of a node process on stderr, prefixed with its name; level from STREETLOC_LOG_LEVEL."""
+    logging.basicConfig(level=os.environ.get("STREETLOC_LOG_LEVEL", "INFO"),
+                        format=f"[{name}] %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def serve(runner: NodeRunner, duration_s: float | None = None) -> int:
+    """The process shell, the one every node process runs (``node_main``, ``streetloc replay``,
+    ``streetloc record``): spin ``runner`` until SIGINT/SIGTERM, the node finishes or ``duration_s``
+    passes, then close it and deliver what is still queued. Returns the exit code, 0."""
+    runner.install_signal_handlers()
+    try:
+        runner.spin(duration_s)
+    finally:
+        runner.close()
+        # deliver what is still queued (bounded by the publishers' linger) before the process exits
+        zmq.Context.instance().term()
+    return 0
+
+
+def node_parser(node_cls: type[Node], prog: str | None = None) -> argparse.ArgumentParser:
+    """The command line of a node process: the shell's options plus one option per parameter of
+    ``node_cls.Params`` (see ``nodes.params.add_params_arguments``)."""
+    doc = (node_cls.__doc__ or "").strip().splitlines()
+    module = node_cls.__module__
+    if module == "__main__":  # run as ``python -m nodes.x``: the name it was run by
+        module = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", module)
+    parser = argparse.ArgumentParser(prog=prog or f"python -m {module}",
+                                     description=doc[0] if doc else None,
+                                     epilog="Precedence: defaults, --params-file, --param, the options above.")
     parser.add_argument("--name", default=node_cls.name, help="node instance name (default %(default)s)")
     parser.add_argument("--params-file", help="TOML file of parameters")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter (repeatable)")
+                        help="override one parameter, value as in TOML (repeatable)")
     parser.add_argument("--remap", action="append", default=[], metavar="FROM=TO",
                         help="use table topic TO (same message type) where the node declares FROM (repeatable)")
     parser.add_argument("--list-params", action="store_true", help="print parameters and exit")
-    args = parser.parse_args(argv)
+    add_params_arguments(parser.add_argument_group(f"parameters of {node_cls.__name__}"), node_cls.Params)
+    return parser
+
+
+def node_main(node_cls: type[Node], argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The ``main()`` of a node process: ``python -m nodes.<module> [--name N] [--params-file F]
+    [--param key=value ...] [--<parameter> VALUE ...]``. Exit 0 on SIGINT/SIGTERM, 2 on bad
+    parameters."""
+    args = node_parser(node_cls, prog).parse_args(argv)
     if args.list_params:
         for name, type_name, default, description in describe_params(node_cls.Params):
             print(f"{name:24s} {type_name:8s} default={default!r:12s} {description}")
         return 0
-    logging.basicConfig(level=os.environ.get("STREETLOC_LOG_LEVEL", "INFO"),
-                        format=f"[{args.name}] %(levelname)s %(message)s", stream=sys.stderr)
+    setup_logging(args.name)
     try:
-        params = load_params(node_cls.Params, file=args.params_file, overrides=args.param, node=args.name)
+        params = load_params(node_cls.Params, file=args.params_file, overrides=args.param,
+                             values=given_params(args, node_cls.Params), node=args.name)
         remaps = {}
         for item in args.remap:
             src, sep, dst = item.partition("=")
@@ -424,11 +382,4 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"[{args.name}] error: {exc}", file=sys.stderr)
         return 2
-    runner.install_signal_handlers()
-    try:
-        runner.spin()
-    finally:
-        runner.close()
-        # deliver what is still queued (bounded by the publishers' linger) before the process exits
-        zmq.Context.instance().term()
-    return 0
+    return serve(runner)

@@ -4,6 +4,13 @@ types they share."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 
 def positive_int(text: str) -> int:
@@ -43,3 +50,33 @@ def pair_of_ints(text: str, *, option: str = "--size", names: str = "WIDTHxHEIGH
     if not sep or min(pair) < low or max(pair) > high:
         raise argparse.ArgumentTypeError(f"{option} {text!r}: both numbers of {names} must be {low}..{high}")
     return pair
+
+
+@contextlib.contextmanager
+def launched(launch_file: str | os.PathLike[str], *, launch_args: Mapping[str, str] | None = None,
+             options: Sequence[str] = (), stop_timeout_s: float = 10.0,
+             **popen: Any) -> Iterator[subprocess.Popen]:
+    """``streetloc launch FILE`` as a child process for the duration of a ``with`` block, then stopped as
+    Ctrl-C stops it (SIGINT; SIGKILL after ``stop_timeout_s``). The one launch-then-stop of the command
+    layer (``streetloc replay --launch``, ``streetloc demo``).
+
+    ``launch_args`` become ``--arg NAME=VALUE``, ``options`` further launch options (``--log-dir D``);
+    ``popen`` goes to ``subprocess.Popen`` (env, stdout, stderr, text). Should this process die without
+    cleaning up (SIGKILL), the kernel sends the launcher SIGTERM, which stops its graph: no orphans.
+    """
+    from nodes.launcher.supervisor import die_with_parent
+
+    cmd = [sys.executable, "-m", "nodes.cli", "launch", str(launch_file)]
+    for name, value in (launch_args or {}).items():
+        cmd += ["--arg", f"{name}={value}"]
+    proc = subprocess.Popen([*cmd, *options], preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM), **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,453 @@
+"""A node's parameters, declared once: the node's ``Params`` msgspec Struct and nothing else.
+
+Each field carries its type, default, bounds (``msgspec.Meta`` ``ge``/``gt``/``le``/``lt``, ``pattern``,
+``min_length``) and its meaning (``Meta(description=...)``, with the unit). Everything else derives from it:
+
+- ``load_params``: defaults, then a TOML file, then ``key=value`` overrides, then typed values: what the
+  node process runs and what ``streetloc launch --check`` validates a launch file's ``params`` with;
+- ``add_params_arguments`` / ``params_from_args``: a command's argparse options (name, type, default,
+  help, bounds, choices) and the Struct back from the parsed namespace (``streetloc replay``,
+  ``streetloc record``, ``streetloc node run``, ``python -m nodes.<module>``);
+- ``params_markdown``: the parameter reference in docs/launch.md (``python -m nodes.params`` rewrites it,
+  a test keeps it in sync) and ``streetloc node params``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import inspect as mi
+
+# -- what a Struct declares ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamField:
+    """One parameter: ``type`` is the msgspec type with its ``Meta`` unwrapped (bounds live on it)."""
+
+    name: str
+    type: mi.Type
+    default: Any  # msgspec.NODEFAULT when required
+    description: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is msgspec.NODEFAULT
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.type)
+
+    @property
+    def choices(self) -> tuple[Any, ...]:
+        """The allowed values of a Literal/Enum field, or of a string whose pattern is a plain
+        alternation (``^(jpeg|bgr8)$``); () otherwise."""
+        return _choices(self.type)
+
+
+def param_fields(params_type: type[msgspec.Struct]) -> list[ParamField]:
+    """The parameters of a Struct in declaration order."""
+    out = []
+    for f in msgspec.inspect.type_info(params_type).fields:  # type: ignore[attr-defined]
+        t, description = f.type, ""
+        if isinstance(t, mi.Metadata):
+            description = (t.extra_json_schema or {}).get("description", "") or ""
+            t = t.type
+        default = f.default
+        if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
+            default = f.default_factory()  # msgspec stores an empty list/dict default as a factory
+        out.append(ParamField(f.name, t, default, description))
+    return out
+
+
+def describe_params(params_type: type[msgspec.Struct]) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, description) of each parameter, from the Struct's annotations."""
+    return [(f.name, f.type_name, f.default, f.description) for f in param_fields(params_type)]
+
+
+def _type_name(t: mi.Type) -> str:
+    return type(t).__name__.removesuffix("Type").lower()
+
+
+_ALTERNATION = re.compile(r"^\^\(([A-Za-z0-9_.-]+(?:\|[A-Za-z0-9_.-]+)*)\)\$$")
+
+
+def _choices(t: mi.Type) -> tuple[Any, ...]:
+    if isinstance(t, mi.LiteralType):
+        return tuple(t.values)
+    if isinstance(t, mi.EnumType):
+        return tuple(m.value for m in t.cls)
+    if isinstance(t, mi.StrType) and t.pattern and (m := _ALTERNATION.match(t.pattern)):
+        return tuple(m.group(1).split("|"))
+    return ()
+
+
+# -- loading (node process, launch files) --------------------------------------------------------
+
+def checked_params(params: msgspec.Struct, node: str = "node") -> msgspec.Struct:
+    """``params`` with its constraints checked (``msgspec.Meta`` bounds: constructing a Struct in code
+    does not check them). Raises ValueError naming the parameter."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(params), type(params))
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"node {node}: bad parameter: {friendly(exc)}") from None
+
+
+def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
+                overrides: Iterable[str] = (), values: Mapping[str, Any] | None = None,
+                node: str = "node") -> msgspec.Struct:
+    """Defaults, then a TOML file (top-level keys, or a ``[params]`` table), then ``key=value``
+    overrides, then ``values`` (typed, from command-line options). Raises ValueError naming the
+    parameter for an unknown key or an ill-typed value."""
+    known = {f.name for f in param_fields(params_type)}
+    raw: dict[str, Any] = {}
+    if file:
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{file}: not valid TOML: {exc}") from None
+        raw.update(data.get("params", data))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"node {node}: --param {item!r} is not key=value")
+        raw[key.strip()] = _parse_value(value.strip())
+    raw.update(values or {})
+    for key in raw:
+        if key not in known:
+            where = f" in {file}" if file else ""
+            raise ValueError(f"node {node}: unknown parameter {key!r}{where}; "
+                             f"known: {', '.join(sorted(known)) or '(none)'}")
+    try:
+        return msgspec.convert(raw, params_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"node {node}: bad parameter: {friendly(exc)}") from None
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal where it parses (numbers, booleans, arrays, quoted strings), else the raw text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def friendly(exc: msgspec.ValidationError) -> str:
+    """``"rate_hz: Expected `float` > 0"`` from msgspec's ``"Expected `float` > 0 - at `$.rate_hz`"``."""
+    msg = str(exc)
+    if " - at `$." in msg:
+        what, _, where = msg.partition(" - at `$.")
+        return f"{where.rstrip('`')}: {what}"
+    return msg
+
+
+# -- command-line options -----------------------------------------------------------------------
+
+def option_name(name: str) -> str:
+    """``start_delay_s`` -> ``--start-delay-s``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_params_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                         params_type: type[msgspec.Struct], *, dest: str = "params",
+                         only: Collection[str] | None = None, exclude: Collection[str] = (),
+                         aliases: Mapping[str, Sequence[str]] | None = None,
+                         positional: Collection[str] = (), required: Collection[str] = (),
+                         defaults: Mapping[str, Any] | None = None) -> None:
+    """One option per parameter of ``params_type``: ``--start-delay-s S`` for ``start_delay_s``.
+
+    The type, the default shown in the help, the bounds (``ge``/``gt``/``le``/``lt``, ``pattern``) and
+    the choices (Literal, Enum, a ``^(a|b)$`` pattern) come from the Struct, the help from the field's
+    description. A bool is ``--x``/``--no-x``; a list takes ``A,B`` and may repeat (values add up); a
+    dict takes ``KEY=VALUE`` and may repeat. An option not given is absent from the namespace, so
+    ``params_from_args`` layers only what the user typed over the defaults (or a file). Fields of
+    other types are left to ``--param key=value``.
+
+    ``aliases`` adds option strings per field (the names a command had before, e.g. ``--start`` for
+    ``start_s``); ``positional`` fields become positional arguments; ``required`` ones must be given;
+    ``defaults`` overrides the default a command uses (and shows) for a field.
+    """
+    aliases = aliases or {}
+    defaults = defaults or {}
+    for f in param_fields(params_type):
+        if (only is not None and f.name not in only) or f.name in exclude:
+            continue
+        spec = _option_spec(f)
+        if spec is None:
+            continue
+        default = defaults.get(f.name, f.default)
+        description = f.description or f.name.replace("_", " ")
+        must_give = f.name in positional or f.name in required or (f.required and f.name not in defaults)
+        shown = "" if must_give or "default" in description else f" (default {format_value(default)})"
+        help_text = description + shown
+        kwargs: dict[str, Any] = {**spec, "help": help_text.replace("%", "%%"), "default": argparse.SUPPRESS}
+        if f.name in positional:
+            kwargs.pop("metavar", None)
+            parser.add_argument(f"{dest}.{f.name}", metavar=f.name.upper(), **kwargs)
+            continue
+        flags = [option_name(f.name), *aliases.get(f.name, ())]
+        flags.sort(key=lambda s: s.startswith("--"))  # stable: -o before --output, else as given
+        parser.add_argument(*flags, dest=f"{dest}.{f.name}", required=f.name in required, **kwargs)
+
+
+def params_from_args(args: argparse.Namespace, params_type: type[msgspec.Struct], *, dest: str = "params",
+                     base: Mapping[str, Any] | msgspec.Struct | None = None, node: str = "node") -> msgspec.Struct:
+    """The Struct of ``params_type``: its defaults, then ``base`` (a Struct or a dict of values), then
+    the options given on the command line. ValueError naming the parameter for a bad value."""
+    values = dict(msgspec.to_builtins(base) if isinstance(base, msgspec.Struct) else base or {})
+    values.update(given_params(args, params_type, dest=dest))
+    return load_params(params_type, values=values, node=node)
+
+
+def given_params(args: argparse.Namespace, params_type: type[msgspec.Struct], *,
+                 dest: str = "params") -> dict[str, Any]:
+    """The parameters the command line set (only those), by name."""
+    prefix = f"{dest}."
+    names = {f.name for f in param_fields(params_type)}
+    return {k.removeprefix(prefix): v for k, v in vars(args).items()
+            if k.startswith(prefix) and k.removeprefix(prefix) in names}
+
+
+def _option_spec(f: ParamField) -> dict[str, Any] | None:
+    """argparse keywords (type, action, choices, metavar) for a field; None for a type left to
+    ``--param``."""
+    t, optional = f.type, False
+    if isinstance(t, mi.UnionType):
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        if len(inner) != 1:
+            return None
+        t, optional = inner[0], True
+    metavar = _metavar(f.name, t)
+    if isinstance(t, mi.BoolType):
+        return {"action": argparse.BooleanOptionalAction}
+    if isinstance(t, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)):
+        item = _scalar(t.item_type, f"{option_name(f.name)} item")
+        if item is None:
+            return None
+        return {"action": _ExtendList, "type": item, "metavar": f"{_metavar(f.name, t.item_type, plural=True)},..."}
+    if isinstance(t, mi.DictType):
+        key, value = _scalar(t.key_type, "key"), _scalar(t.value_type, f"{option_name(f.name)} value")
+        if key is None or value is None:
+            return None
+        return {"action": _SetItem, "type": _key_value(key, value, option_name(f.name)), "metavar": "KEY=VALUE"}
+    convert = _scalar(t, option_name(f.name))
+    if convert is None:
+        return None
+    if optional:
+        convert = _or_none(convert)
+    return {"type": convert, "metavar": metavar}
+
+
+_UNIT_SUFFIXES = ("s", "ms", "hz", "deg", "px", "m", "mps")
+
+
+def _metavar(name: str, t: mi.Type, plural: bool = False) -> str:
+    """What the help shows for a value: the choices, the unit a name ends with (``S`` for
+    ``start_delay_s``), else the kind (``N``, ``X``) or the name's last word (``TOPIC`` for an item of
+    ``lockstep_topics``)."""
+    if choices := _choices(t):
+        return "{" + ",".join(map(str, choices)) + "}"
+    unit = name.rpartition("_")[2]
+    if unit in _UNIT_SUFFIXES and isinstance(t, (mi.IntType, mi.FloatType)):
+        return unit.upper()
+    if isinstance(t, mi.IntType):
+        return "N"
+    if isinstance(t, mi.FloatType):
+        return "X"
+    return (unit.removesuffix("s") if plural else unit).upper()
+
+
+def _scalar(t: mi.Type, option: str) -> Callable[[str], Any] | None:
+    """A converter from text to a value of ``t`` that checks its bounds and choices; ArgumentTypeError
+    naming the option and the value otherwise."""
+    choices = _choices(t)
+    if choices:
+        by_text = {str(c): c for c in choices}
+
+        def choice(text: str) -> Any:
+            if text not in by_text:
+                raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(by_text)}")
+            return by_text[text]
+        choice.__name__ = option
+        return choice
+    if isinstance(t, (mi.IntType, mi.FloatType)):
+        kind = int if isinstance(t, mi.IntType) else float
+
+        def number(text: str) -> Any:
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+                    from None
+            for bound, ok, word in ((t.ge, lambda v, b: v >= b, ">="), (t.gt, lambda v, b: v > b, ">"),
+                                    (t.le, lambda v, b: v <= b, "<="), (t.lt, lambda v, b: v < b, "<")):
+                if bound is not None and not ok(value, bound):
+                    raise argparse.ArgumentTypeError(f"{text} is out of range: must be {word} {bound}")
+            return value
+        number.__name__ = option
+        return number
+    if isinstance(t, mi.StrType):
+        pattern = re.compile(t.pattern) if t.pattern else None
+
+        def string(text: str) -> str:
+            if pattern is not None and not pattern.search(text):
+                raise argparse.ArgumentTypeError(f"{text!r} does not match {t.pattern}")
+            if t.min_length is not None and len(text) < t.min_length:
+                raise argparse.ArgumentTypeError(f"{text!r} is shorter than {t.min_length} characters")
+            return text
+        string.__name__ = option
+        return string
+    return None
+
+
+def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def optional(text: str) -> Any:
+        return None if text.strip().lower() in ("", "none") else convert(text)
+    optional.__name__ = convert.__name__
+    return optional
+
+
+def _key_value(key: Callable[[str], Any], value: Callable[[str], Any], option: str) -> Callable[[str], Any]:
+    def pair(text: str) -> tuple[Any, Any]:
+        k, sep, v = text.partition("=")
+        if not sep or not k.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+        return key(k.strip()), value(v.strip())
+    pair.__name__ = option
+    return pair
+
+
+class _ExtendList(argparse.Action):
+    """``--topics a,b --topics c`` -> ``[a, b, c]``; the first occurrence replaces the default, and an
+    empty value (``--topics ""``) gives an empty list. Each item goes through the field's converter."""
+
+    def __init__(self, *args: Any, type: Callable[[str], Any], **kwargs: Any) -> None:
+        self.convert = type
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        for text in str(values).split(","):
+            if text.strip():
+                try:
+                    items.append(self.convert(text.strip()))
+                except argparse.ArgumentTypeError as exc:
+                    raise argparse.ArgumentError(self, str(exc)) from None
+        setattr(namespace, self.dest, items)
+
+
+class _SetItem(argparse.Action):
+    """``--expected-rate-hz camera/image=10 --expected-rate-hz gps/fix=1`` -> a dict."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = dict(getattr(namespace, self.dest, None) or {})
+        key, value = values
+        items[key] = value
+        setattr(namespace, self.dest, items)
+
+
+# -- documentation ------------------------------------------------------------------------------
+
+def format_value(value: Any) -> str:
+    """A default as users type it: TOML-like scalars, lists as ``a,b`` (the CLI form), ``""``."""
+    if value is msgspec.NODEFAULT:
+        return "(required)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value if value else '""'
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(format_value(v) for v in value) if value else "[]"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={format_value(v)}" for k, v in value.items()) if value else "{}"
+    return str(value)
+
+
+def _bounds(t: mi.Type) -> str:
+    if isinstance(t, mi.UnionType):
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        return _bounds(inner[0]) if len(inner) == 1 else ""
+    parts = []
+    for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        bound = getattr(t, attr, None)
+        if bound is not None:
+            parts.append(f"{word} {bound}")
+    if _choices(t):
+        parts.append("one of " + ", ".join(map(str, _choices(t))))
+    elif getattr(t, "pattern", None):
+        parts.append(f"matches `{t.pattern}`")
+    if getattr(t, "min_length", None):
+        parts.append(f"at least {t.min_length}")
+    return ", ".join(parts)
+
+
+def params_markdown(module: str, cls: type) -> str:
+    """The Markdown reference of one node module's parameters: a heading and a table of name, type,
+    default, allowed values and meaning."""
+    doc = (cls.__doc__ or "").strip().splitlines()
+    lines = [f"#### `{module}` ({cls.__name__})", ""]
+    if doc:
+        lines += [doc[0], ""]
+    fields = param_fields(cls.Params)
+    if not fields:
+        return "\n".join([*lines, "No parameters.", ""])
+    lines += ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for f in fields:
+        default = "required" if f.required else f"`{format_value(f.default)}`"
+        lines.append(f"| `{f.name}` | {f.type_name} | {default} | {_bounds(f.type)} | "
+                     f"{f.description.replace('|', '/')} |")
+    return "\n".join([*lines, ""])
+
+
+def node_modules() -> list[tuple[str, type]]:
+    """(module, node class) of every node module of the ``nodes`` package, sorted by module."""
+    from nodes.launcher.graph import _node_modules, import_node
+
+    found = []
+    for module in sorted(_node_modules()):
+        try:
+            found.append((module, import_node(module)))
+        except ValueError:
+            continue  # not a node module
+    return found
+
+
+DOC_BEGIN = "<!-- BEGIN node parameters: generated by `python -m nodes.params` from each node's Params -->"
+DOC_END = "<!-- END node parameters -->"
+
+
+def reference_markdown() -> str:
+    """The generated section of docs/launch.md: every node module's parameters."""
+    return "\n".join(params_markdown(m, c) for m, c in node_modules()).rstrip() + "\n"
+
+
+def update_doc(path: Path) -> bool:
+    """Rewrite the generated section of ``path``; True if it changed. ValueError if the markers are
+    missing."""
+    text = path.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path}: no generated section ({DOC_BEGIN!r} ... {DOC_END!r})")
+    new = text[:begin + len(DOC_BEGIN)] + "\n\n" + reference_markdown() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m nodes.params [docs/launch.md]: regenerate the parameter reference
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "docs/launch.md")
+    print(f"{target}: {'updated' if update_doc(target) else 'already up to date'}")
