@@ -75,6 +75,15 @@ def describe_params(params_type: type[msgspec.Struct]) -> list[tuple[str, str, A
 
 
 def _type_name(t: mi.Type) -> str:
+    """``float``, ``list of str``, ``table of float``, ``bool or str``, ``float or none``."""
+    if isinstance(t, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)):
+        return f"list of {_type_name(t.item_type)}"
+    if isinstance(t, mi.DictType):
+        return f"table of {_type_name(t.value_type)}"
+    if isinstance(t, mi.UnionType):
+        return " or ".join(_type_name(x) for x in t.types)
+    if isinstance(t, mi.LiteralType):
+        return _type_name(mi.type_info(type(t.values[0])))
     return type(t).__name__.removesuffix("Type").lower()
 
 
@@ -395,6 +404,18 @@ def _bounds(t: mi.Type) -> str:
     return ", ".join(parts)
 
 
+def params_text(params_type: type[msgspec.Struct], indent: str = "  ") -> list[str]:
+    """The parameters as aligned text lines: name, type, default, allowed values, meaning."""
+    fields = param_fields(params_type)
+    if not fields:
+        return [f"{indent}(no parameters)"]
+    rows = [(f.name, f.type_name, "required" if f.required else format_value(f.default), _bounds(f.type),
+             f.description) for f in fields]
+    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((24, 16, 20, 24))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+            for r in rows]
+
+
 def params_markdown(module: str, cls: type) -> str:
     """The Markdown reference of one node module's parameters: a heading and a table of name, type,
     default, allowed values and meaning."""
@@ -408,8 +429,8 @@ def params_markdown(module: str, cls: type) -> str:
     lines += ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for f in fields:
         default = "required" if f.required else f"`{format_value(f.default)}`"
-        lines.append(f"| `{f.name}` | {f.type_name} | {default} | {_bounds(f.type)} | "
-                     f"{f.description.replace('|', '/')} |")
+        cells = [f"`{f.name}`", f.type_name, default, _bounds(f.type), f.description]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # a | ends a cell
     return "\n".join([*lines, ""])
 
 

@@ -32,7 +32,14 @@ from nodes.bus.wire import DecodeError
 
 # Parameters are declared once in each node's Params Struct; nodes/params.py derives loading, options
 # and docs from it. describe_params/load_params stay importable from here.
-from nodes.params import add_params_arguments, checked_params, describe_params, given_params, load_params  # noqa: F401
+from nodes.params import (  # noqa: F401
+    add_params_arguments,
+    checked_params,
+    describe_params,
+    given_params,
+    load_params,
+    params_text,
+)
 
 Outputs = Iterable[tuple[str, msgspec.Struct]]
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -364,8 +371,7 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None, prog: str | N
     parameters."""
     args = node_parser(node_cls, prog).parse_args(argv)
     if args.list_params:
-        for name, type_name, default, description in describe_params(node_cls.Params):
-            print(f"{name:24s} {type_name:8s} default={default!r:12s} {description}")
+        print("\n".join(params_text(node_cls.Params, indent="")))
         return 0
     setup_logging(args.name)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+
+from nodes.commands import launched
+from nodes.params import add_params_arguments, params_from_args
+from nodes.posenet import PoseNetParams
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "replay.toml"
@@ -36,8 +39,8 @@ def default_drive() -> Path:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="localize along a shipped synthetic drive with the default PoseNet")
     p.add_argument("--drive", help="drive to replay (default: the shipped synthetic test drive)")
-    p.add_argument("--model", default="", help="PoseNet checkpoint (default: the default model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    # the PoseNet node's own parameters, passed to the launch file as arguments
+    add_params_arguments(p, PoseNetParams, dest="posenet", only=("model", "device"))
     p.add_argument("--realtime", action="store_true", help="play at the drive's speed instead of lock-step")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
@@ -93,7 +96,6 @@ def score(drive: str, fixes: list) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nodes.bus.pubsub import Delivery, Subscriber
     from nodes.bus.topics import BusConfig
-    from nodes.launcher.supervisor import die_with_parent
     from nodes.replay import Replay, ReplayParams
     from nodes.runtime import NodeRunner
     from perception.drives import DriveReader
@@ -102,17 +104,16 @@ def run(args: argparse.Namespace) -> int:
     with DriveReader(drive) as reader:  # a bad drive is reported before the graph is launched
         if not reader.image_stamps():
             raise ValueError(f"{drive}: the drive has no camera frames to localize")
+    posenet = params_from_args(args, PoseNetParams, dest="posenet", node="posenet")
     with tempfile.TemporaryDirectory(prefix="streetloc-demo-") as ipc_dir:
         # a bus of the demo's own, so that it never collides with a graph already running here
         config = BusConfig(ipc_dir=ipc_dir)
         env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING"}
-        launcher = subprocess.Popen(
-            [sys.executable, "-m", "nodes.cli", "launch", str(LAUNCH_FILE), "--arg", f"model={args.model}",
-             "--arg", f"device={args.device}", "--arg", "monitor=false", "--log-dir", os.path.join(ipc_dir, "logs")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))  # no orphaned graph if we are killed
-        try:
-            print(f"demo: launched {LAUNCH_FILE.relative_to(ROOT)} (PoseNet {args.model or 'default model'}); "
+        with launched(LAUNCH_FILE, launch_args={"model": posenet.model, "device": posenet.device,
+                                                "monitor": "false"},
+                      options=["--log-dir", os.path.join(ipc_dir, "logs")],
+                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as launcher:
+            print(f"demo: launched {LAUNCH_FILE.relative_to(ROOT)} (PoseNet {posenet.model or 'default model'}); "
                   f"replaying {drive.name} {'in real time' if args.realtime else 'lock-step'}", file=sys.stderr)
             with Subscriber("diagnostics", config=config) as diag:
                 if not _wait_ready(diag, "posenet", 120.0, launcher):
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             params = ReplayParams(drive=str(drive), rate=1.0, lockstep=not args.realtime,
                                   lockstep_topics=["posenet/fix"], lockstep_timeout_s=10.0, start_delay_s=0.5)
             replay = Replay(params)
+            # in a thread, not through the process shell: this process also reads the fixes and reports progress
             runner = NodeRunner(replay, config=config)
             thread = threading.Thread(target=runner.spin, daemon=True)
             t0 = time.monotonic()
@@ -136,12 +138,6 @@ def run(args: argparse.Namespace) -> int:
             while (msg := fixes_sub.recv(timeout_s=1.0)) is not None:
                 fixes.append(msg)
             fixes_sub.close()
-        finally:
-            launcher.send_signal(signal.SIGINT)
-            try:
-                launcher.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
     unique = {f.header.stamp_ns: f for f in fixes}  # a lock-step retry may answer a frame twice
     figures = score(str(drive), list(unique.values()))
     figures.update({"drive": str(drive), "frames_replayed": replay.frames_published,

@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from nodes.launcher.description import load_launch, node_keys, parse_arg_assignments
+from nodes.launcher.description import NodeEntry, load_launch, parse_arg_assignments
 from nodes.launcher.graph import Graph, build_graph, describe_graph, toml_literal
 from nodes.launcher.supervisor import Supervisor
+from nodes.params import params_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +48,7 @@ def _show_args(desc) -> None:
 
 def _show_keys() -> None:
     print("keys of a [nodes.NAME] table:")
-    for name, type_name, default, description in node_keys():
-        shown = "(required)" if repr(default) == "NODEFAULT" else f"default {toml_literal(default)}"
-        print(f"  {name:20s} {type_name:8s} {shown:24s} {description}")
+    print("\n".join(params_text(NodeEntry)))
 
 
 def _machine(graph: Graph, asked: str | None, running: bool) -> str:

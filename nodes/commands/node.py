@@ -33,8 +33,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per node, one per line")
     ls.set_defaults(func=cmd_list)
     pp = sub.add_parser("params", help="the parameters of a node module: name, type, default, meaning")
-    pp.add_argument("module", help="node module, e.g. nodes.monitor")
+    pp.add_argument("module", nargs="?", help="node module, e.g. nodes.monitor or monitor (default: every node)")
+    pp.add_argument("--markdown", action="store_true", help="as the Markdown reference of docs/launch.md")
     pp.set_defaults(func=cmd_params)
+    run = sub.add_parser("run", help="run one node in this process, its parameters as options",
+                         description="Run a node module as `python -m MODULE` does: `streetloc node run monitor "
+                                     "--window-s 10`. `streetloc node run MODULE -h` lists its options.")
+    run.add_argument("module", help="node module, e.g. nodes.test_pattern or test_pattern")
+    run.add_argument("node_args", nargs=argparse.REMAINDER, help="the node's options (see -h after MODULE)")
+    run.set_defaults(func=cmd_run)
 
 
 def _uptime(seconds: float | None) -> str:
@@ -150,15 +157,31 @@ def _diag_endpoint(config: BusConfig) -> str:
     return config.subscriber_endpoint(get_topic("diagnostics"))
 
 
-def cmd_params(args: argparse.Namespace) -> int:
+def _node_class(module: str) -> tuple[str, type]:
+    """(module, node class) for ``nodes.monitor`` or the short ``monitor``."""
     from nodes.launcher.graph import import_node
-    from nodes.runtime import describe_params
 
-    cls = import_node(args.module)
-    print(f"{args.module} ({cls.__name__}): {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
-    rows = describe_params(cls.Params)
-    if not rows:
-        print("  (no parameters)")
-    for name, type_name, default, description in rows:
-        print(f"  {name:22s} {type_name:8s} default {default!r:14s} {description}")
+    if "." not in module:
+        module = f"nodes.{module}"
+    return module, import_node(module)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from nodes.params import node_modules, params_markdown, params_text
+
+    found = [_node_class(args.module)] if args.module else node_modules()
+    if args.markdown:
+        print("\n".join(params_markdown(module, cls) for module, cls in found).rstrip())
+        return 0
+    for module, cls in found:
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{module} ({cls.__name__}): {doc[0] if doc else ''}")
+        print("\n".join(params_text(cls.Params)))
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nodes.runtime import node_main
+
+    module, cls = _node_class(args.module)
+    return node_main(cls, args.node_args, prog=f"streetloc node run {args.module}")
