@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `streetloc topic echo ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (UserError, ValueError, OSError) as exc:
+    except (UserError, ValueError, OSError, argparse.ArgumentTypeError) as exc:
         # Bad input (a missing file, a malformed field) is an answer, not a traceback; the pure packages
-        # raise ValueError/OSError with messages naming the file, field and value.
+        # raise ValueError/OSError with messages naming the file, field and value; a command that parses
+        # an option itself (nodes.commands.pair_of_ints) raises ArgumentTypeError naming the option.
         if os.environ.get("STREETLOC_DEBUG"):
             raise
         print(f"streetloc {argv[0]}: error: {exc}", file=sys.stderr)

@@ -7,22 +7,7 @@ import sys
 import time
 
 from localization.geodesy import GeoOrigin
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 320x240") from None
-    return w, h
-
-
-def _blocks(text: str) -> tuple[int, int]:
-    try:
-        e, n = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--blocks {text!r}: expected EASTxNORTH block counts, e.g. 3x3") from None
-    return e, n
+from nodes.commands import pair_of_ints
 
 
 def _origin(text: str) -> GeoOrigin:
@@ -86,10 +71,10 @@ def handler(args: argparse.Namespace) -> int:
     if args.preview_frames < 1:
         raise ValueError(f"--preview-frames {args.preview_frames}: must be at least 1")
     # Sizes and the origin are parsed here, not by argparse, so that a bad one is a one-line error.
-    size = _size(args.size)
+    size = pair_of_ints(args.size, option="--size", names="WIDTHxHEIGHT")
     config = SimConfig(
         city_seed=args.city_seed,
-        blocks=_blocks(args.blocks),
+        blocks=pair_of_ints(args.blocks, option="--blocks", names="EASTxNORTH", low=0),  # SimConfig bounds it
         route=args.route or ("random" if args.route_seed is not None else "train"),
         route_seed=args.route_seed,
         frames=args.frames,
