@@ -2,8 +2,9 @@
 
 A launch file lists the nodes of a graph (``[nodes.NAME]``), the arguments it takes (``[args.NAME]``,
 given as ``--arg NAME=VALUE``), other launch files it builds on (``include``), optionally the machines
-it spans (``[machines.NAME]``) and bus settings (``[bus]``). Every key, its unit and default is listed
-in ``NodeEntry`` below and in docs/launch.md; the shipped files carry the same as comments.
+it spans (``[machines.NAME]``) and bus settings (``[bus]``). The schema is msgspec Structs, each key
+with its type, bounds and meaning: ``LaunchFile`` (the top level), ``ArgTable``, ``MachineTable``,
+``BusTable`` and ``NodeEntry``; docs/launch.md and the shipped files' comments follow them.
 
 Loading is forgiving in one way only: it collects every problem it finds (``Problem``: file, node, key,
 message) instead of stopping at the first, so that ``streetloc launch FILE --check`` lists them all.
@@ -16,9 +17,10 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -57,6 +59,7 @@ RESPAWN_POLICIES = ("never", "on-failure", "always")
 NODE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_S = TypeVar("_S", bound=msgspec.Struct)
 MAX_STOP_TIMEOUT_S = 4.5  # SIGTERM -> SIGKILL; below the 5 s in which the launcher promises a stop
 
 
@@ -102,18 +105,98 @@ class NodeEntry(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         description="log level of the node (STREETLOC_LOG_LEVEL)")] = "INFO"
 
 
-def node_keys() -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, description) of every node key, for docs and ``--help``."""
-    from nodes.runtime import describe_params
+class ArgTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[args.NAME]`` table (merged across includes key by key)."""
 
-    return describe_params(NodeEntry)
+    default: Annotated[Any, msgspec.Meta(
+        description="value when --arg NAME is not given; its type is the argument's; none: required")] = None
+    description: Annotated[str, msgspec.Meta(description="what the argument sets (required)")]
+    choices: Annotated[list[Any], msgspec.Meta(description="the values allowed; empty: any")] = []
+
+
+class MachineTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One ``[machines.NAME]`` table."""
+
+    address: Annotated[str, msgspec.Meta(description="IP address or host name other machines reach it at")]
+    bind: Annotated[str, msgspec.Meta(description="interface its publishers bind; default: address")] = ""
+
+
+class BusTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``[bus]`` table: overrides of the ``STREETLOC_*`` environment (nodes/bus/topics.py BusConfig)."""
+
+    # UNSET, not None: a key the files leave out keeps the environment's value
+    transport: str | msgspec.UnsetType = msgspec.UNSET
+    ipc_dir: str | msgspec.UnsetType = msgspec.UNSET
+    host: str | msgspec.UnsetType = msgspec.UNSET
+    bind: str | msgspec.UnsetType = msgspec.UNSET
+    port_base: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class LaunchFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The top level of one launch file, before includes are merged and arguments substituted (so the
+    tables are typed later, each naming its own key)."""
+
+    description: Annotated[str, msgspec.Meta(description="one line shown by --check and at start")] = ""
+    include: Annotated[list[str], msgspec.Meta(description="launch files this one builds on")] = []
+    external_topics: Annotated[list[str], msgspec.Meta(description="topics published outside the graph")] = []
+    args: dict[str, Any] = {}
+    bus: dict[str, Any] = {}
+    machines: dict[str, Any] = {}
+    nodes: dict[str, Any] = {}
 
 
 _NODE_TABLES = ("params", "remap", "env")  # merged key by key across includes; other keys are replaced
-_TOP_KEYS = ("description", "include", "external_topics", "args", "bus", "machines", "nodes")
-_ARG_KEYS = ("default", "description", "choices")
-_BUS_KEYS = ("transport", "ipc_dir", "host", "bind", "port_base")
-_MACHINE_KEYS = ("address", "bind")
+_MISSING_MESSAGES = {  # what a missing required key means, in the user's words
+    "module": 'missing: the Python module to run (e.g. module = "nodes.test_pattern")',
+    "address": "every machine needs an address (IP or host name others reach it at)",
+    "description": "every argument needs a description",
+}
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
+_REQUIRED = re.compile(r"Object missing required field `([^`]*)`")
+
+
+def _convert(data: Any, struct: type[_S], report: Callable[[str | None, str], None]) -> tuple[_S | None, bool]:
+    """``data`` (a TOML table) as ``struct``, with every problem reported as (key, message) where the
+    key is a dotted path relative to the table. msgspec stops at the first problem, so each bad key is
+    reported, dropped and the rest converted again: one pass lists them all. Returns (the Struct from the
+    keys that were fine or None, whether only unknown keys were wrong)."""
+    if not isinstance(data, dict):
+        report(None, f"expected a table, got {type(data).__name__}")
+        return None, False
+    data = dict(data)
+    clean = True
+    for _ in range(len(data) + 2):
+        try:
+            return msgspec.convert(data, struct), clean
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            what, _, where = text.partition(" - at `$")
+            path = where.rstrip("`").lstrip(".").split("[")[0] or None
+            fields = struct.__struct_fields__
+            if m := _UNKNOWN.match(what):
+                key = f"{path}.{m.group(1)}" if path else m.group(1)
+                close = _suggest(m.group(1), fields)
+                report(key, f"unknown key{close}" if close else f"unknown key; known: {', '.join(fields)}")
+            elif m := _REQUIRED.match(what):
+                key = f"{path}.{m.group(1)}" if path else m.group(1)
+                report(key, _MISSING_MESSAGES.get(m.group(1), "missing (required)"))
+                return None, False
+            else:
+                key, clean = path, False
+                choices = _choices(struct, key)
+                report(key, what + (f"; expected one of: {', '.join(map(str, choices))}" if choices else ""))
+            top = (key or "").split(".")[0]
+            if top not in data:
+                return None, False
+            del data[top]
+    return None, False
+
+
+def _choices(struct: type[msgspec.Struct], key: str | None) -> tuple[Any, ...]:
+    """The allowed values of a key that takes one of a fixed set (``respawn``, ``log_level``)."""
+    from nodes.params import param_fields
+
+    return next((f.choices for f in param_fields(struct) if f.name == key), ())
 
 
 @dataclass(frozen=True)
@@ -192,21 +275,36 @@ def display_path(path: Path) -> str:
 
 
 class _Merged:
-    """The raw tables of a file and its includes, later files (the includer) overriding earlier ones."""
+    """The raw tables of a file and its includes, later files (the includer) overriding earlier ones;
+    ``origins`` says which file set each key (``args.fps.default``, ``machines.box``, ``bus.port_base``)."""
 
     def __init__(self) -> None:
         self.files: list[str] = []
         self.description = ""
         self.args: dict[str, dict[str, Any]] = {}
-        self.arg_files: dict[str, str] = {}
         self.bus: dict[str, Any] = {}
-        self.bus_files: dict[str, str] = {}
         self.machines: dict[str, dict[str, Any]] = {}
-        self.machine_files: dict[str, str] = {}
+        self.origins: dict[str, str] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.node_origins: dict[str, dict[str, str]] = {}
         self.external: dict[str, str] = {}
         self.problems: list[Problem] = []
+
+    def where(self, key: str, default: str = "") -> str:
+        """The file that set ``key`` or the nearest table above it."""
+        while key:
+            if key in self.origins:
+                return self.origins[key]
+            key = key.rpartition(".")[0]
+        return default
+
+    def add_table(self, section: str, name: str, table: dict[str, Any], file: str) -> None:
+        """An ``[args.NAME]`` or ``[machines.NAME]`` table, merged key by key."""
+        target = self.args if section == "args" else self.machines
+        target.setdefault(name, {}).update(table)
+        self.origins[f"{section}.{name}"] = file
+        for key in table:
+            self.origins[f"{section}.{name}.{key}"] = file
 
     def add_node(self, name: str, table: dict[str, Any], file: str) -> None:
         node = self.nodes.setdefault(name, {})
@@ -249,19 +347,14 @@ def _load_tree(path: Path, merged: _Merged, stack: list[Path], arg_text: dict[st
         merged.problems.append(Problem(shown, f"not valid TOML: {exc}"))
         return
     merged.files.append(shown)
-    for key in data:
-        if key not in _TOP_KEYS:
-            merged.problems.append(Problem(shown, f"unknown top-level key{_suggest(key, _TOP_KEYS)}; "
-                                                  f"known: {', '.join(_TOP_KEYS)}", key=key))
+    # The schema of the file's top level (LaunchFile); its tables are typed once merged and substituted.
+    top, _ = _convert(data, LaunchFile,
+                      lambda key, message: merged.problems.append(Problem(shown, message, key=key)))
+    file = top or LaunchFile()
 
-    includes = data.get("include", [])
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        merged.problems.append(Problem(shown, "expected a list of file names", key="include"))
-        includes = []
-    for item in includes:
+    for item in file.include:
         # Include paths may use arguments given on the command line or defaulted in earlier files.
-        own = data.get("args") if isinstance(data.get("args"), dict) else {}
-        defaults = {k: v.get("default") for k, v in [*merged.args.items(), *own.items()] if isinstance(v, dict)}
+        defaults = {k: v.get("default") for k, v in [*merged.args.items(), *file.args.items()] if isinstance(v, dict)}
         text = _substitute_text(item, {**defaults, **arg_text})
         if text is None:
             merged.problems.append(Problem(shown, f"{item!r}: unknown argument in include path", key="include"))
@@ -269,50 +362,24 @@ def _load_tree(path: Path, merged: _Merged, stack: list[Path], arg_text: dict[st
         _load_tree(path.parent / text, merged, [*stack, path], arg_text)
 
     if isinstance(data.get("description"), str):
-        merged.description = data["description"]
-    for topic in data.get("external_topics", []) if isinstance(data.get("external_topics"), list) else []:
-        merged.external[str(topic)] = shown
-    if "external_topics" in data and not isinstance(data["external_topics"], list):
-        merged.problems.append(Problem(shown, "expected a list of topic names", key="external_topics"))
-
-    for section, known in (("args", _ARG_KEYS), ("machines", _MACHINE_KEYS)):
-        tables = data.get(section, {})
-        if not isinstance(tables, dict):
-            merged.problems.append(Problem(shown, "expected a table", key=section))
-            continue
-        target = merged.args if section == "args" else merged.machines
-        files = merged.arg_files if section == "args" else merged.machine_files
+        merged.description = file.description
+    for topic in file.external_topics:
+        merged.external[topic] = shown
+    for section, tables in (("args", file.args), ("machines", file.machines)):
         for name, table in tables.items():
             if not isinstance(table, dict):
                 merged.problems.append(Problem(shown, f"expected a table [{section}.{name}]", key=f"{section}.{name}"))
                 continue
-            for key in table:
-                if key not in known:
-                    merged.problems.append(Problem(shown, f"unknown key{_suggest(key, known)}; known: "
-                                                          f"{', '.join(known)}", key=f"{section}.{name}.{key}"))
-            target.setdefault(name, {}).update({k: v for k, v in table.items() if k in known})
-            files[name] = shown
-
-    bus = data.get("bus", {})
-    if not isinstance(bus, dict):
-        merged.problems.append(Problem(shown, "expected a table", key="bus"))
-        bus = {}
-    for key, value in bus.items():
+            merged.add_table(section, name, table, shown)
+    for key, value in file.bus.items():
         if key == "topic_hosts":
             merged.problems.append(Problem(shown, "not set in launch files: declare [machines] and each "
                                                   "node's machine, the launcher derives topic hosts", key="bus.topic_hosts"))
-        elif key not in _BUS_KEYS:
-            merged.problems.append(Problem(shown, f"unknown key{_suggest(key, _BUS_KEYS)}; known: "
-                                                  f"{', '.join(_BUS_KEYS)}", key=f"bus.{key}"))
-        else:
-            merged.bus[key] = value
-            merged.bus_files[key] = shown
+            continue
+        merged.bus[key] = value
+        merged.origins[f"bus.{key}"] = shown
 
-    nodes = data.get("nodes", {})
-    if not isinstance(nodes, dict):
-        merged.problems.append(Problem(shown, "expected tables [nodes.NAME]", key="nodes"))
-        nodes = {}
-    for name, table in nodes.items():
+    for name, table in file.nodes.items():
         if not NODE_NAME.match(name):
             merged.problems.append(Problem(shown, "a node name is letters, digits, _ and -, starting with a letter",
                                            node=name))
@@ -421,19 +488,22 @@ def _coerce_arg(spec: ArgSpec, text: str) -> Any:
 def _resolve_args(merged: _Merged, given: dict[str, str], problems: list[Problem],
                   root: str) -> tuple[dict[str, ArgSpec], dict[str, Any]]:
     specs: dict[str, ArgSpec] = {}
-    for name, table in merged.args.items():
-        file = merged.arg_files[name]
+    for name, raw in merged.args.items():
+        file = merged.where(f"args.{name}", root)
         if not ARG_NAME.match(name):
             problems.append(Problem(file, "an argument name is letters, digits and _", key=f"args.{name}"))
             continue
-        choices = table.get("choices", [])
-        if not isinstance(choices, list):
-            problems.append(Problem(file, "expected a list", key=f"args.{name}.choices"))
-            choices = []
-        description = table.get("description", "")
-        if not isinstance(description, str) or not description:
-            problems.append(Problem(file, "every argument needs a description", key=f"args.{name}.description"))
-        specs[name] = ArgSpec(name, table.get("default"), str(description), tuple(choices), file)
+
+        def report(key: str | None, message: str, name: str = name) -> None:
+            where = f"args.{name}.{key}" if key else f"args.{name}"
+            problems.append(Problem(merged.where(where, root), message, key=where))
+
+        table, _ = _convert(raw, ArgTable, report)
+        if table is None:
+            continue
+        if not table.description:
+            report("description", _MISSING_MESSAGES["description"])
+        specs[name] = ArgSpec(name, table.default, table.description, tuple(table.choices), file)
     values: dict[str, Any] = {}
     for name, text in given.items():
         if name not in specs:
@@ -474,27 +544,9 @@ def _condition(value: bool | str) -> bool:
 
 # -- building the description -------------------------------------------------------------------
 
-def _friendly(exc: msgspec.ValidationError) -> tuple[str | None, str]:
-    """(key path, message) of a msgspec validation error."""
-    msg = str(exc)
-    if " - at `$." in msg:
-        what, _, where = msg.partition(" - at `$.")
-        return where.rstrip("`").split("[")[0], what
-    return None, msg
-
-
-def _literal_choices(key: str | None) -> list[str]:
-    """The allowed values of a node key that takes one of a fixed set (``respawn``, ``log_level``)."""
-    for f in msgspec.inspect.type_info(NodeEntry).fields:  # type: ignore[attr-defined]
-        if f.name == key:
-            t = f.type.type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
-            if isinstance(t, msgspec.inspect.LiteralType):
-                return [str(v) for v in t.values]
-    return []
-
-
 def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None) -> LaunchDescription:
-    """Read a launch file and its includes, substitute ``--arg`` values, and type-check every key.
+    """Read a launch file and its includes, substitute ``--arg`` values, and type-check every key
+    against the schema (``LaunchFile``, ``ArgTable``, ``MachineTable``, ``BusTable``, ``NodeEntry``).
     Problems are collected in ``.problems`` (the graph check adds more, see ``nodes.launcher.graph``)."""
     root = Path(path)
     shown = display_path(root)
@@ -512,28 +564,39 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
                                           f"(declare it under [args.{name}])", node=node, key=key or None))
             return _MISSING
 
+    def report_at(prefix: str) -> Callable[[str | None, str], None]:
+        def report(key: str | None, message: str) -> None:
+            where = f"{prefix}.{key}" if key else prefix
+            problems.append(Problem(merged.where(where, shown), message, key=where))
+        return report
+
     bus: dict[str, Any] = {}
     for key, value in merged.bus.items():
-        v = subst(value, merged.bus_files[key], f"bus.{key}")
+        v = subst(value, merged.where(f"bus.{key}", shown), f"bus.{key}")
         if v is not _MISSING:
             bus[key] = v
+    bus_table, clean = _convert(bus, BusTable, report_at("bus"))
+    bus = msgspec.to_builtins(bus_table) if bus_table is not None else {}  # the keys the files set
+    if bus_table is not None and clean:
+        from nodes.bus.topics import BusConfig
+
+        try:
+            BusConfig(**bus)
+        except ValueError as exc:
+            problems.append(Problem(merged.where(f"bus.{next(iter(bus), '')}", shown), str(exc), key="bus"))
 
     machines: dict[str, Machine] = {}
-    for name, table in merged.machines.items():
-        file = merged.machine_files[name]
-        t = subst(table, file, f"machines.{name}")
+    for name, raw in merged.machines.items():
+        t = subst(raw, merged.where(f"machines.{name}", shown), f"machines.{name}")
         if t is _MISSING:
             continue
-        address = t.get("address")
-        if not isinstance(address, str) or not address:
-            problems.append(Problem(file, "every machine needs an address (IP or host name others reach it at)",
-                                    key=f"machines.{name}.address"))
+        table, _ = _convert(t, MachineTable, report_at(f"machines.{name}"))
+        if table is None:
             continue
-        bind = t.get("bind", address)
-        if not isinstance(bind, str) or not bind:
-            problems.append(Problem(file, "expected an IP address or interface name", key=f"machines.{name}.bind"))
+        if not table.address:
+            report_at(f"machines.{name}")("address", _MISSING_MESSAGES["address"])
             continue
-        machines[name] = Machine(name, address, bind)
+        machines[name] = Machine(name, table.address, table.bind or table.address)
 
     nodes: dict[str, NodeSpec] = {}
     for name, table in merged.nodes.items():
@@ -544,23 +607,13 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
             v = subst(value, origins.get(key, file), key, node=name)
             if v is not _MISSING:
                 resolved[key] = v
-        for key in resolved:
-            if key not in NodeEntry.__struct_fields__:
-                problems.append(Problem(origins.get(key, file), f"unknown key{_suggest(key, NodeEntry.__struct_fields__)}",
-                                        node=name, key=key))
-        resolved = {k: v for k, v in resolved.items() if k in NodeEntry.__struct_fields__}
-        if "module" not in resolved:
-            problems.append(Problem(file, "missing: the Python module to run (e.g. module = \"nodes.test_pattern\")",
-                                    node=name, key="module"))
-            continue
-        try:
-            entry = msgspec.convert(resolved, NodeEntry)
-        except msgspec.ValidationError as exc:
-            key, message = _friendly(exc)
-            choices = _literal_choices(key)
-            if choices:
-                message = f"{message}; expected one of: {', '.join(choices)}"
+
+        def report(key: str | None, message: str, name: str = name, origins: dict = origins,
+                   file: str = file) -> None:
             problems.append(Problem(origins.get(key or "", file), message, node=name, key=key))
+
+        entry, clean = _convert(resolved, NodeEntry, report)
+        if entry is None or not clean:
             continue
         try:
             enabled = _condition(entry.enabled)
@@ -577,26 +630,7 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
                                     f"{entry.respawn_delay_s} s", node=name, key="respawn_max_delay_s"))
         nodes[name] = NodeSpec(name, entry, enabled, file, dict(origins))
 
-    bus_problems = _check_bus(bus, merged.bus_files)
-    problems.extend(bus_problems)
     return LaunchDescription(
         file=shown, files=merged.files, description=merged.description, args=specs, arg_values=values,
         bus=bus, machines=machines, nodes=nodes, external_topics=dict(merged.external), problems=problems,
     )
-
-
-def _check_bus(bus: dict[str, Any], files: dict[str, str]) -> list[Problem]:
-    from nodes.bus.topics import BusConfig
-
-    problems = []
-    types = {"transport": str, "ipc_dir": str, "host": str, "bind": str, "port_base": int}
-    for key, value in bus.items():
-        if not isinstance(value, types[key]) or isinstance(value, bool):
-            problems.append(Problem(files[key], f"expected {types[key].__name__}, got {value!r}", key=f"bus.{key}"))
-    if not problems:
-        try:
-            BusConfig(**bus)
-        except ValueError as exc:
-            key = next(iter(bus), "")
-            problems.append(Problem(files.get(key, ""), str(exc), key="bus"))
-    return problems

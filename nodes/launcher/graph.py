@@ -30,7 +30,8 @@ import msgspec
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import TOPICS, BusConfig, get_topic
 from nodes.launcher.description import LaunchDescription, LaunchError, NodeSpec, Problem, _suggest
-from nodes.runtime import Node, load_params
+from nodes.params import load_params
+from nodes.runtime import Node
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _node_modules() -> list[str]:
     """Modules of the ``nodes`` package that could be node modules, for suggestions."""
     import nodes
 
-    skip = {"cli", "runtime", "testing"}
+    skip = {"cli", "params", "runtime", "testing"}
     return [f"nodes.{m.name}" for m in pkgutil.iter_modules(nodes.__path__)
             if not m.ispkg and m.name not in skip]
 

@@ -121,6 +121,27 @@ BROKEN = {
     "not TOML": (
         CAMERA + "respawn = = 1\n",
         ["not valid TOML"]),
+    "misspelt top-level key": (
+        "nodse = 1\n" + CAMERA,
+        ["nodse: unknown key (did you mean 'nodes'?)"]),
+    "ill-typed top-level key": (
+        'include = "base.toml"\n' + CAMERA,
+        ["include: Expected `array`, got `str`"]),
+    "misspelt bus key": (
+        "[bus]\nport_bas = 5\n" + CAMERA,
+        ["bus.port_bas: unknown key (did you mean 'port_base'?)"]),
+    "ill-typed bus key": (
+        "[bus]\nport_base = true\n" + CAMERA,
+        ["bus.port_base: Expected `int`, got `bool`"]),
+    "machine without an address": (
+        '[machines.robot]\nbind = "eth0"\n' + CAMERA,
+        ["machines.robot.address: every machine needs an address"]),
+    "argument without a description": (
+        "[args.fps]\ndefault = 1.0\n" + CAMERA,
+        ["args.fps.description: every argument needs a description"]),
+    "misspelt argument key": (
+        '[args.fps]\ndefault = 1.0\ndescription = "frame rate"\nchoice = [1.0]\n' + CAMERA,
+        ["args.fps.choice: unknown key (did you mean 'choices'?)"]),
     "unknown machine": (
         '[machines.robot]\naddress = "10.0.0.2"\n' + CAMERA + 'machine = "robto"\n',
         ["node camera: machine: no machine 'robto' (did you mean 'robot'?)"]),
@@ -154,6 +175,21 @@ def test_problem_in_an_included_file_names_that_file(tmp_path, capsys):
     code, _, err = check(tmp_path, capsys, 'include = ["base.toml"]\n' + MONITOR)
     assert code == 2
     assert re.search(r"base\.toml: node camera: params\.rate_hz: bad parameter", err), err
+
+
+def test_every_bad_key_of_a_table_is_listed(tmp_path, capsys):
+    code, _, err = check(tmp_path, capsys, CAMERA + 'respawn_dealy_s = 2\nrespwn = "never"\nmax_restarts = "many"\n')
+    assert code == 2
+    assert "3 problems" in err
+    assert "respawn_dealy_s: unknown key" in err and "respwn: unknown key (did you mean 'respawn'?)" in err
+    assert "max_restarts: Expected `int`, got `str`" in err
+
+
+def test_argument_problem_in_an_included_file_names_that_file(tmp_path, capsys):
+    (tmp_path / "base.toml").write_text('[args.fps]\ndefault = 1.0\ndescription = "fps"\nchoice = [1.0]\n')
+    code, _, err = check(tmp_path, capsys, 'include = ["base.toml"]\n[args.fps]\ndefault = 2.0\n' + CAMERA)
+    assert code == 2
+    assert re.search(r"base\.toml: args\.fps\.choice: unknown key", err), err
 
 
 def test_include_cycle(tmp_path, capsys):
