@@ -1,5 +1,7 @@
 """A node's parameters, declared once: the node's ``Params`` msgspec Struct and nothing else.
 
+(Any msgspec Struct or dataclass works the same way, e.g. a command's training config.)
+
 Each field carries its type, default, bounds (``msgspec.Meta`` ``ge``/``gt``/``le``/``lt``, ``pattern``,
 ``min_length``) and its meaning (``Meta(description=...)``, with the unit). Everything else derives from it:
 
@@ -21,7 +23,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import msgspec
@@ -84,6 +86,8 @@ def _type_name(t: mi.Type) -> str:
         return " or ".join(_type_name(x) for x in t.types)
     if isinstance(t, mi.LiteralType):
         return _type_name(mi.type_info(type(t.values[0])))
+    if isinstance(t, mi.CustomType):
+        return t.cls.__name__.lower()
     return type(t).__name__.removesuffix("Type").lower()
 
 
@@ -138,9 +142,16 @@ def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
             raise ValueError(f"node {node}: unknown parameter {key!r}{where}; "
                              f"known: {', '.join(sorted(known)) or '(none)'}")
     try:
-        return msgspec.convert(raw, params_type, strict=False)
+        return msgspec.convert(raw, params_type, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ValueError(f"node {node}: bad parameter: {friendly(exc)}") from None
+
+
+def _dec_hook(t: type, value: Any) -> Any:
+    """Types msgspec leaves to the caller: a ``Path`` field (a dataclass config's) from its text."""
+    if isinstance(t, type) and issubclass(t, PurePath) and isinstance(value, (str, PurePath)):
+        return t(value)
+    raise TypeError(f"cannot convert {type(value).__name__} to {getattr(t, '__name__', t)}")
 
 
 def _parse_value(text: str) -> Any:
@@ -249,6 +260,8 @@ def _option_spec(f: ParamField) -> dict[str, Any] | None:
         if key is None or value is None:
             return None
         return {"action": _SetItem, "type": _key_value(key, value, option_name(f.name)), "metavar": "KEY=VALUE"}
+    if isinstance(t, mi.CustomType) and issubclass(t.cls, PurePath):
+        return {"type": t.cls, "metavar": "PATH"}
     convert = _scalar(t, option_name(f.name))
     if convert is None:
         return None

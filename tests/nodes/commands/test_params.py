@@ -4,6 +4,7 @@ defaults, bounds, choices, help), its launch-file checks and its reference in do
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,23 @@ def test_node_params_lists_a_node_by_its_short_name():
     assert out.stdout.startswith("nodes.test_pattern (TestPatternCamera)")
     row = next(line for line in out.stdout.splitlines() if line.split()[0] == "rate_hz")
     assert row.split()[1:3] == ["float", "10.0"] and "> 0, <= 1000" in row and "frames per second" in row
+
+
+@dataclasses.dataclass
+class ToyConfig:
+    """A command's config as a dataclass (as a training config is): the same options and checks."""
+
+    out_dir: Annotated[Path, msgspec.Meta(description="where to write")]
+    epochs: Annotated[int, msgspec.Meta(ge=1, description="passes over the data")] = 30
+    threads: int | None = None
+
+
+def test_a_dataclass_config_gets_the_same_options():
+    parser = argparse.ArgumentParser(prog="toy")
+    add_params_arguments(parser, ToyConfig, required=("out_dir",))
+    config = params_from_args(parser.parse_args(["--out-dir", "runs/a", "--epochs", "3", "--threads", "2"]),
+                              ToyConfig, node="toy")
+    assert config == ToyConfig(out_dir=Path("runs/a"), epochs=3, threads=2)
+    assert "--out-dir PATH" in parser.format_help()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out-dir", "x", "--epochs", "0"])
