@@ -14,7 +14,7 @@ import pytest
 
 from nodes.cli import main
 from nodes.launcher import build_graph, load_launch
-from nodes.launcher.description import NodeEntry
+from nodes.launcher.description import ArgTable, BusTable, LaunchFile, MachineTable, NodeEntry
 from nodes.launcher.graph import toml_literal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -276,10 +276,12 @@ def test_toml_literal_round_trips():
 
 # -- the files document themselves ---------------------------------------------------------------
 
-def test_docs_list_every_node_key():
+@pytest.mark.parametrize("schema", [LaunchFile, ArgTable, MachineTable, BusTable, NodeEntry],
+                         ids=lambda s: s.__name__)
+def test_docs_list_every_key_of_the_schema(schema):
     doc = (REPO / "docs/launch.md").read_text()
-    for key in NodeEntry.__struct_fields__:
-        assert f"`{key}`" in doc, f"docs/launch.md does not document {key}"
+    for key in schema.__struct_fields__:
+        assert f"`{key}`" in doc or f"`[{key}" in doc, f"docs/launch.md does not document {schema.__name__}.{key}"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
