@@ -361,7 +361,10 @@ def node_parser(node_cls: type[Node], prog: str | None = None) -> argparse.Argum
     parser.add_argument("--remap", action="append", default=[], metavar="FROM=TO",
                         help="use table topic TO (same message type) where the node declares FROM (repeatable)")
     parser.add_argument("--list-params", action="store_true", help="print parameters and exit")
-    add_params_arguments(parser.add_argument_group(f"parameters of {node_cls.__name__}"), node_cls.Params)
+    # a parameter named like a shell option (``name``) is still set with --param name=...
+    taken = {n.removeprefix("--").replace("-", "_") for n in parser._option_string_actions}
+    add_params_arguments(parser.add_argument_group(f"parameters of {node_cls.__name__}"), node_cls.Params,
+                         exclude=taken)
     return parser
 
 
