@@ -106,21 +106,29 @@ def _choices(t: mi.Type) -> tuple[Any, ...]:
 
 # -- loading (node process, launch files) --------------------------------------------------------
 
+class ParamError(ValueError):
+    """A bad parameter; ``key`` names it (None when the problem is not one parameter's, e.g. a file)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def checked_params(params: msgspec.Struct, node: str = "node") -> msgspec.Struct:
     """``params`` with its constraints checked (``msgspec.Meta`` bounds: constructing a Struct in code
     does not check them). Raises ValueError naming the parameter."""
     try:
         return msgspec.convert(msgspec.to_builtins(params), type(params))
     except msgspec.ValidationError as exc:
-        raise ValueError(f"node {node}: bad parameter: {friendly(exc)}") from None
+        raise ParamError(f"node {node}: bad parameter: {friendly(exc)}", _error_key(exc)) from None
 
 
 def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
                 overrides: Iterable[str] = (), values: Mapping[str, Any] | None = None,
                 node: str = "node") -> msgspec.Struct:
     """Defaults, then a TOML file (top-level keys, or a ``[params]`` table), then ``key=value``
-    overrides, then ``values`` (typed, from command-line options). Raises ValueError naming the
-    parameter for an unknown key or an ill-typed value."""
+    overrides, then ``values`` (typed, from command-line options). Raises ParamError (a ValueError)
+    naming the parameter for an unknown key or an ill-typed value."""
     known = {f.name for f in param_fields(params_type)}
     raw: dict[str, Any] = {}
     if file:
@@ -133,18 +141,24 @@ def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"node {node}: --param {item!r} is not key=value")
+            raise ParamError(f"node {node}: --param {item!r} is not key=value")
         raw[key.strip()] = _parse_value(value.strip())
     raw.update(values or {})
     for key in raw:
         if key not in known:
             where = f" in {file}" if file else ""
-            raise ValueError(f"node {node}: unknown parameter {key!r}{where}; "
-                             f"known: {', '.join(sorted(known)) or '(none)'}")
+            raise ParamError(f"node {node}: unknown parameter {key!r}{where}; "
+                             f"known: {', '.join(sorted(known)) or '(none)'}", key)
     try:
         return msgspec.convert(raw, params_type, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"node {node}: bad parameter: {friendly(exc)}") from None
+        raise ParamError(f"node {node}: bad parameter: {friendly(exc)}", _error_key(exc)) from None
+
+
+def _error_key(exc: msgspec.ValidationError) -> str | None:
+    """The top-level field a msgspec error is at (``rate_hz`` for ``... - at `$.rate_hz```)."""
+    _, sep, where = str(exc).partition(" - at `$.")
+    return re.split(r"[.\[`]", where)[0] if sep else None
 
 
 def _dec_hook(t: type, value: Any) -> Any:

@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import math
 import pkgutil
-import re
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -30,7 +29,7 @@ import msgspec
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import TOPICS, BusConfig, get_topic
 from nodes.launcher.description import LaunchDescription, LaunchError, NodeSpec, Problem, _suggest
-from nodes.params import load_params
+from nodes.params import ParamError, load_params
 from nodes.runtime import Node
 
 
@@ -258,7 +257,7 @@ def _load_node(desc: LaunchDescription, spec: NodeSpec, problems: list[Problem])
         param_args = [f"{k}={toml_literal(v)}" for k, v in entry.params.items()]
         params = load_params(cls.Params, overrides=param_args, node=name)
     except ValueError as exc:
-        key = _param_key(str(exc), entry.params)
+        key = f"params.{exc.key}" if isinstance(exc, ParamError) and exc.key in entry.params else "params"
         message = str(exc).removeprefix(f"node {name}: ")
         problems.append(Problem(spec.where(key), message, node=name, key=key))
         return None
@@ -305,14 +304,6 @@ def _apply_remaps(item: _Loaded, publishers: dict[str, str], problems: list[Prob
     subs = {remaps.get(t, t): d for t, d in subscribes.items()}
     pubs = tuple(remaps.get(t, t) for t in publishes)
     return GraphNode(spec, machine, cls, params, param_args, subs, pubs, remaps)
-
-
-def _param_key(message: str, params: dict[str, Any]) -> str:
-    """``params.<name>`` for the parameter a load_params message names, else ``params``."""
-    m = re.search(r"parameter '([^']+)'", message) or re.search(r"bad parameter: ([A-Za-z0-9_]+)", message)
-    if m and m.group(1) in params:
-        return f"params.{m.group(1)}"
-    return "params"
 
 
 def _check_waits(graph: Graph) -> None:
