@@ -224,7 +224,9 @@ def add_params_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         must_give = f.name in positional or f.name in required or (f.required and f.name not in defaults)
         shown = "" if must_give or "default" in description else f" (default {format_value(default)})"
         help_text = description + shown
-        kwargs: dict[str, Any] = {**spec, "help": help_text.replace("%", "%%"), "default": argparse.SUPPRESS}
+        # not given: absent from the namespace (the Struct's default applies), or the command's default
+        kwargs: dict[str, Any] = {**spec, "help": help_text.replace("%", "%%"),
+                                  "default": defaults[f.name] if f.name in defaults else argparse.SUPPRESS}
         if f.name in positional:
             kwargs.pop("metavar", None)
             parser.add_argument(f"{dest}.{f.name}", metavar=f.name.upper(), **kwargs)
@@ -373,7 +375,8 @@ class _ExtendList(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        items = list(getattr(namespace, self.dest, None) or [])
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None or current is self.default else list(current)  # replace the default
         for text in str(values).split(","):
             if text.strip():
                 try:
@@ -388,7 +391,8 @@ class _SetItem(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        items = dict(getattr(namespace, self.dest, None) or {})
+        current = getattr(namespace, self.dest, None)
+        items = {} if current is None or current is self.default else dict(current)  # replace the default
         key, value = values
         items[key] = value
         setattr(namespace, self.dest, items)

@@ -88,6 +88,15 @@ def argparse_parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_a_command_may_set_its_own_defaults():
+    parser = argparse.ArgumentParser(prog="toy")
+    add_params_arguments(parser, ToyParams, defaults={"count": 5, "topics": ["gps/fix"]})
+    assert params_from_args(parser.parse_args([]), ToyParams) == ToyParams(count=5, topics=["gps/fix"])
+    given = params_from_args(parser.parse_args(["--count", "2", "--topics", "odometry"]), ToyParams)
+    assert (given.count, given.topics) == (2, ["odometry"])  # the option replaces the default list
+    assert "how many (default 5)" in parser.format_help()
+
+
 def test_help_comes_from_the_field_docs_with_defaults_and_choices():
     text = toy_parser().format_help()
     for fragment in ("--rate-hz HZ", "ticks per second, Hz (default 10.0)", "--mode {fast,slow}",
