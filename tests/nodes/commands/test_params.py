@@ -25,6 +25,7 @@ from nodes.params import (
 )
 from nodes.record import RecordParams
 from nodes.replay import ReplayParams
+from nodes.runtime import node_parser
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -113,6 +114,8 @@ def test_every_node_module_takes_every_parameter_as_an_option(module, cls):
     options = {s for a in parser._actions for s in a.option_strings}
     for name in cls.Params.__struct_fields__:
         assert "--" + name.replace("_", "-") in options, f"{module}: no option for {name}"
+    help_text = node_parser(cls).format_help()  # the node process's own command line
+    assert all("--" + name.replace("_", "-") in help_text for name in cls.Params.__struct_fields__)
 
 
 def test_docs_reference_is_generated_from_the_params():
