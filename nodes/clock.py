@@ -5,7 +5,8 @@ list of messages (openpilot's process replay: a node fed a recorded drive, no pr
 
 **The graph clock.** A node reads "now" from ``Node.now_ns()``, not from ``time``. Live it is the wall
 clock. In replay (``use_sim_time``, as in ROS 2: ``STREETLOC_USE_SIM_TIME=1``, which ``streetloc replay
---launch`` sets for the graph it starts) a node that merges its inputs by stamp runs on *stamp time*: now is
+--launch`` and ``streetloc demo`` set for the graph they start; a graph launched apart sets it in a node's
+``env`` in the launch file) a node that merges its inputs by stamp runs on *stamp time*: now is
 the largest ``stamp_ns`` of the inputs delivered to it so far, and its ``on_tick`` fires at graph-clock
 times on a fixed grid (multiples of the tick period since the epoch), each tick after every input stamped
 at or before it and before any input stamped after it. Graph time only moves with the inputs, so a node

@@ -93,6 +93,7 @@ def score(drive: str, fixes: list) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nodes.bus.pubsub import Delivery, Subscriber
     from nodes.bus.topics import BusConfig
+    from nodes.clock import USE_SIM_TIME_ENV
     from nodes.launcher.supervisor import die_with_parent
     from nodes.replay import Replay, ReplayParams
     from nodes.runtime import NodeRunner
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="streetloc-demo-") as ipc_dir:
         # a bus of the demo's own, so that it never collides with a graph already running here
         config = BusConfig(ipc_dir=ipc_dir)
-        env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING"}
+        # the graph runs on the drive's time (nodes.clock)
+        env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING", USE_SIM_TIME_ENV: "1"}
         launcher = subprocess.Popen(
             [sys.executable, "-m", "nodes.cli", "launch", str(LAUNCH_FILE), "--arg", f"model={args.model}",
              "--arg", f"device={args.device}", "--arg", "monitor=false", "--log-dir", os.path.join(ipc_dir, "logs")],

@@ -12,6 +12,7 @@ import time
 
 import zmq
 
+from nodes.clock import USE_SIM_TIME_ENV
 from nodes.drive_bridge import DEFAULT_REPLAY_TOPICS
 from nodes.launcher.supervisor import die_with_parent
 from nodes.replay import Replay, ReplayParams
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.launch:
         # SIGTERM if this process dies without cleaning up (SIGKILL): the launcher then stops its graph
         graph = subprocess.Popen([sys.executable, "-m", "nodes.cli", "launch", args.launch],
+                                 env={**os.environ, USE_SIM_TIME_ENV: "1"},  # the graph runs on the drive's time
                                  preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM))
     runner = NodeRunner(replay)
     runner.install_signal_handlers()
