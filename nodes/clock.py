@@ -32,8 +32,9 @@ stamp (topics arrive in order per topic, so a subscription whose newest message 
 nothing older) or until it has waited ``max_delay_s`` of wall time, and inputs go to the node in
 ``(stamp_ns, subscription order)`` order. An input stamped before one already delivered is *late*: it is
 counted (``late:<topic>`` in diagnostics, a warning the first time) and, per ``StampMerge.late``, either
-delivered at once, out of order, for a node that can re-run from a past stamp (its stamp is then below
-``now_ns()``), or dropped (also counted in the topic's ``dropped``). It is never silently reordered.
+delivered at once, out of order, for a node that can re-run from a past stamp (it sees a stamp older than
+one it already had), or dropped (also counted in the topic's ``dropped``). It is never silently reordered.
+Nodes that do not merge pay nothing: their inputs take the runtime's direct path, as before.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ class Node:
 
     def now_ns(self) -> int:
         """The graph clock (ns since the Unix epoch): wall time live; in replay, for a node that merges
-        its inputs by stamp, the newest input stamp delivered (or the tick being fired)."""
+        its inputs by stamp, the newest input stamp delivered (in ``on_batch``: the batch's newest), or
+        the tick being fired."""
         return self.clock.now_ns()
 
     def tick_hz(self) -> float:
@@ -378,9 +379,9 @@ class NodeRunner:
             held = merger.push(topic, stamp_ns, msg, time.time_ns())
             if held is None or held.late:
                 assert delivered_ns is not None
-                self.record_error(f"late:{bus_topic}", f"stamp {stamp_ns} came after {delivered_ns}, "
-                                  f"{(delivered_ns - stamp_ns) / 1e6:.1f} ms later in stamp time, beyond "
-                                  f"max_delay_s={merger.policy.max_delay_s}: "
+                self.record_error(f"late:{bus_topic}", f"stamp {stamp_ns} arrived after stamp {delivered_ns} "
+                                  f"was delivered ({(delivered_ns - stamp_ns) / 1e6:.1f} ms older; raise "
+                                  f"max_delay_s={merger.policy.max_delay_s}?): "
                                   f"{'dropped' if held is None else 'delivered out of order'}")
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
 

@@ -315,3 +315,45 @@ def test_a_toy_node_sees_the_same_inputs_and_ticks_at_every_replay_rate(bus_conf
         ack.close()
     for mode, events in runs.items():
         assert events == expected.events, f"{mode}: the node saw other inputs or ticks than the drive holds"
+
+
+class MergingBatcher(StampLog):
+    """A merging node with a CNN-style batch hook: it gets runs of one topic together."""
+
+    def __init__(self) -> None:
+        super().__init__(tick_hz=10.0)
+        self.batches: list[tuple[str, list[int]]] = []
+
+    def max_batch(self, topic):
+        return 4
+
+    def on_batch(self, topic, msgs, recv_ns):
+        self.batches.append((topic, [(m.header.stamp_ns - T0_NS) // MS for m in msgs]))
+        return super().on_batch(topic, msgs, recv_ns)
+
+
+def test_a_merging_node_keeps_its_batches_in_stamp_order_and_between_ticks(bus_config):
+    node = MergingBatcher()
+    runner = NodeRunner(node, config=bus_config, use_sim_time=True)
+    thread = _spin(runner, 5.0)
+    with Publisher("gps/fix", config=bus_config) as gps, Publisher("odometry", config=bus_config) as odo:
+        assert gps.wait_for_subscribers(1, 5) and odo.wait_for_subscribers(1, 5)
+        for k in range(12):  # odometry every 20 ms from 0 to 220 ms
+            odo.publish(_odo(T0_NS + k * 20 * MS))
+        gps.publish(_gps(T0_NS + 150 * MS))
+        gps.publish(_gps(T0_NS + 300 * MS))
+        time.sleep(1.0)
+    runner.stop()
+    thread.join()
+    runner.close()
+    # everything up to odometry 220 goes once gps/fix is heard at 300; runs of odometry are batched up to
+    # 4 and split at ticks (a lone message goes to on_message); gps 300 waits for the bound
+    assert node.batches == [("odometry", [20, 40, 60, 80]), ("odometry", [120, 140]), ("odometry", [160, 180, 200])]
+    assert [(k, (t - T0_NS) // MS) for k, t, _ in node.events if k != "odometry"] == [
+        ("tick", 0), ("tick", 100), ("gps/fix", 150), ("tick", 200), ("gps/fix", 300)]
+    offline = StampLog(tick_hz=10.0)
+    run_offline(offline, [("odometry", _odo(T0_NS + k * 20 * MS)) for k in range(12)]
+                + [("gps/fix", _gps(T0_NS + 150 * MS)), ("gps/fix", _gps(T0_NS + 300 * MS))])
+    assert [e[:2] for e in node.events] == [e[:2] for e in offline.events], "batching keeps the order"
+    assert [now for k, t, now in node.events if t == T0_NS + 40 * MS] == [T0_NS + 80 * MS], \
+        "within a batch, now is the newest stamp of the batch"
