@@ -20,9 +20,11 @@ polling both as the runtime does, handled clock(i) first for 26 % of 20,000 pair
 for nearly all of them sent back to back (ipc, this project's 2-core machine). And a derived topic
 (``posenet/fix`` of frame t) comes a pipeline latency after clock t. A tick driven by ``/clock`` would
 then see a different set of inputs from run to run, and a replay at another rate would change the
-outputs. Time taken from the stamps of the inputs the node has been given is, by construction, the same
-in lock-step, at xN and at maximum speed: the node sees one sequence of (input | tick) events whatever the
-pace, and a real-time replay behaves as the robot would (a late input is handled late, counted).
+outputs. Time taken from the stamps of the inputs the node has been given makes the node's sequence of
+(input | tick) events a function of the stamps alone: the same in lock-step, at xN and at maximum speed
+for what the replay publishes (tests/nodes/test_clock.py), and the same from run to run in lock-step for
+derived topics too. In a real-time replay a derived topic comes a pipeline latency late, as on the robot:
+it waits up to ``max_delay_s``, and past that it is late and counted.
 Nodes that do not merge by stamp (sources such as the camera and the replay, tools such as the monitor and
 the recorder) stay on the wall clock: they pace the graph or measure it in real time.
 
@@ -35,6 +37,14 @@ counted (``late:<topic>`` in diagnostics, a warning the first time) and, per ``S
 delivered at once, out of order, for a node that can re-run from a past stamp (it sees a stamp older than
 one it already had), or dropped (also counted in the topic's ``dropped``). It is never silently reordered.
 Nodes that do not merge pay nothing: their inputs take the runtime's direct path, as before.
+
+**With a lock-step replay** (which publishes everything up to camera frame s, then waits for an answer
+stamped >= s): a merging node's inputs and ticks are the same from run to run, whatever its own or its
+upstream's latency, because the replay holds back everything stamped after s. Let the replay
+wait for a per-frame answer (``posenet/fix``, its default), not for a tick-driven output: a tick at T
+fires only once an input stamped after T has been delivered, so a ``localization/pose`` stamped >= s
+exists only after the replay has moved past s. A filter that wants a pose per frame publishes one when
+it handles the frame's fix.
 """
 
 from __future__ import annotations
