@@ -3,7 +3,13 @@
 A ``Node`` subclass declares its parameters (a msgspec Struct with documented defaults), the topics it
 subscribes to (with the delivery each wants) and publishes, and handles inputs in ``on_message`` and
 timers in ``on_tick``, returning ``(topic, message)`` pairs to publish. It never touches a socket, so
-tests drive it directly (``nodes.testing.run_offline``).
+tests drive it directly (``nodes.clock.run_offline``, or its handlers called by hand).
+
+Time: a node that needs "now" reads ``Node.now_ns()`` (not ``time``). Live that is the wall clock; in a
+replay (``use_sim_time``) a node that sets ``merge_inputs_by_stamp`` runs on the graph clock taken from its
+inputs' stamps, its ticks fire at graph-clock times and its inputs come in stamp order with a bounded wait
+for late ones, so that a replay in lock-step, at xN or at full speed gives it the same inputs and ticks.
+``nodes.clock`` says why (stamp time rather than a /clock topic), and how late inputs are handled.
 
 The shell owns the sockets: it decodes inputs (a malformed message is logged once per kind, counted in
 diagnostics and skipped), calls the node, publishes its outputs, publishes ``diagnostics`` at 1 Hz, and
@@ -29,6 +35,15 @@ from nodes.bus.messages import Diagnostics, Header, TopicStats
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
+from nodes.clock import (
+    WALL_CLOCK,
+    GraphClock,
+    Held,
+    StampMerge,
+    StampMerger,
+    TickSchedule,
+    use_sim_time_from_env,
+)
 
 # Parameters are declared once in each node's Params Struct; nodes/params.py derives loading, options
 # and docs from it. describe_params/load_params stay importable from here.
@@ -57,12 +72,22 @@ class Node:
     Params: ClassVar[type[msgspec.Struct]] = NoParams
     subscribes: ClassVar[dict[str, Delivery]] = {}
     publishes: ClassVar[tuple[str, ...]] = ()
+    # Inputs in stamp order with a bounded wait, and (in replay) the graph clock; None: socket order,
+    # wall clock. A node whose setting depends on its params sets it on the instance in ``__init__``.
+    merge_inputs_by_stamp: ClassVar[StampMerge | None] = None
+    clock: GraphClock = WALL_CLOCK  # replaced by the runner (or ``run_offline``) that runs the node
 
     def __init__(self, params: msgspec.Struct | None = None) -> None:
         self.params = checked_params(params, self.name) if params is not None else self.Params()
 
+    def now_ns(self) -> int:
+        """The graph clock (ns since the Unix epoch): wall time live; in replay, for a node that merges
+        its inputs by stamp, the newest input stamp delivered (in ``on_batch``: the batch's newest), or
+        the tick being fired."""
+        return self.clock.now_ns()
+
     def tick_hz(self) -> float:
-        """Rate of ``on_tick`` calls; 0 for none."""
+        """Rate of ``on_tick`` calls; 0 for none. On the graph clock for a node on stamp time."""
         return 0.0
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
@@ -70,7 +95,8 @@ class Node:
         return ()
 
     def on_tick(self, now_ns: int) -> Outputs:
-        """Periodic work at ``tick_hz``; return messages to publish."""
+        """Periodic work at ``tick_hz``; ``now_ns`` is the graph-clock time of the tick (``now_ns()``);
+        return messages to publish."""
         return ()
 
     def max_batch(self, topic: str) -> int:
@@ -157,10 +183,13 @@ class _Stats:
 class NodeRunner:
     """Runs a ``Node`` on the bus until ``stop()`` or a signal. ``remaps`` (declared topic -> bus topic,
     see ``resolve_remaps``) moves the node onto other topics; the node itself still sees its declared
-    names, diagnostics report the bus names."""
+    names, diagnostics report the bus names. ``use_sim_time`` (default: ``STREETLOC_USE_SIM_TIME``) puts a
+    node that merges its inputs by stamp on stamp time (``nodes.clock``); other nodes stay on the wall
+    clock whatever it says."""
 
     def __init__(self, node: Node, *, name: str | None = None, config: BusConfig | None = None,
-                 context: zmq.Context | None = None, remaps: Mapping[str, str] | None = None) -> None:
+                 context: zmq.Context | None = None, remaps: Mapping[str, str] | None = None,
+                 use_sim_time: bool | None = None) -> None:
         self.node = node
         self.name = name or node.name
         self.config = config or BusConfig.from_env()
@@ -178,6 +207,15 @@ class NodeRunner:
                                         context=self._context)
                            for t in node.publishes}
         self.diagnostics = Publisher("diagnostics", node=self.name, config=self.config, context=self._context)
+        merge = node.merge_inputs_by_stamp
+        # a merging node's inputs go through the merger; every other node keeps the direct path
+        self._merger = StampMerger(list(node.subscribes), merge) if merge is not None else None
+        if use_sim_time is None:
+            use_sim_time = use_sim_time_from_env()
+        self.clock = GraphClock(sim=bool(use_sim_time) and self._merger is not None)
+        node.clock = self.clock
+        tick_hz = node.tick_hz()
+        self._schedule = TickSchedule(tick_hz) if self.clock.sim and tick_hz > 0 else None
         self.subscribers = {t: Subscriber(self.remaps[t], delivery=d, config=self.config, context=self._context)
                             for t, d in node.subscribes.items()}
 
@@ -231,8 +269,11 @@ class NodeRunner:
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
-        if not msgs:
-            return
+        if msgs:
+            self._deliver(topic, msgs, recv_ns)
+
+    def _deliver(self, topic: str, msgs: list[msgspec.Struct], recv_ns: int) -> None:
+        """Hand decoded inputs of one topic to the node; publish what it returns."""
         t0 = time.perf_counter()
         try:
             if len(msgs) == 1:
@@ -248,9 +289,70 @@ class NodeRunner:
         self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0 / len(msgs))
         self._publish(outputs, recv_ns)
 
-    def _tick(self) -> None:
+    def _take(self, topic: str, sub: Subscriber) -> None:
+        """Move every message queued on ``sub`` into the merger (a merging node), counting late ones.
+        Taking all that is queued before deciding what has waited too long means an input counts as late
+        only when its message had not arrived, not when this node was busy."""
+        bus_topic = sub.topic.name
+        merger = self._merger
+        assert merger is not None
+        for _ in range(sub.topic.queue_depth):  # bounded: a fast publisher must not starve the loop
+            frames = sub.recv_frames(0)
+            if frames is None:
+                break
+            try:
+                msg = sub.decode(frames)
+            except DecodeError as exc:
+                self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
+                continue
+            self._stats.count[(bus_topic, "in")] += 1
+            self._stats.period_count[(bus_topic, "in")] += 1
+            stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
+            delivered_ns = merger.delivered_ns
+            held = merger.push(topic, stamp_ns, msg, time.time_ns())
+            if held is None or held.late:
+                assert delivered_ns is not None
+                self.record_error(f"late:{bus_topic}", f"stamp {stamp_ns} arrived after stamp {delivered_ns} "
+                                  f"was delivered ({(delivered_ns - stamp_ns) / 1e6:.1f} ms older; raise "
+                                  f"max_delay_s={merger.policy.max_delay_s}?): "
+                                  f"{'dropped' if held is None else 'delivered out of order'}")
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
+
+    def _release(self) -> None:
+        """Hand the merger's ready inputs to the node in stamp order, runs of one topic batched up to
+        ``max_batch``; on stamp time, fire the ticks due before each."""
+        merger = self._merger
+        assert merger is not None
+        ready = merger.pop_ready(time.time_ns())
+        i = 0
+        while i < len(ready):
+            first = ready[i]
+            if self._schedule is not None and not first.late:
+                for tick_ns in self._schedule.due(first.stamp_ns):
+                    self.clock.advance(tick_ns)  # now_ns() in on_tick is the tick's time
+                    self._tick(tick_ns)
+            limit = max(1, int(self.node.max_batch(first.topic)))
+            group: list[Held] = [first]
+            i += 1
+            # a run of one topic, with no tick due inside it (the clock would pass the tick otherwise)
+            while (i < len(ready) and len(group) < limit and ready[i].topic == first.topic
+                   and ready[i].late == first.late
+                   and (self._schedule is None or self._schedule.next_ns is None
+                        or ready[i].stamp_ns <= self._schedule.next_ns)):
+                group.append(ready[i])
+                i += 1
+            if self.clock.sim:
+                self.clock.advance(max(h.stamp_ns for h in group))
+            self._deliver(first.topic, [h.item for h in group], first.arrival_ns)
+        if self._schedule is not None and self._schedule.skipped:
+            self.record_error("clock-jump", f"{self._schedule.skipped} ticks skipped after a jump of the "
+                              "graph clock (an input stamp far ahead of the others)")
+            self._schedule.skipped = 0
+
+    def _tick(self, now_ns: int | None = None) -> None:
+        """One ``on_tick``: at ``now_ns`` on stamp time, at the wall clock's now otherwise."""
         try:
-            outputs = list(self.node.on_tick(time.time_ns()) or ())
+            outputs = list(self.node.on_tick(time.time_ns() if now_ns is None else now_ns) or ())
         except Exception as exc:
             self.log.debug("tick error", exc_info=True)
             self.record_error(f"tick:{type(exc).__name__}", str(exc))
@@ -290,7 +392,9 @@ class NodeRunner:
             poller.register(sub.socket, zmq.POLLIN)
             by_socket[sub.socket] = (topic, sub)
         tick_hz = self.node.tick_hz()
-        tick_period_s = 1.0 / tick_hz if tick_hz > 0 else None
+        # on stamp time, ticks come from the inputs' stamps (``_release``), not from this loop
+        tick_period_s = 1.0 / tick_hz if tick_hz > 0 and self._schedule is None else None
+        merger = self._merger
         now = time.monotonic()
         end = now + duration_s if duration_s is not None else None
         next_tick = now if tick_period_s else float("inf")
@@ -301,9 +405,18 @@ class NodeRunner:
             if end is not None and now >= end:
                 break
             wait_s = min(next_tick, next_diag, now + _POLL_SLICE_MS / 1000, end or float("inf")) - now
+            if merger is not None:
+                deadline_ns = merger.next_deadline_ns()
+                if deadline_ns is not None:  # wake when the oldest held input stops waiting
+                    wait_s = min(wait_s, (deadline_ns - time.time_ns()) / 1e9 + 0.001)
             events = poller.poll(max(0, int(wait_s * 1000))) if by_socket else time.sleep(max(0.0, wait_s))
-            for sock, _ in events or ():
-                self._handle(*by_socket[sock])
+            if merger is None:
+                for sock, _ in events or ():
+                    self._handle(*by_socket[sock])
+            else:
+                for sock, _ in events or ():
+                    self._take(*by_socket[sock])
+                self._release()
             now = time.monotonic()
             if tick_period_s and now >= next_tick:
                 self._tick()

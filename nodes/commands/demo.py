@@ -96,6 +96,7 @@ def score(drive: str, fixes: list) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nodes.bus.pubsub import Delivery, Subscriber
     from nodes.bus.topics import BusConfig
+    from nodes.clock import USE_SIM_TIME_ENV
     from nodes.replay import Replay, ReplayParams
     from nodes.runtime import NodeRunner
     from perception.drives import DriveReader
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="streetloc-demo-") as ipc_dir:
         # a bus of the demo's own, so that it never collides with a graph already running here
         config = BusConfig(ipc_dir=ipc_dir)
-        env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING"}
+        # the graph runs on the drive's time (nodes.clock)
+        env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING", USE_SIM_TIME_ENV: "1"}
         with launched(LAUNCH_FILE, launch_args={"model": posenet.model, "device": posenet.device,
                                                 "monitor": "false"},
                       options=["--log-dir", os.path.join(ipc_dir, "logs")],

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+from nodes.clock import USE_SIM_TIME_ENV
 from nodes.commands import launched
 from nodes.params import add_params_arguments, params_from_args
 from nodes.replay import Replay, ReplayParams
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("replay")
     replay = Replay(params)
     t0 = time.monotonic()
-    with launched(args.launch) if args.launch else contextlib.nullcontext():
+    # the launched graph runs on the drive's time (nodes.clock)
+    with launched(args.launch, env={**os.environ, USE_SIM_TIME_ENV: "1"}) if args.launch else contextlib.nullcontext():
         serve(NodeRunner(replay))
     elapsed = time.monotonic() - t0
     print(f"replayed {replay.frames_published} frames of {params.drive} in {elapsed:.1f} s"
