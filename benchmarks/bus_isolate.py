@@ -64,7 +64,9 @@ def _peer(env: dict, credit_ep: str, control_ep: str, cpu: int | None) -> None:
 
 
 def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
-    """Per combination, its rate / the bare-bare rate of the same round, for every round."""
+    """Per combination, its rate / the bare-bare rate of the same round, for every round. With ``pin`` the
+    peer pins itself to CPU 1 before creating its context; the caller pins this process (`main` does,
+    first thing)."""
     from nodes.bus.pubsub import Publisher
     from nodes.bus.topics import BusConfig
 
@@ -81,7 +83,6 @@ def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
         proc = mp.get_context("spawn").Process(target=_peer, args=(config.to_env(), credit_ep, control_ep,
                                                                      1 if pin else None))
         proc.start()
-        pin_to_cpu(0 if pin else None)
         pub = Publisher("camera/image", node="bench", config=config)
         pub.wait_for_subscribers(1, 20)
         msg = make_message(KIND)
@@ -148,6 +149,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100, help="messages per batch")
     parser.add_argument("--pin", action="store_true", help="publisher on CPU 0, subscriber on CPU 1")
     args = parser.parse_args()
+    if args.pin:
+        pin_to_cpu(0)  # before any ZeroMQ context exists, so its I/O thread starts pinned too
     ratios = run(args.rounds, args.messages, args.pin)
     print(f"1 MB images over ipc, batches of {args.messages}, {args.rounds} alternating rounds, "
           f"{os.cpu_count()} cores{', pinned' if args.pin else ''}")
