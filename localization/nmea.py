@@ -103,7 +103,6 @@ class NmeaFix:
     hdop: float | None
     quality: int | None  # GGA quality, None when only RMC was seen
     num_satellites: int | None
-    line: int  # 1-based line of the first sentence of the epoch, for error messages
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -309,7 +308,6 @@ def parse_nmea_fixes(
                 hdop=None if gga is None else gga.hdop,
                 quality=None if gga is None else gga.quality,
                 num_satellites=None if gga is None else gga.num_satellites,
-                line=epoch["line"],
             )
         )
     fixes.sort(key=lambda fix: fix.stamp_ns)

@@ -99,7 +99,6 @@ class TrackFile:
     path: Path
     track: Track
     relative_time: bool = False
-    lines: np.ndarray | None = None  # [N] source line of each fix, for messages (None for GPX)
 
 
 def read_track_file(path: str | Path, *, date: dt.date | None = None) -> TrackFile:
@@ -139,7 +138,7 @@ def read_nmea(path: str | Path, *, date: dt.date | None = None) -> TrackFile:
         [nan if f.speed_mps is None else f.speed_mps for f in fixes],
         [nan if f.hdop is None else 5.0 * f.hdop for f in fixes],
     )
-    return TrackFile(Path(path), track, lines=np.array([f.line for f in fixes]))
+    return TrackFile(Path(path), track)
 
 
 # ---------------------------------------------------------------------------------------------- GPX
@@ -357,7 +356,7 @@ def read_csv_track(path: str | Path) -> TrackFile:
     lines = np.array(data["line"], dtype=np.int64)
     _check_range(path, track, lambda i: str(lines[i]))
     order = np.argsort(track.stamp_ns, kind="stable")
-    return TrackFile(path, track.take(order), relative_time=time_key == "t_s", lines=lines[order])
+    return TrackFile(path, track.take(order), relative_time=time_key == "t_s")
 
 
 def _parse_csv_row(
