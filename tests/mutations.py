@@ -84,13 +84,13 @@ MUTATIONS: list[Mutation] = [
         "no exponential backoff: every restart waits respawn_delay_s",
         [("nodes/launcher/supervisor.py", "    growth = entry.respawn_backoff ** max(0, exits_in_window - 1)\n",
           "    growth = 1.0\n")],
-        ["tests/nodes/test_launcher.py", "-k", "backoff or crash_loop"]),
+        ["tests/nodes/test_launcher.py", "-k", "backs_off or crash_loop"]),
     mutation(
         "respawn-no-cap",
         "the backoff delay is not capped at respawn_max_delay_s",
         [("nodes/launcher/supervisor.py", "    return min(entry.respawn_max_delay_s, entry.respawn_delay_s * growth)",
           "    return entry.respawn_delay_s * growth")],
-        ["tests/nodes/test_launcher.py", "-k", "backoff"]),
+        ["tests/nodes/test_launcher.py", "-k", "backs_off"]),
     # -- layering ------------------------------------------------------------------------------------
     mutation(
         "layering-dunder-import",
