@@ -165,6 +165,46 @@ MUTATIONS: list[Mutation] = [
 ]
 
 
+# -- models area (helper `models`, from its list; their files are on the models branch until merged) ---------
+MODELS_TESTS = {
+    "unsorted-median": ["tests/perception/test_posenet.py", "-k", "summary_of_known_errors or position_error_is"],
+    "position-error": ["tests/perception/test_posenet.py", "-k", "position_error_is_the_horizontal"],
+    "summary": ["tests/perception/test_posenet.py", "-k", "summary_of_known_errors"],
+    "iou": ["tests/perception/test_segmenter.py", "-k", "iou_from"],
+    "segmenter-cli": ["tests/perception/test_segmenter.py", "-k", "train_and_evaluate_through_the_cli"],
+    "best-epoch": ["tests/perception/test_training.py", "-k", "loss_goes_down"],
+    "data-order": ["tests/perception/test_training.py", "-k", "data_order"],
+    "warm-up": ["tests/perception/test_training.py", "-k", "lr_warms_up"],
+    "resume": ["tests/perception/test_training.py", "-k", "resume_continues"],
+}
+MUTATIONS += [
+    mutation(f"models-{name}", description, [(file, old, new)], MODELS_TESTS[tests])
+    for name, tests, (file, old, new, description) in [
+        ("median-unsorted", "unsorted-median", ("perception/evaluation.py", "float(np.median(v))",
+         "float(v[len(v) // 2])", "median of errors taken as the middle element of the unsorted list")),
+        ("error-east-only", "position-error", ("perception/models/posenet/evaluation.py",
+         "np.hypot(err[:, 0], err[:, 1])", "np.abs(err[:, 0])", "position error computed from east only")),
+        ("p95-is-p90", "summary", ("perception/evaluation.py", "float(np.percentile(v, 95))",
+         "float(np.percentile(v, 90))", "p95 figure is really the 90th percentile")),
+        ("iou-not-union", "iou", ("perception/models/segmenter/evaluation.py", "union = cm.sum(0) + cm.sum(1) - tp",
+         "union = cm.sum(0) + cm.sum(1)", "IoU divides by TP+FP+FN+TP (a Dice-like figure), not the union")),
+        ("miou-absent-classes", "iou", ("perception/models/segmenter/evaluation.py", "float(np.nanmean(iou))",
+         "float(np.mean(np.nan_to_num(iou)))", "mIoU counts classes in neither truth nor prediction as IoU 0")),
+        ("worst-epoch-exported", "best-epoch", ("perception/training.py", "improved = value <= best_value",
+         "improved = value >= best_value", "the exported model is the worst epoch, not the best")),
+        ("max-monitor-picks-lowest", "segmenter-cli", ("perception/training.py",
+         'sign = -1.0 if getattr(task, "monitor_mode", "min") == "max" else 1.0', "sign = 1.0",
+         "a higher-is-better monitor (mIoU) picks its lowest epoch")),
+        ("same-order-every-epoch", "data-order", ("perception/training.py", "        sampler.set_epoch(epoch)\n", "",
+         "every epoch sees the data in the same order")),
+        ("no-warm-up", "warm-up", ("perception/training.py", "start_factor=1.0 / warmup_steps", "start_factor=1.0",
+         "no learning-rate warm-up")),
+        ("resume-restarts-schedule", "resume", ("perception/training.py",
+         '        scheduler.load_state_dict(state["scheduler"])\n', "", "--resume restarts the learning-rate schedule")),
+    ]
+]
+
+
 def tree_files(root: Path) -> list[str]:
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True,
                          capture_output=True).stdout
@@ -213,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--baseline", action="store_true", help="first run each mutation's tests unmutated")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to mutate (default: this one)")
     args = parser.parse_args(argv)
     selected = [m for m in MUTATIONS if args.k in m.name]
     if args.list:
@@ -223,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, float]] = []
     with tempfile.TemporaryDirectory(prefix="streetloc-mutations-") as tmp:
         tree = Path(tmp) / "repo"
-        copy_tree(ROOT, tree)
-        shared = ROOT.parent / "shared"
+        copy_tree(args.tree.resolve(), tree)
+        shared = args.tree.resolve().parent / "shared"
         if shared.exists():
             os.symlink(shared, Path(tmp) / "shared")  # tests read ../shared/data
         if args.baseline:
