@@ -7,6 +7,10 @@ naming ``file:line`` and field, units (knots, ns), and merging the GGA and RMC s
 into a dated fix (`read_nmea_track`). The writers (`format_gga`, `format_rmc`, `format_hdt`) let a
 node publish poses as the sentences gpsd, autopilots and loggers expect.
 
+pynmea2 costs time, measured on 40,000 GGA+RMC sentences (2-core VM): 22k sentences/s against 50k for
+the hand-written parser it replaced, the same fixes. An hour of 10 Hz GGA+RMC reads in about 3 s, once,
+when a drive is imported; not a reason to keep a parser of our own.
+
 Conventions: times are integer nanoseconds since the Unix epoch (UTC), ``stamp_ns``; latitude and
 longitude are WGS84 degrees, north and east positive; courses and headings are degrees clockwise from
 true north; speeds are m/s in Python and knots on the wire (1 kn = 1852 m / 3600 s exactly). Talkers

@@ -200,7 +200,8 @@ MUTATIONS += [
         ("no-warm-up", "warm-up", ("perception/training.py", "start_factor=1.0 / warmup_steps", "start_factor=1.0",
          "no learning-rate warm-up")),
         ("resume-restarts-schedule", "resume", ("perception/training.py",
-         '        scheduler.load_state_dict(state["scheduler"])\n', "", "--resume restarts the learning-rate schedule")),
+         '        scheduler.load_state_dict(state["scheduler"])\n', "        pass\n",  # the line is an if's body now
+         "--resume restarts the learning-rate schedule")),
     ]
 ]
 

@@ -150,6 +150,7 @@ def read_gpx(path: str | Path) -> TrackFile:
     from GPX 1.0 or Garmin's TrackPointExtension. Sorted by time.
 
     gpxpy keeps no line numbers, so errors name the point by its position (``track point 3 of 120``).
+    Measured on 20,000 points (2-core VM): 1.24 s against 0.94 s for the expat reader it replaced.
     Its reader also turns a ``<time>`` it cannot parse into no time, which is reported as such."""
     path = Path(path)
     try:
