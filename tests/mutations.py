@@ -119,6 +119,12 @@ MUTATIONS: list[Mutation] = [
           'tp_ratios.append(round_rate["bare pyzmq"] / round_rate["streetloc"])')],
         ["tests/benchmarks/test_bus_benchmarks.py", "-k", "bus_bench"]),
     mutation(
+        "bus-isolate-ratio-inverted",
+        "bus_isolate's ratios are bare/combination instead of combination/bare (bare/bare still prints 1.00)",
+        [("benchmarks/bus_isolate.py", 'ratios[combo].append(rates[combo] / rates[("bare", "bare")])',
+          'ratios[combo].append(rates[("bare", "bare")] / rates[combo])')],
+        ["tests/benchmarks/test_bus_benchmarks.py", "-k", "isolate"]),
+    mutation(
         "bus-bench-pin-calling-thread-only",
         "--pin pins only the calling thread (the ZeroMQ I/O thread runs anywhere)",
         [("benchmarks/bus_bench.py", "            os.sched_setaffinity(tid, cpus)", "            os.sched_setaffinity(0, cpus)")],

@@ -55,7 +55,16 @@ print(sorted({frozenset(os.sched_getaffinity(int(t))) for t in tids}, key=sorted
 
 
 def test_bus_isolate_swaps_each_side(tmp_path):
-    out = _run("benchmarks/bus_isolate.py", "--rounds", "3", "--messages", "16")
+    out_json = tmp_path / "isolate.json"
+    out = _run("benchmarks/bus_isolate.py", "--rounds", "3", "--messages", "16", "--json", str(out_json))
     for combo in ("| bare | bare | 1.00 |", "| streetloc | bare |", "| bare | streetloc |", "| streetloc | streetloc |"):
         assert combo in out
     assert "codec alone" in out
+    rows = {(r["publisher"], r["subscriber"]): r for r in json.loads(out_json.read_text())}
+    bare = rows[("bare", "bare")]["round_msgs_per_s"]
+    for combo, row in rows.items():
+        # each combination's rate over bare/bare's in the same round, then the median
+        assert len(row["round_msgs_per_s"]) == 3 and min(row["round_msgs_per_s"]) > 0
+        assert row["ratio_median"] == pytest.approx(statistics.median(
+            r / b for r, b in zip(row["round_msgs_per_s"], bare, strict=True)), rel=1e-12), combo
+        assert f"| {combo[0]} | {combo[1]} | {row['ratio_median']:.2f} |" in out
