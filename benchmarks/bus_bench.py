@@ -159,9 +159,22 @@ class _Side:
 
 
 def pin_to_cpu(cpu: int | None) -> None:
-    """Pin this process (and the ZeroMQ I/O threads it starts later) to one CPU; None: leave it."""
-    if cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu % os.cpu_count()})
+    """Pin every thread of this process to one CPU; None: leave it. Threads started later (the ZeroMQ
+    I/O thread of a context's first socket) inherit it. On Linux ``sched_setaffinity(0, ...)`` pins the
+    calling thread only, so each thread in /proc/self/task is pinned; call it before creating sockets
+    all the same, so that no thread runs unpinned for a moment."""
+    if cpu is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = {cpu % (os.cpu_count() or 1)}
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
 
 
 # -- the other process: a counting subscriber (throughput) or an echo (latency), both implementations ---
@@ -199,7 +212,9 @@ def _peer(mode: str, kind: str, window: int, eps: _Endpoints, cpu: int | None) -
 
 
 def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
-    """Alternating batches of both implementations through the same two processes."""
+    """Alternating batches of both implementations through the same two processes. With ``pin`` the
+    peer process pins itself to CPU 1 before it creates its context; the caller pins this one (`main`
+    does it first thing)."""
     from nodes.bus.topics import get_topic
     from nodes.bus.wire import Codec
 
@@ -207,6 +222,7 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
     ctx = zmq.Context.instance()
     rates: dict[str, list[float]] = {impl: [] for impl in IMPLS}
     latencies_us: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    round_p50_us: dict[str, list[float]] = {impl: [] for impl in IMPLS}
     tp_ratios: list[float] = []
     lat_ratios: list[float] = []
     for mode in ("throughput", "latency"):
@@ -221,7 +237,6 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
             sides = {impl: _Side(impl, kind, eps, "fwd", "back" if mode == "latency" else None) for impl in IMPLS}
             proc = mp.get_context("spawn").Process(target=_peer, args=(mode, kind, window, eps, 1 if pin else None))
             proc.start()
-            pin_to_cpu(0 if pin else None)
             for side in sides.values():
                 side.wait_connected()
             if not credit.poll(60000) or credit.recv() != b"ready":
@@ -265,6 +280,8 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
                         rates[impl].append(round_rate[impl])
                     tp_ratios.append(round_rate["streetloc"] / round_rate["bare pyzmq"])
                 else:
+                    for impl in IMPLS:
+                        round_p50_us[impl].append(round_lat[impl])
                     lat_ratios.append(round_lat["streetloc"] / round_lat["bare pyzmq"])
             control.send_pyobj(None)
             proc.join(20)
@@ -272,9 +289,8 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
                 side.close()
             credit.close(0)
             control.close(0)
-            if pin and hasattr(os, "sched_setaffinity"):
-                os.sched_setaffinity(0, set(range(os.cpu_count())))
     nbytes = 0 if PAYLOADS[kind] is None else int(np.prod(PAYLOADS[kind]))
+    # ratios are streetloc / bare per round (both measured within the same seconds), then the median
     out: dict = {"transport": transport, "kind": kind, "rounds": rounds,
                  "throughput_ratio": statistics.median(tp_ratios),
                  "throughput_ratio_iqr": _quartiles(tp_ratios),
@@ -285,7 +301,9 @@ def run_case(kind: str, transport: str, rounds: int, pin: bool) -> dict:
         out[impl] = {"msgs_per_s": statistics.median(rates[impl]),
                      "mb_per_s": statistics.median(rates[impl]) * nbytes / 1e6,
                      "p50_us": statistics.median(lat),
-                     "p99_us": lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
+                     "p99_us": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+                     "round_msgs_per_s": rates[impl],  # per kept round, the raw figures of the ratios
+                     "round_p50_us": round_p50_us[impl]}
     return out
 
 
@@ -304,6 +322,8 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="pin the publisher process to CPU 0 and the subscriber to CPU 1 (both implementations)")
     args = parser.parse_args()
+    if args.pin:
+        pin_to_cpu(0)  # before any ZeroMQ context exists, so its I/O thread starts pinned too
     rounds = 5 if args.quick else args.rounds
     table = []
     for transport in args.transports.split(","):

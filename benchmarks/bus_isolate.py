@@ -17,6 +17,7 @@ Also times encode and decode alone in one process, the Python cost each side add
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import random
@@ -63,12 +64,16 @@ def _peer(env: dict, credit_ep: str, control_ep: str, cpu: int | None) -> None:
     sub.close()
 
 
-def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
-    """Per combination, its rate / the bare-bare rate of the same round, for every round."""
+def run(rounds: int, n: int, pin: bool) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
+    """Per combination, its rate / the bare-bare rate of the same round, and its rate in msg/s, for every
+    kept round. With ``pin`` the
+    peer pins itself to CPU 1 before creating its context; the caller pins this process (`main` does,
+    first thing)."""
     from nodes.bus.pubsub import Publisher
     from nodes.bus.topics import BusConfig
 
     ratios: dict[tuple[str, str], list[float]] = {c: [] for c in COMBOS}
+    round_rates: dict[tuple[str, str], list[float]] = {c: [] for c in COMBOS}
     with tempfile.TemporaryDirectory(prefix="streetloc-iso-") as root:
         config = BusConfig(ipc_dir=root)
         ctx = zmq.Context.instance()
@@ -81,7 +86,6 @@ def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
         proc = mp.get_context("spawn").Process(target=_peer, args=(config.to_env(), credit_ep, control_ep,
                                                                      1 if pin else None))
         proc.start()
-        pin_to_cpu(0 if pin else None)
         pub = Publisher("camera/image", node="bench", config=config)
         pub.wait_for_subscribers(1, 20)
         msg = make_message(KIND)
@@ -113,13 +117,14 @@ def run(rounds: int, n: int, pin: bool) -> dict[tuple[str, str], list[float]]:
                 rates[(publisher, subscriber)] = n / (time.perf_counter() - t0)
             if round_index:
                 for combo in COMBOS:
+                    round_rates[combo].append(rates[combo])
                     ratios[combo].append(rates[combo] / rates[("bare", "bare")])
         control.send_pyobj(None)
         proc.join(10)
         pub.close()
         credit.close(0)
         control.close(0)
-    return ratios
+    return ratios, round_rates
 
 
 def codec_cost_us() -> tuple[float, float]:
@@ -147,8 +152,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--messages", type=int, default=100, help="messages per batch")
     parser.add_argument("--pin", action="store_true", help="publisher on CPU 0, subscriber on CPU 1")
+    parser.add_argument("--json", help="write the ratios and the per-round rates they come from to this file")
     args = parser.parse_args()
-    ratios = run(args.rounds, args.messages, args.pin)
+    if args.pin:
+        pin_to_cpu(0)  # before any ZeroMQ context exists, so its I/O thread starts pinned too
+    ratios, round_rates = run(args.rounds, args.messages, args.pin)
     print(f"1 MB images over ipc, batches of {args.messages}, {args.rounds} alternating rounds, "
           f"{os.cpu_count()} cores{', pinned' if args.pin else ''}")
     print()
@@ -157,6 +165,11 @@ def main() -> None:
     for combo, values in ratios.items():
         q1, _, q3 = statistics.quantiles(values, n=4)
         print(f"| {combo[0]} | {combo[1]} | {statistics.median(values):.2f} | {q1:.2f}–{q3:.2f} |")
+    if args.json:
+        rows = [{"publisher": pub, "subscriber": sub, "ratio_median": statistics.median(ratios[(pub, sub)]),
+                 "round_msgs_per_s": round_rates[(pub, sub)]} for pub, sub in COMBOS]
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
     enc, dec = codec_cost_us()
     print()
     print(f"codec alone, one process, warm: encode {enc:.1f} us, decode {dec:.1f} us per 1 MB image message")

@@ -1,4 +1,4 @@
-"""Pure localization code: geodesy, the filter, measurement models, NMEA, accuracy metrics.
+"""Pure localization code: geodesy (WGS84 <-> local ENU) and NMEA 0183.
 
-Never imports zmq: everything here is testable without sockets.
+Never imports zmq or ``nodes``: everything here is testable without sockets.
 """

@@ -73,16 +73,7 @@ class LocalFrame:
         return np.asarray(lat), np.asarray(lon), np.asarray(alt)
 
 
-def wrap_heading_deg(heading_deg):
-    """Wrap any angle in degrees into [0, 360)."""
-    return np.mod(heading_deg, 360.0)
-
-
 def heading_difference_deg(a_deg, b_deg):
     """Signed smallest difference a - b in degrees, in [-180, 180)."""
     return (np.asarray(a_deg) - np.asarray(b_deg) + 180.0) % 360.0 - 180.0
 
-
-def heading_from_enu_velocity_deg(east_mps, north_mps):
-    """Compass heading (clockwise from north) of a velocity in ENU."""
-    return wrap_heading_deg(np.degrees(np.arctan2(east_mps, north_mps)))

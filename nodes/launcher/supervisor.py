@@ -42,6 +42,7 @@ from nodes.bus.messages import Diagnostics
 from nodes.bus.pubsub import Delivery, Subscriber
 from nodes.bus.topics import BusConfig
 from nodes.bus.wire import DecodeError
+from nodes.launcher.description import NodeEntry
 from nodes.launcher.graph import Graph, GraphNode
 from nodes.launcher.state import LauncherState, NodeState, state_path, write_state
 
@@ -71,6 +72,26 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL):
             os.kill(os.getpid(), sig)
 
     return setup
+
+
+def should_restart(respawn: str, exit_code: int) -> bool:
+    """The respawn policy: ``never``; ``on-failure`` after a non-zero exit code or a signal (a negative
+    ``exit_code``), not after a clean exit; ``always``, a clean exit included."""
+    if respawn == "always":
+        return True
+    if respawn == "on-failure":
+        return exit_code != 0
+    if respawn == "never":
+        return False
+    raise ValueError(f"respawn={respawn!r} is not never, on-failure or always")
+
+
+def restart_delay_s(entry: NodeEntry, exits_in_window: int) -> float:
+    """Seconds to wait before restarting after the ``exits_in_window``-th exit (1-based) within the node's
+    ``restart_window_s``: ``respawn_delay_s``, then ``respawn_backoff`` times longer per further exit,
+    capped at ``respawn_max_delay_s``."""
+    growth = entry.respawn_backoff ** max(0, exits_in_window - 1)
+    return min(entry.respawn_max_delay_s, entry.respawn_delay_s * growth)
 
 
 class _LogFile:
@@ -315,7 +336,7 @@ class Supervisor:
         e = p.node.spec.entry
         failed = code != 0
         self._state_dirty = True
-        if e.respawn == "never" or (e.respawn == "on-failure" and not failed):
+        if not should_restart(e.respawn, code):
             p.state = "failed" if failed else "exited"
             p.detail = _exit_text(code)
             self._ended_for_good(p, failed)
@@ -332,7 +353,7 @@ class Supervisor:
                 self.say(f"    {line}")
             self._ended_for_good(p, True)
             return
-        delay = min(e.respawn_max_delay_s, e.respawn_delay_s * e.respawn_backoff ** (len(p.exits) - 1))
+        delay = restart_delay_s(e, len(p.exits))
         p.state = "backoff"
         p.next_start = now + delay
         p.detail = f"restart in {delay:.1f} s ({len(p.exits)} of at most {e.max_restarts} within {e.restart_window_s:g} s)"

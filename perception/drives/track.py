@@ -72,10 +72,6 @@ class Track:
     def end_ns(self) -> int:
         return int(self.stamp_ns[-1])
 
-    @property
-    def duration_s(self) -> float:
-        return 0.0 if len(self) < 2 else (self.end_ns - self.start_ns) / 1e9
-
     def bounds(self) -> tuple[float, float, float, float]:
         """(min_lat_deg, min_lon_deg, max_lat_deg, max_lon_deg); ValueError when empty."""
         if not len(self):

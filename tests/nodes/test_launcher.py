@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from nodes.cli import main
+from nodes.launcher.description import NodeEntry
 from nodes.launcher.state import LauncherState, read_states
+from nodes.launcher.supervisor import restart_delay_s, should_restart
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "STREETLOC_LAUNCH_TEST"  # the launcher passes its environment on to the nodes
@@ -176,6 +178,7 @@ def test_bringup_survives_a_killed_node_and_stops_cleanly(bus, monkeypatch, caps
     assert nodes["monitor"]["pid"] == monitor_pid  # the rest of the graph was left alone
     assert "camera: killed by SIGKILL" in launch.output()
 
+
     # Ctrl-C with a hung node (stopped, so it cannot act on SIGTERM): SIGKILL after its stop_timeout_s
     # (3 s by default), and still everything down within 5 s
     os.kill(monitor_pid, signal.SIGSTOP)
@@ -189,6 +192,21 @@ def test_bringup_survives_a_killed_node_and_stops_cleanly(bus, monkeypatch, caps
     assert list(launch.ipc_dir.glob("launch-*.json")) == []  # node list will not show a dead launcher
     assert {"camera.log", "monitor.log", "launch.log"} <= {p.name for p in launch.log_dir.iterdir()}
     assert "start #2" in (launch.log_dir / "camera.log").read_text()
+
+
+@pytest.mark.parametrize("respawn, exit_code, restarted", [
+    ("on-failure", 0, False), ("on-failure", 1, True), ("on-failure", -9, True),
+    ("always", 0, True), ("always", 2, True), ("never", 1, False), ("never", -9, False), ("never", 0, False),
+])
+def test_respawn_policy(respawn, exit_code, restarted):
+    assert should_restart(respawn, exit_code) is restarted
+
+
+def test_respawn_delay_backs_off_exponentially_up_to_its_cap():
+    entry = NodeEntry(module="nodes.test_pattern", respawn_delay_s=0.5, respawn_backoff=2.0, respawn_max_delay_s=5.0)
+    assert [restart_delay_s(entry, n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    flat = NodeEntry(module="nodes.test_pattern", respawn_delay_s=0.5, respawn_backoff=1.0)
+    assert {restart_delay_s(flat, n) for n in range(1, 5)} == {0.5}
 
 
 def write(tmp: Path, name: str, text: str) -> Path:
@@ -220,6 +238,9 @@ def test_crash_loop_is_reported_and_given_up(bus, tmp_path):
     assert code == 1, out
     assert out.count("camera: exited with code 2") == 3  # started, restarted twice, given up
     assert "camera: crash loop: ended 3 times within 30 s (last: exited with code 2); not restarted" in out
+    # exponential backoff: 0.1 s, then twice that
+    assert "camera: restart in 0.1 s (1 of at most 2 within 30 s)" in out
+    assert "camera: restart in 0.2 s (2 of at most 2 within 30 s)" in out
     # the node's own output, prefixed with its name, and repeated in the report
     assert "[camera] error: cannot publish camera/image" in out
     assert "[launch]     error: cannot publish camera/image" in out
@@ -245,7 +266,7 @@ def test_wait_for_ready_and_required_node(bus, tmp_path):
     file = write(tmp_path, "required.toml", """
         [nodes.camera]
         module = "nodes.test_pattern"
-        respawn = "never"
+        respawn = "on-failure"
         required = true
         [nodes.monitor]
         module = "nodes.monitor"
@@ -255,12 +276,13 @@ def test_wait_for_ready_and_required_node(bus, tmp_path):
     launch = bus.launch(file)
     nodes = wait_for(lambda: launch.running("camera", "monitor"), 20, "both running")
     assert "monitor: starting after" in launch.output() and "waiting for node camera ready" in launch.output()
-    os.kill(nodes["camera"]["pid"], signal.SIGTERM)  # a clean exit, not restarted, and required
+    # SIGTERM: the node stops and exits 0, which on-failure does not restart; required, so the graph stops
+    os.kill(nodes["camera"]["pid"], signal.SIGTERM)
     code = launch.proc.wait(timeout=10)
     out = launch.output()
     assert code == 0, out
     assert "camera: exited with code 0" in out
-    assert "stopping: required node camera ended" in out
+    assert "stopping: required node camera ended" in out and "camera: restart" not in out
     assert marked_pids(bus.mark) == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -12,6 +11,7 @@ import pytest
 from nodes.bus.messages import Detections, Header, Image, Pose, Segmentation
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig
+from nodes.test_pattern import TestPatternCamera, TestPatternParams
 
 
 def _pose(i: int) -> Pose:
@@ -142,9 +142,12 @@ while time.monotonic() < deadline:
     if img is None:
         continue
     recv_ns = time.time_ns()
-    # a pose whose latitude encodes the image's mean brightness, so the test can tell it saw pixels
-    pose = Pose(Header(stamp_ns=img.header.stamp_ns, trace=img.header.trace), lat_deg=float(img.data.mean()) / 10,
-                lon_deg=0.0, valid=True)
+    assert img.data.shape == (480, 640, 3), img.data.shape  # a wrong shape ends the relay: no pose
+    # a pose that carries what the relay saw: the frame number the pattern writes in binary along its top
+    # row (16 cells of 40 px) as longitude, the mean of all pixels as latitude
+    frame = sum(1 << k for k in range(16) if img.data[0, 40 * k + 20, 0] > 127)
+    pose = Pose(Header(stamp_ns=img.header.stamp_ns, trace=img.header.trace), lat_deg=float(img.data.mean()),
+                lon_deg=float(frame), valid=True)
     pub.publish(pose, recv_ns=recv_ns)
 """
 
@@ -161,10 +164,12 @@ def test_two_processes_exchange_images_and_poses(bus_config, processes):
             assert camera.poll() is None, camera.stderr.read() if camera.poll() is not None else ""
     assert pose is not None, "no pose arrived from the relay process"
     assert [hop.node for hop in pose.header.trace] == ["test_pattern", "relay"]
-    assert 0 < pose.lat_deg < 25.6
+    # the relay saw the very pixels of the frame the camera rendered
+    frame = int(pose.lon_deg)
+    expected = TestPatternCamera(TestPatternParams(rate_hz=30, width_px=640, height_px=480)).render(frame)
+    assert pose.lat_deg == pytest.approx(float(expected.mean()), rel=1e-12)
     latency_ms = (pose.header.trace[-1].pub_ns - pose.header.stamp_ns) / 1e6
     assert 0 <= latency_ms < 5000
-    assert sys.executable  # processes are cleaned up by the fixture
 
 
 def test_buffered_delivery_survives_a_stalled_reader(bus_config):
