@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from localization.geodesy import GeoOrigin, LocalFrame
-from perception.datasets import DriveSpec, PoseDataset, block_split, load_pose_frames, resize_to_input
+from perception.datasets import DriveSpec, block_split, resize_to_input
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+from perception.models.posenet.data import PoseDataset, load_pose_frames
 
 T0_NS = 1_700_000_000_000_000_000
 ORIGIN = GeoOrigin(34.05, -118.24, 0.0)

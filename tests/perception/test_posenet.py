@@ -12,22 +12,20 @@ import torch
 from localization.geodesy import GeoOrigin, LocalFrame
 from nodes.cli import main as cli
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
-from perception.evaluation import calibrate_scales, pose_errors, summarize_pose_errors
 from perception.models import Checkpoint, PosePredictor, get_model, list_models, resolve_checkpoint
-from perception.models.posenet import (
+from perception.models.posenet.anchors import fit_anchors
+from perception.models.posenet.evaluation import calibrate_scales, pose_errors, summarize_pose_errors
+from perception.models.posenet.loss import pose_nll
+from perception.models.posenet.network import (
     HEADING,
     NUM_FIXED,
     POS_CORR,
     POS_LOG_VAR,
-    AugmentConfig,
-    PoseEstimates,
-    fit_anchors,
     logits_slice,
     offsets_slice,
-    photometric_augment,
-    pose_nll,
-    raw_to_estimates,
 )
+from perception.models.posenet.predictor import PoseEstimates, raw_to_estimates
+from perception.transforms import AugmentConfig, photometric_augment
 
 T0_NS = 1_700_000_000_000_000_000
 ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
@@ -254,8 +252,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_default_checkpoint_is_shipped_and_localizes_the_demo_drive_of_its_city():
     """The default weights load with no name, carry their held-out accuracy, and localize the shipped
     demo drive (the held-out test_loop route in the default city they were trained on)."""
-    from perception.datasets import load_pose_frames
     from perception.models import default_weights
+    from perception.models.posenet.data import load_pose_frames
     from sim_data import DEFAULT_DEMO_DRIVE
 
     entry = default_weights("posenet")
