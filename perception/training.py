@@ -86,7 +86,8 @@ class Task(Protocol):
     """What a model brings to the shared loop. Batches are dicts of tensors (default collate)."""
 
     name: str
-    monitor: str  # the validation figure that picks the best epoch (lower is better)
+    monitor: str  # the validation figure that picks the best epoch
+    # monitor_mode: "min" (default: errors, losses) or "max" (mIoU, mAP); an optional attribute
     summary_keys: tuple[str, ...]  # validation figures shown on the epoch line (all go to history.jsonl)
 
     def build_model(self) -> nn.Module: ...
@@ -361,7 +362,9 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
         record["epoch_s"] = epoch_times[-1]
         history.append(record)
         if main:
-            value = metrics.get(task.monitor, math.inf) if metrics else -float(epoch)  # no val: keep the last
+            sign = -1.0 if getattr(task, "monitor_mode", "min") == "max" else 1.0
+            value = sign * metrics.get(task.monitor, sign * math.inf) if metrics else -float(epoch)  # no val: the last
+            value = value if math.isfinite(value) else math.inf  # a NaN figure never beats a number
             improved = value <= best_value
             if improved:
                 best_value, best_epoch, best_metrics = value, epoch + 1, dict(metrics)

@@ -7,7 +7,7 @@
 Each model registers itself when its package or module is imported below (the detector joins next).
 """
 
-from perception.models import posenet  # noqa: F401 - registers "posenet"
+from perception.models import posenet, segmenter  # noqa: F401 - they register "posenet" and "segmenter"
 from perception.models._api import (
     Checkpoint,
     ModelEntry,
