@@ -119,8 +119,9 @@ class FrameTruth(Protocol):
     gps: str  # how frames get their GPS fix: "interpolate", "nearest" or "none" (see DriveReader.frames)
 
     def open(self, reader: DriveReader, size_px: tuple[int, int]) -> Callable[[Frame], dict[str, Any] | str]:
-        """The per-frame reader for one drive: a dict of named values (numbers or arrays of a fixed
-        shape) for a usable frame, or the reason (a short key such as ``"no_gps"``) to skip it."""
+        """The per-frame reader for one drive: a dict of named values for a usable frame, or the reason (a
+        short key such as ``"no_gps"``) to skip it. A value is a number or an array; arrays whose shape
+        varies from frame to frame (a detector's boxes [n_i, 4]) are kept as a list, one per frame."""
         ...
 
 
@@ -130,7 +131,8 @@ class DriveFrames:
 
     Attributes:
         images: uint8 [N, 3, H, W], RGB.
-        truth: name -> array [N, ...] (what the `FrameTruth` read).
+        truth: name -> array [N, ...] (what the `FrameTruth` read), or a list of N arrays where their
+            shapes differ from frame to frame (ragged: boxes).
         stamp_ns: int64 [N] capture times.
         drive_index: int64 [N], index into ``drives``.
         drives: one record per drive read (path, source, frames, content hash).
@@ -149,7 +151,8 @@ class DriveFrames:
 
     def subset(self, index: np.ndarray | Sequence[int]) -> DriveFrames:
         idx = np.asarray(index, dtype=np.int64)
-        return DriveFrames(self.images[torch.from_numpy(idx)], {k: v[idx] for k, v in self.truth.items()},
+        truth = {k: [v[i] for i in idx] if isinstance(v, list) else v[idx] for k, v in self.truth.items()}
+        return DriveFrames(self.images[torch.from_numpy(idx)], truth,
                            self.stamp_ns[idx], self.drive_index[idx], self.drives, dict(self.skipped))
 
 
@@ -194,7 +197,7 @@ def load_frames(
     names = next(p["truth"].keys() for p in parts if len(p["stamp_ns"]))
     return DriveFrames(
         images=torch.from_numpy(np.concatenate([p["images"] for p in parts])),
-        truth={n: np.concatenate([p["truth"][n] for p in parts if len(p["stamp_ns"])]) for n in names},
+        truth={n: _concat([p["truth"][n] for p in parts if len(p["stamp_ns"])]) for n in names},
         stamp_ns=np.concatenate([p["stamp_ns"] for p in parts]).astype(np.int64),
         drive_index=np.concatenate([p["drive_index"] for p in parts]),
         drives=records, skipped=skipped,
@@ -202,6 +205,40 @@ def load_frames(
 
 
 _CACHE_VERSION = "v2"
+
+
+def _concat(parts: list[np.ndarray | list[np.ndarray]]) -> np.ndarray | list[np.ndarray]:
+    if any(isinstance(p, list) for p in parts):
+        return [a for p in parts for a in p]
+    return np.concatenate(parts)
+
+
+def _stack(values: list[Any]) -> np.ndarray | list[np.ndarray]:
+    """Frame values -> array [N, ...], or a list of arrays where their shapes differ (ragged)."""
+    arrays = [np.asarray(v) for v in values]
+    if len({a.shape for a in arrays}) <= 1:
+        return np.stack(arrays) if arrays else np.zeros(0)
+    return arrays
+
+
+def _to_npz(name: str, value: np.ndarray | list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A truth value as plain npz arrays: ragged lists as their concatenation and the lengths."""
+    if not isinstance(value, list):
+        return {f"truth_{name}": value}
+    return {f"ragged_{name}": np.concatenate(value) if value else np.zeros(0),
+            f"lengths_{name}": np.asarray([len(a) for a in value], np.int64)}
+
+
+def _from_npz(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray | list[np.ndarray]]:
+    out: dict[str, np.ndarray | list[np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith("truth_"):
+            out[key.removeprefix("truth_")] = value
+        elif key.startswith("ragged_"):
+            name = key.removeprefix("ragged_")
+            ends = np.cumsum(arrays[f"lengths_{name}"])
+            out[name] = [value[a:b] for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)]
+    return out
 
 
 def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cache_dir,
@@ -217,8 +254,7 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
             with np.load(cache_file, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
             info = json.loads(str(arrays.pop("info_json")))
-            return {"images": arrays.pop("images"), "stamp_ns": arrays.pop("stamp_ns"),
-                    "truth": {k.removeprefix("truth_"): v for k, v in arrays.items()},
+            return {"images": arrays.pop("images"), "stamp_ns": arrays.pop("stamp_ns"), "truth": _from_npz(arrays),
                     "source": info["source"], "skipped": info["skipped"], "digest": digest}
     with DriveReader(spec.path) as reader:
         source = reader.metadata.source
@@ -250,14 +286,14 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
     out = {
         "images": np.stack(images) if images else np.zeros((0, 3, h, w), np.uint8),
         "stamp_ns": np.asarray(stamps, np.int64),
-        "truth": {k: np.asarray([v[k] for v in values]) for k in (values[0] if values else {})},
+        "truth": {k: _stack([v[k] for v in values]) for k in (values[0] if values else {})},
     }
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
         info = json.dumps({"source": source, "skipped": skipped})
-        np.savez(tmp, images=out["images"], stamp_ns=out["stamp_ns"], info_json=np.asarray(info),
-                 **{f"truth_{k}": v for k, v in out["truth"].items()})
+        arrays = {k: a for name, v in out["truth"].items() for k, a in _to_npz(name, v).items()}
+        np.savez(tmp, images=out["images"], stamp_ns=out["stamp_ns"], info_json=np.asarray(info), **arrays)
         os.replace(tmp, cache_file)
     return {**out, "source": source, "digest": digest, "skipped": skipped}
 

@@ -83,7 +83,10 @@ class DataConfig:
 
 
 class Task(Protocol):
-    """What a model brings to the shared loop. Batches are dicts of tensors (default collate)."""
+    """What a model brings to the shared loop. Batches are dicts whose ``image`` is a tensor [B, ...];
+    other values may be tensors or lists of tensors (moved to the device alike). Optional attributes:
+    ``monitor_mode`` (below) and ``collate(samples) -> batch`` (the DataLoader's; default: torch's
+    default collate, which stacks; a detector's ragged boxes need their own)."""
 
     name: str
     monitor: str  # the validation figure that picks the best epoch
@@ -187,6 +190,17 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    """A tensor, or a list/tuple/dict of them (a detector's boxes per image), on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list | tuple):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def saved_task_state(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The task state (`Task.state`) of the run saved in ``out_dir``, None when there is none: a model's
     ``make_task`` keeps what must not change on ``--resume`` (PoseNet: its frame and normalization)."""
@@ -267,8 +281,9 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     # num_replicas/rank given: works without a process group (one process) and under torchrun alike
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                                   shuffle=True, seed=config.seed)
+    collate = getattr(task, "collate", None)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
         drop_last=len(sampler) > config.batch_size, pin_memory=cuda, persistent_workers=config.num_workers > 0)
     steps_per_epoch = max(1, len(loader))
     total_steps = steps_per_epoch * config.epochs
@@ -310,6 +325,7 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     val_loader = None
     if val_set is not None and len(val_set) > 0:
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(64, config.batch_size), shuffle=False,
+                                                 collate_fn=collate,
                                                  num_workers=config.num_workers, pin_memory=cuda)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, config.epochs):
@@ -323,7 +339,7 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
         running: dict[str, float] = {}
         seen = 0
         for step, batch in enumerate(loader):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: to_device(v, device) for k, v in batch.items()}
             batch = task.augment(batch, aug_gen)
             if cuda and config.channels_last and batch["image"].ndim == 4:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
