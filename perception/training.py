@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -307,8 +308,16 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
             raise ValueError(f"--resume: {state_path} was trained with other data settings "
                              f"({state.get('task_state')}); start a new --out directory")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if set(state["scheduler"]) == set(scheduler.state_dict()):
+            scheduler.load_state_dict(state["scheduler"])
+        else:
+            # a run saved before the schedule was torch's LinearLR + CosineAnnealingLR (a LambdaLR of
+            # the same curve): walk the schedule to the saved step instead
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                for _ in range(int(state["scheduler"].get("last_epoch", 0))):
+                    scheduler.step()
+        optimizer.load_state_dict(state["optimizer"])  # after the walk: the lr is the saved one
         scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
         history = list(state.get("history", []))

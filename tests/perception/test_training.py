@@ -178,3 +178,18 @@ def test_progress_prints_loss_and_eta_lines_off_a_terminal():
     lines = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()]
     assert 2 <= len(lines) <= 6  # a line per quarter, not per step
     assert "loss=0.5" in lines[-1] and "8/8" in lines[-1] and "<" in lines[-1]  # tqdm: elapsed<remaining
+
+
+def test_resume_of_a_run_saved_with_the_old_lambda_schedule_goes_on_at_its_step(tmp_path):
+    fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path, epochs=2))
+    state_path = tmp_path / STATE_FILE
+    state = torch.load(state_path, weights_only=True)
+    steps = state["scheduler"]["last_epoch"]
+    # what the LambdaLR of earlier streetloc versions saved
+    state["scheduler"] = {"base_lrs": [2e-2], "last_epoch": steps, "_step_count": steps + 1, "_last_lr": [1e-2],
+                          "lr_lambdas": [None]}
+    torch.save(state, state_path)
+    resumed = fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path, epochs=4, resume=True))
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    straight = fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path / "straight", epochs=4))
+    assert resumed.history[-1]["lr"] == pytest.approx(straight.history[-1]["lr"])
