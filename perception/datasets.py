@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import torch
 
 from localization.geodesy import GeoOrigin
 from perception.drives import DriveReader
 from perception.drives.reader import Frame
+from perception.transforms import resize_to_input  # noqa: F401 - where frames are resized, named here too
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -91,24 +91,6 @@ def drive_origin(spec: DriveSpec | str) -> GeoOrigin:
         if not len(track):
             raise ValueError(f"drive {spec.path}: no geo origin in its metadata and no GPS fixes")
         return GeoOrigin(float(np.mean(track.lat_deg)), float(np.mean(track.lon_deg)), 0.0)
-
-
-def resize_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
-    """uint8 BGR [H0, W0, 3] (or mono [H0, W0]) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height).
-
-    Any aspect ratio is stretched to the input size: the model sees what it was trained on only if the
-    camera is the same, and stretching keeps the whole field of view (cropping would cut landmarks).
-    """
-    if image_bgr.ndim == 2:
-        image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
-    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-        raise ValueError(f"image must be uint8 [H, W, 3] BGR; got {image_bgr.dtype} {image_bgr.shape}")
-    w, h = size_px
-    if image_bgr.shape[1] != w or image_bgr.shape[0] != h:
-        # INTER_AREA averages the pixels a shrink drops, so small inputs keep no aliasing (fine facades)
-        interp = cv2.INTER_AREA if image_bgr.shape[1] > w else cv2.INTER_LINEAR
-        image_bgr = cv2.resize(image_bgr, (w, h), interpolation=interp)
-    return np.ascontiguousarray(image_bgr[:, :, ::-1].transpose(2, 0, 1))
 
 
 class FrameTruth(Protocol):

@@ -1,4 +1,6 @@
-"""Image batch transforms for every model, on the device: normalization and photometric augmentation.
+"""Image transforms for every model: resizing a camera frame to the input, normalization, and
+photometric augmentation of batches on the training device; `ImageTransform` is a checkpoint's
+preprocessing (``Checkpoint.transforms()``, as torchvision's ``Weights.transforms``).
 
 Photometric only: a flip or a crop would change the pose an image shows (PoseNet); geometric
 augmentation, where a model allows it (a segmenter's flips), belongs to that model's task.
@@ -8,10 +10,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, on 0-1 pixels
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """uint8 BGR [H0, W0, 3] (or mono [H0, W0]) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height).
+
+    Any aspect ratio is stretched to the input size: the model sees what it was trained on only if the
+    camera is the same, and stretching keeps the whole field of view (cropping would cut landmarks).
+    """
+    if image_bgr.ndim == 2:
+        image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3] BGR; got {image_bgr.dtype} {image_bgr.shape}")
+    w, h = size_px
+    if image_bgr.shape[1] != w or image_bgr.shape[0] != h:
+        # INTER_AREA averages the pixels a shrink drops, so small inputs keep no aliasing (fine facades)
+        interp = cv2.INTER_AREA if image_bgr.shape[1] > w else cv2.INTER_LINEAR
+        image_bgr = cv2.resize(image_bgr, (w, h), interpolation=interp)
+    return np.ascontiguousarray(image_bgr[:, :, ::-1].transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A model's preprocessing: a BGR camera frame -> uint8 RGB [3, H, W] at ``input_size_px`` (`resize`),
+    and a uint8 batch -> the normalized float batch the network takes (call)."""
+
+    input_size_px: tuple[int, int]  # (width, height)
+    mean: tuple[float, ...]  # per RGB channel, on 0-1 pixels
+    std: tuple[float, ...]
+
+    def resize(self, image_bgr: np.ndarray) -> np.ndarray:
+        return resize_to_input(image_bgr, self.input_size_px)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] RGB -> float [B, 3, H, W] on the images' device."""
+        return normalize(images, torch.tensor(self.mean), torch.tensor(self.std))
+
+    @classmethod
+    def from_meta(cls, meta: dict, *, where: str = "checkpoint") -> ImageTransform:
+        """From a checkpoint record's ``input_size_px`` and ``normalization``; ValueError naming the field."""
+        try:
+            w, h = meta["input_size_px"]
+            norm = meta["normalization"]
+            return cls((int(w), int(h)), tuple(map(float, norm["mean"])), tuple(map(float, norm["std"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: record lacks a valid input_size_px/normalization ({exc})") from None
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from perception.transforms import ImageTransform
+
 CHECKPOINT_FORMAT = "streetloc-checkpoint"
 CHECKPOINT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -121,6 +123,10 @@ class Checkpoint:
         w, h = self.meta["input_size_px"]
         return int(w), int(h)
 
+    def transforms(self) -> ImageTransform:
+        """The preprocessing its network takes (resize, normalization), from the record."""
+        return ImageTransform.from_meta(self.meta, where=f"checkpoint {self.model_id}")
+
 
 def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     """sha256 hex of the weights (names, dtypes as fp16, values): stable across save/load round trips."""
@@ -176,6 +182,16 @@ class WeightsEntry:
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.filename
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The checkpoint's record (input size, normalization, classes or geo origin, training data,
+        recipe, metrics): torchvision's ``Weights.meta``. Reads the file."""
+        return self.load().meta
+
+    def transforms(self) -> ImageTransform:
+        """The preprocessing these weights take (torchvision's ``Weights.transforms``)."""
+        return self.load().transforms()
 
     def load(self) -> Checkpoint:
         if not self.path.is_file():

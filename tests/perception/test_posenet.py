@@ -308,3 +308,20 @@ def test_default_checkpoint_is_shipped_and_localizes_the_demo_drive_of_its_city(
     est = predictor.predict(frames.images)
     err = np.hypot(est.east_m - frames.east_m, est.north_m - frames.north_m)
     assert np.median(err) < 10.0, np.median(err)  # measured: 0.8 m
+
+
+def test_weights_record_carries_meta_and_the_preprocessing_the_predictor_uses():
+    from perception.models import get_weights
+
+    weights = get_weights("posenet_synthetic_city")
+    assert weights.meta["input_size_px"] == [128, 96] and "geo_origin" in weights.meta
+    transform = weights.transforms()
+    image_bgr = np.zeros((240, 320, 3), np.uint8)
+    image_bgr[..., 2] = 255  # red
+    rgb = transform.resize(image_bgr)
+    assert rgb.shape == (3, 96, 128) and rgb[0].min() == 255 and rgb[2].max() == 0
+    x = transform(torch.from_numpy(rgb)[None])
+    assert x[0, 0, 0, 0].item() == pytest.approx((1.0 - 0.485) / 0.229)
+    predictor = PosePredictor(None, device="cpu")
+    assert torch.equal(predictor.predict_raw(torch.from_numpy(rgb)[None]),
+                       predictor.model(x).float())

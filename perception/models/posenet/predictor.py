@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from localization.geodesy import GeoOrigin, LocalFrame
-from perception.datasets import resize_to_input
 from perception.models._api import Checkpoint, resolve_checkpoint
 from perception.models.posenet.network import NUM_FIXED, decode, posenet
-from perception.transforms import normalize
+from perception.transforms import normalize, resize_to_input
 
 
 @dataclass
