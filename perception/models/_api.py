@@ -253,7 +253,7 @@ def default_weights(model: str) -> WeightsEntry:
     for entry in _WEIGHTS.values():
         if entry.model == model and entry.default:
             return entry
-    raise ValueError(f"model {model!r} has no default weights")
+    raise ValueError(f"model {model!r} has no default weights; name a checkpoint file")
 
 
 def resolve_checkpoint(spec: str | os.PathLike | Checkpoint | None, *, model: str) -> Checkpoint:

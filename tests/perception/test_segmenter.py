@@ -85,3 +85,23 @@ def test_train_and_evaluate_through_the_cli_beat_the_majority_class(tmp_path, ca
                 "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "mIoU" in text and "road" in text
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+
+    no_masks = tmp_path / "no_masks.mcap"
+    with DriveWriter(no_masks, DriveMetadata(source="toy", camera=CameraInfo.from_hfov(32, 24, 90))) as w:
+        w.add_image(1_000_000_000, np.zeros((24, 32, 3), np.uint8))
+    ckpt = tmp_path / "seg.pt"
+    model = get_model("segmenter", width=4, depth=1)
+    Checkpoint(model="segmenter", arch={"num_classes": NUM_CLASSES, "width": 4, "depth": 1},
+               state_dict=model.state_dict(), meta={"input_size_px": [32, 24],
+                                                    "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}).save(ckpt)
+    assert cli(["evaluate", "segmenter", "--model", str(ckpt), "--data", str(no_masks), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no_masks.mcap" in err and "label mask" in err and len(err.strip().splitlines()) == 1
+    assert cli(["evaluate", "segmenter", "--data", str(no_masks)]) == 2
+    assert "no default weights" in capsys.readouterr().err
+    assert cli(["train", "segmenter", "--data", str(no_masks), "--depth", "9", "--out", str(tmp_path / "r")]) == 2
+    assert "--depth 9" in capsys.readouterr().err
