@@ -21,7 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from perception.datasets import DriveSpec, parse_drives
+from perception.datasets import DriveSpec
 
 P = TypeVar("P")
 
@@ -55,8 +55,17 @@ class Scorer(Protocol[P]):
 
 def evaluate_drives(scorer: Scorer[P], drives: Sequence[DriveSpec | str | os.PathLike], *,
                     checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Score every drive with ``scorer``; the report described in the module docstring."""
-    specs = parse_drives(drives)
+    """Score every drive with ``scorer``; the report described in the module docstring.
+
+    A "drive" is whatever the scorer reads (a drive file, ``PATH@START:STOP:STEP``; a dataset folder
+    for a model that reads one): only its existence is checked here.
+    """
+    specs = [d if isinstance(d, DriveSpec) else DriveSpec.parse(d) for d in drives]
+    if not specs:
+        raise ValueError("no drives given")
+    for spec in specs:
+        if not spec.path.exists():
+            raise FileNotFoundError(f"drive {spec.path}: no such file")
     scores = [scorer.score_drive(spec) for spec in specs]
     infer_s = sum(s.infer_s for s in scores)
     frames = sum(s.frames for s in scores)
