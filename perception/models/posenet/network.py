@@ -48,7 +48,6 @@ from perception.models._api import (
     register_weights,
     resolve_checkpoint,
 )
-from perception.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - the defaults PoseNet trains with
 
 # Named slices of the head's output [B, NUM_FIXED + 3K] (never bare indices).
 HEADING = slice(0, 2)

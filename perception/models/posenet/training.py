@@ -23,13 +23,18 @@ from perception.models.posenet.network import (
     DEFAULT_ANCHORS,
     DEFAULT_BACKBONE,
     DEFAULT_INPUT_SIZE_PX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     posenet,
 )
 from perception.models.posenet.predictor import enu_crs, raw_to_estimates
 from perception.training import DataConfig, TrainConfig, TrainSetup, log
-from perception.transforms import AugmentConfig, photometric_augment
+from perception.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugmentConfig,
+    normalize,
+    normalize01,
+    photometric_augment,
+)
 
 
 class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -89,18 +94,14 @@ class PoseNetTask:
         model.set_anchors(self.anchors, self.anchor_spacing)
         return model
 
-    def _norm(self, x01: torch.Tensor) -> torch.Tensor:
-        mean, std = self.mean.to(x01.device), self.std.to(x01.device)
-        return (x01 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.augment_cfg is None:
             return self.prepare(batch)
         x = photometric_augment(batch["image"], self.augment_cfg, generator)
-        return {**batch, "image": self._norm(x)}
+        return {**batch, "image": normalize01(x, self.mean, self.std)}
 
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {**batch, "image": self._norm(batch["image"].float() / 255.0)}
+        return {**batch, "image": normalize(batch["image"], self.mean, self.std)}
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         raw = model(batch["image"])
