@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nodes.commands import pair_of_ints  # noqa: E402
 from perception.models import Checkpoint, PosePredictor, default_weights, get_model  # noqa: E402
-from perception.models.posenet import IMAGENET_MEAN, IMAGENET_STD, parse_size  # noqa: E402
+from perception.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def _checkpoint(args) -> Checkpoint:
@@ -35,7 +36,7 @@ def _checkpoint(args) -> Checkpoint:
         if path.is_file():
             return Checkpoint.load(path)
     backbone = args.backbone or "mobilenet_v3_small"
-    size = parse_size(args.input_size or "160x120")
+    size = pair_of_ints(args.input_size or "160x120", option="--input-size", low=16, high=4096)
     arch = {"backbone": backbone, "hidden": 256, "dropout": 0.2}
     return Checkpoint(model="posenet", arch=arch, state_dict=get_model("posenet", **arch).state_dict(), meta={
         "input_size_px": list(size), "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},

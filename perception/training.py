@@ -1,18 +1,22 @@
-"""The training loop every streetloc model shares (PoseNet now; the detector and segmenter next).
+"""The training loop every streetloc model shares (PoseNet, the segmenter; the detector next).
 
 A model plugs in as a `Task`: it builds its network, turns a batch into a loss, augments a batch on the
 device, validates, and exports a deployable checkpoint. `fit` does the rest, once for all models:
 
-- deterministic with a seed: the data order of epoch ``e`` is a permutation seeded by ``seed + e`` and
-  augmentation draws from a generator seeded the same way, so ``--resume`` continues exactly where the
-  interrupted run would have gone;
-- AdamW, linear warm-up then cosine decay, gradient clipping;
+- deterministic with a seed: the data order of epoch ``e`` is torch's `DistributedSampler` permutation
+  seeded by ``seed + e`` and augmentation draws from a generator seeded the same way, so ``--resume``
+  continues exactly where the interrupted run would have gone;
+- AdamW, linear warm-up then cosine decay (torch's `LinearLR` then `CosineAnnealingLR`), gradient clipping;
 - mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler) and channels_last;
 - validation every epoch, the best model exported (``model.pt``) and the full training state saved
   (``train_state.pt``: weights, optimizer, scheduler, scaler, epoch, history) for ``--resume``;
 - multi-GPU with DDP when started by ``torchrun`` (one process per GPU; ``--batch-size`` is per
   process; batch norm synchronised across GPUs; rank 0 validates and writes);
-- a progress bar with loss, throughput and ETA (stderr; one line per ~10% when not a terminal).
+- a tqdm progress bar with loss, throughput and ETA (stderr; a line per quarter epoch when not a terminal).
+
+A model's training module (named by its registry entry, e.g. `perception.models.posenet.training`)
+offers ``Options`` (a msgspec Struct of its own options; the command layer makes them flags) and
+``make_task(options, data: DataConfig, *, resume_state) -> TrainSetup``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,17 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -66,11 +72,26 @@ class TrainConfig:
         return d
 
 
+@dataclass
+class DataConfig:
+    """Which frames train and validate a model (the ``streetloc train`` flags of the same names)."""
+
+    drives: Sequence[str]  # training drives, ``PATH`` or ``PATH@START:STOP:STEP``
+    val_drives: Sequence[str] = ()  # empty: hold out ``val_fraction`` of the training frames
+    val_fraction: float = 0.1  # held out in contiguous blocks (`perception.datasets.block_split`)
+    seed: int = 0
+    cache_dir: str | os.PathLike | None = None  # decoded frames cached here
+
+
 class Task(Protocol):
-    """What a model brings to the shared loop. Batches are dicts of tensors (default collate)."""
+    """What a model brings to the shared loop. Batches are dicts whose ``image`` is a tensor [B, ...];
+    other values may be tensors or lists of tensors (moved to the device alike). Optional attributes:
+    ``monitor_mode`` (below) and ``collate(samples) -> batch`` (the DataLoader's; default: torch's
+    default collate, which stacks; a detector's ragged boxes need their own)."""
 
     name: str
-    monitor: str  # the validation figure that picks the best epoch (lower is better)
+    monitor: str  # the validation figure that picks the best epoch
+    # monitor_mode: "min" (default: errors, losses) or "max" (mIoU, mAP); an optional attribute
     summary_keys: tuple[str, ...]  # validation figures shown on the epoch line (all go to history.jsonl)
 
     def build_model(self) -> nn.Module: ...
@@ -97,6 +118,14 @@ class Task(Protocol):
     def state(self) -> dict[str, Any]:
         """Task settings that must survive a resume (target normalization...)."""
         ...
+
+
+class TrainSetup(NamedTuple):
+    """What a model's ``make_task`` returns: the task and its training and validation sets."""
+
+    task: Task
+    train_set: torch.utils.data.Dataset
+    val_set: torch.utils.data.Dataset | None
 
 
 @dataclass
@@ -162,92 +191,56 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
-class EpochSampler(torch.utils.data.Sampler[int]):
-    """A permutation seeded by ``seed + epoch``, sharded across DDP ranks (padded to equal length so
-    every rank runs the same number of steps, as DistributedSampler does)."""
-
-    def __init__(self, n: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
-        self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        total = len(self) * self.world_size
-        order += order[: total - len(order)]
-        return iter(order[self.rank: total: self.world_size])
+def to_device(value: Any, device: torch.device) -> Any:
+    """A tensor, or a list/tuple/dict of them (a detector's boxes per image), on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list | tuple):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
 
 
-def lr_factor(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+def saved_task_state(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The task state (`Task.state`) of the run saved in ``out_dir``, None when there is none: a model's
+    ``make_task`` keeps what must not change on ``--resume`` (PoseNet: its frame and normalization)."""
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    return dict(torch.load(path, map_location="cpu", weights_only=True).get("task_state", {}))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int,
+                 min_lr_ratio: float) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from ``lr / warmup_steps`` to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at
+    ``total_steps`` (stepped once per optimizer step)."""
+    base_lr = optimizer.param_groups[0]["lr"]
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=base_lr * min_lr_ratio)
+    if warmup_steps <= 0:
+        return cosine
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0,
+                                               total_iters=warmup_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
+
+def progress_bar(total: int, *, desc: str, enabled: bool = True, stream: Any = None) -> tqdm:
+    """A tqdm bar on stderr: redrawn on a terminal; elsewhere (logs, CI) a line per quarter, so a log
+    file stays short."""
+    stream = stream or sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    extra = {} if tty else {"miniters": max(1, total // 4), "mininterval": 0.0, "ascii": True}
+    return tqdm(total=total, desc=desc, disable=not enabled, file=stream, unit="step", dynamic_ncols=tty,
+                leave=True, **extra)
 
 
 def _fmt_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
+    """Seconds as ``mm:ss`` or ``h:mm:ss``."""
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-class Progress:
-    """A progress bar: ``[epoch 3/30] 45% |#####     | 40/88 loss 0.812 | 93 img/s | ETA 00:31 (total 12:05)``.
-
-    Rewrites one line on a terminal; elsewhere (logs, CI) prints a line every ~10% so a log file stays short.
-    """
-
-    def __init__(self, total: int, *, desc: str, enabled: bool = True, stream=None,
-                 after_s: float = 0.0) -> None:
-        self.total, self.desc, self.enabled = total, desc, enabled
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.perf_counter()
-        self.after_s = after_s  # seconds of work that remain after this bar (later epochs)
-        self.done = 0
-        self._last_print = -1.0
-        self._last_decile = -1
-
-    def update(self, n: int = 1, *, items: int = 0, **figures: float) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        elapsed = now - self.start
-        decile = int(4 * self.done / max(1, self.total))  # off a terminal: a line per quarter
-        finished = self.done >= self.total
-        if self.tty and not finished and now - self._last_print < 0.2:
-            return
-        if not self.tty and not finished and decile == self._last_decile:
-            return
-        self._last_print, self._last_decile = now, decile
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        frac = self.done / max(1, self.total)
-        bar = "#" * int(20 * frac) + " " * (20 - int(20 * frac))
-        figs = " ".join(f"{k} {v:.4g}" for k, v in figures.items())
-        ips = f" | {items / elapsed:.0f} img/s" if items and elapsed > 0 else ""
-        total_eta = f" (all {_fmt_duration(eta + self.after_s)})" if self.after_s else ""
-        line = (f"{self.desc} {100 * frac:3.0f}% |{bar}| {self.done}/{self.total} {figs}{ips} "
-                f"| ETA {_fmt_duration(eta)}{total_eta}")
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if finished else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 def log(msg: str, *, enabled: bool = True) -> None:
@@ -286,15 +279,17 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     if dist_info.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = EpochSampler(len(train_set), seed=config.seed, rank=dist_info.rank, world_size=dist_info.world_size)
+    # num_replicas/rank given: works without a process group (one process) and under torchrun alike
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                                  shuffle=True, seed=config.seed)
+    collate = getattr(task, "collate", None)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
         drop_last=len(sampler) > config.batch_size, pin_memory=cuda, persistent_workers=config.num_workers > 0)
     steps_per_epoch = max(1, len(loader))
     total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
-        s, total_steps=total_steps, warmup_steps=int(config.warmup_epochs * steps_per_epoch),
-        min_ratio=config.min_lr_ratio))
+    scheduler = lr_scheduler(optimizer, total_steps=total_steps,
+                             warmup_steps=int(config.warmup_epochs * steps_per_epoch), min_lr_ratio=config.min_lr_ratio)
     amp_dtype = None
     if cuda and config.amp:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -313,8 +308,16 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
             raise ValueError(f"--resume: {state_path} was trained with other data settings "
                              f"({state.get('task_state')}); start a new --out directory")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if set(state["scheduler"]) == set(scheduler.state_dict()):
+            scheduler.load_state_dict(state["scheduler"])
+        else:
+            # a run saved before the schedule was torch's LinearLR + CosineAnnealingLR (a LambdaLR of
+            # the same curve): walk the schedule to the saved step instead
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                for _ in range(int(state["scheduler"].get("last_epoch", 0))):
+                    scheduler.step()
+        optimizer.load_state_dict(state["optimizer"])  # after the walk: the lr is the saved one
         scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"]) + 1
         history = list(state.get("history", []))
@@ -331,6 +334,7 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     val_loader = None
     if val_set is not None and len(val_set) > 0:
         val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(64, config.batch_size), shuffle=False,
+                                                 collate_fn=collate,
                                                  num_workers=config.num_workers, pin_memory=cuda)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, config.epochs):
@@ -338,13 +342,13 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
         sampler.set_epoch(epoch)
         aug_gen = torch.Generator(device=device).manual_seed(config.seed * 1000003 + epoch)
         ddp_model.train()
-        remaining = (config.epochs - epoch - 1) * (float(np.mean(epoch_times)) if epoch_times else 0.0)
-        bar = Progress(steps_per_epoch, desc=f"[{task.name} epoch {epoch + 1}/{config.epochs}]",
-                       enabled=config.progress and main, after_s=remaining)
+        remaining_s = (config.epochs - epoch - 1) * (float(np.mean(epoch_times)) if epoch_times else 0.0)
+        bar = progress_bar(steps_per_epoch, desc=f"[{task.name} epoch {epoch + 1}/{config.epochs}]",
+                           enabled=config.progress and main)
         running: dict[str, float] = {}
         seen = 0
         for step, batch in enumerate(loader):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = {k: to_device(v, device) for k, v in batch.items()}
             batch = task.augment(batch, aug_gen)
             if cuda and config.channels_last and batch["image"].ndim == 4:
                 batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
@@ -366,7 +370,12 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
             figures = {"loss": float(loss.detach()), **figures}
             for k, v in figures.items():  # exponential running means: the bar shows a trend, not noise
                 running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
-            bar.update(items=seen, **running, lr=scheduler.get_last_lr()[0])
+            elapsed_s = max(1e-9, time.perf_counter() - t_epoch)
+            left_s = (steps_per_epoch - step - 1) * elapsed_s / (step + 1) + remaining_s
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in running.items()}, "lr": f"{scheduler.get_last_lr()[0]:.3g}",
+                             "img/s": f"{seen / elapsed_s:.0f}", "all": _fmt_duration(left_s)}, refresh=False)
+            bar.update()
+        bar.close()
         record: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
                                   "lr": scheduler.get_last_lr()[0]}
         metrics: dict[str, float] = {}
@@ -378,7 +387,9 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
         record["epoch_s"] = epoch_times[-1]
         history.append(record)
         if main:
-            value = metrics.get(task.monitor, math.inf) if metrics else -float(epoch)  # no val: keep the last
+            sign = -1.0 if getattr(task, "monitor_mode", "min") == "max" else 1.0
+            value = sign * metrics.get(task.monitor, sign * math.inf) if metrics else -float(epoch)  # no val: the last
+            value = value if math.isfinite(value) else math.inf  # a NaN figure never beats a number
             improved = value <= best_value
             if improved:
                 best_value, best_epoch, best_metrics = value, epoch + 1, dict(metrics)

@@ -1,5 +1,7 @@
 """``streetloc evaluate MODEL --model CKPT --data DRIVE...``: score a checkpoint against a drive's ground
-truth (PoseNet: position/heading errors and whether the predicted uncertainty is honest)."""
+truth (PoseNet: position/heading errors and whether the predicted uncertainty is honest; the segmenter:
+per-class IoU and mIoU). The subcommands come from the model registry: every model with an evaluation
+module (``evaluate``, ``format_report``: `perception.evaluation`) gets one."""
 
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ def _clean(value):
 def _run(args: argparse.Namespace) -> int:
     from perception.models import get_model_entry
 
-    entry = get_model_entry(args.model_name)
-    result = entry.evaluate(args)
+    module = get_model_entry(args.model_name).evaluation_module()
+    result = module.evaluate(args.model, args.data, device=args.device, batch_size=args.batch_size,
+                             cache_dir=args.cache_dir, record=args.record)
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
-        print(entry.format_report(result))
+        print(module.format_report(result))
     return 0
 
 
@@ -35,12 +38,12 @@ def add_parser(subparsers) -> None:
     from perception.models import get_model_entry, list_models
 
     parser = subparsers.add_parser(
-        "evaluate", help="score a trained model on drives (errors, uncertainty honesty)",
+        "evaluate", help="score a trained model on drives (errors, uncertainty honesty, IoU)",
         description="Run a checkpoint over every frame of the drives and compare with their ground truth.")
     models = parser.add_subparsers(dest="model_name", metavar="MODEL")
     for name in list_models():
         entry = get_model_entry(name)
-        if entry.evaluate is None:
+        if not entry.evaluation:
             continue
         p = models.add_parser(name, help=entry.description)
         p.add_argument("--model", default=None, metavar="CKPT",

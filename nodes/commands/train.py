@@ -1,34 +1,46 @@
 """``streetloc train MODEL --data DRIVE...``: train a registered model on drives (the loop in
 `perception.training`, shared by every model). Multi-GPU: ``torchrun --nproc-per-node=N -m nodes.cli
-train MODEL ...`` (see docs/posenet.md)."""
+train MODEL ...`` (see docs/posenet.md).
+
+The subcommands come from the model registry: every model with a training module gets one, with the
+shared flags below and the model's own from its ``Options`` struct (`perception.training`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import shutil
 from pathlib import Path
+from typing import Any
 
-from nodes.commands import positive_float, positive_int
+import msgspec
+from msgspec import inspect as mi
+
+from nodes.commands import pair_of_ints, positive_float, positive_int
 
 
 def _run(args: argparse.Namespace) -> int:
     from perception.models import get_model_entry
-    from perception.training import TrainConfig, fit, log
+    from perception.training import DataConfig, TrainConfig, fit, log, saved_task_state
 
     entry = get_model_entry(args.model)
+    module = entry.training_module()
     if not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction {args.val_fraction!r} is outside [0, 1)")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)  # before decoding too: data loading uses torch ops
-    task, train_set, val_set = entry.task_factory(args)
+    options = options_from_args(args, module.Options)
+    data = DataConfig(drives=args.data, val_drives=args.val_data or (), val_fraction=args.val_fraction,
+                      seed=args.seed, cache_dir=args.cache_dir)
+    setup = module.make_task(options, data, resume_state=saved_task_state(args.out) if args.resume else None)
     config = TrainConfig(
         out_dir=Path(args.out), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, seed=args.seed, device=args.device,
         amp=not args.no_amp, num_workers=args.workers, threads=args.threads, resume=args.resume,
         progress=not args.quiet)
-    result = fit(task, train_set, val_set, config)
+    result = fit(setup.task, setup.train_set, setup.val_set, config)
     if result.model_path is None:  # a DDP rank other than 0
         return 0
     log(f"done in {result.wall_s / 60:.1f} min: best epoch {result.best_epoch}, "
@@ -42,17 +54,77 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ a model's Options struct as flags
+
+
+def add_options_arguments(parser: argparse.ArgumentParser, options_type: type[msgspec.Struct]) -> None:
+    """One flag per field of ``options_type`` (``input_size`` -> ``--input-size``): type, choices and
+    default from the annotation; help from ``Meta(description=...)``; a pair of ints is ``AxB`` (``extra``:
+    ``metavar``, ``low``, ``high``); a bool that defaults to true is ``--no-NAME``."""
+    for f in mi.type_info(options_type).fields:  # type: ignore[attr-defined]
+        t, description, extra = f.type, "", {}
+        if isinstance(t, mi.Metadata):
+            description = (t.extra_json_schema or {}).get("description", "")
+            extra = t.extra or {}
+            t = t.type
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(t, mi.BoolType):
+            if f.default:
+                parser.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false",
+                                    help=f"without {description}")
+            else:
+                parser.add_argument(flag, dest=f.name, action="store_true", help=description)
+            continue
+        kw: dict[str, Any] = {"dest": f.name, "default": f.default}
+        if isinstance(t, mi.TupleType) and len(t.item_types) == 2:
+            # parsed in options_from_args: a bad value is then one line and exit 2, as every bad input
+            metavar = extra.get("metavar", "AxB")
+            kw.update(metavar=metavar, type=str)
+            shown = f"{f.default[0]}x{f.default[1]}"
+        elif isinstance(t, mi.LiteralType):
+            kw.update(choices=t.values, type=type(t.values[0]))
+            shown = f.default
+        else:
+            kw["type"] = {mi.IntType: int, mi.FloatType: float, mi.StrType: str}[type(t)]
+            shown = f.default
+        parser.add_argument(flag, help=f"{description} (default {shown})".replace("%", "%%"), **kw)
+
+
+def options_from_args(args: argparse.Namespace, options_type: type[msgspec.Struct]) -> msgspec.Struct:
+    """The options struct from parsed flags; its bounds checked (ValueError naming the flag)."""
+    values = {}
+    for f in mi.type_info(options_type).fields:  # type: ignore[attr-defined]
+        value = getattr(args, f.name)
+        t = f.type.type if isinstance(f.type, mi.Metadata) else f.type
+        if isinstance(t, mi.TupleType) and isinstance(value, str):
+            extra = (f.type.extra if isinstance(f.type, mi.Metadata) else None) or {}
+            try:
+                value = pair_of_ints(value, option="--" + f.name.replace("_", "-"),
+                                     names=extra.get("metavar", "AxB"), low=extra.get("low", 1),
+                                     high=extra.get("high", 1 << 16))
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(str(exc)) from None
+        values[f.name] = value
+    try:
+        return msgspec.convert(values, options_type)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        name = text.rpartition("`$.")[2].rstrip("`").split("[")[0]
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"{flag} {values.get(name)!r}: {text.partition(' - at ')[0]}") from None
+
+
 def add_parser(subparsers) -> None:
     from perception.models import get_model_entry, list_models
 
     parser = subparsers.add_parser(
-        "train", help="train a model (posenet, ...) on drives",
+        "train", help="train a model (" + ", ".join(list_models()) + ") on drives",
         description="Train a model from scratch on drives (synthetic or imported), validating every epoch. "
         "Writes OUT/model.pt (the best epoch), OUT/train_state.pt (for --resume) and OUT/history.jsonl.")
     models = parser.add_subparsers(dest="model", metavar="MODEL")
     for name in list_models():
         entry = get_model_entry(name)
-        if entry.task_factory is None:
+        if not entry.training:
             continue
         p = models.add_parser(name, help=entry.description)
         p.add_argument("--data", nargs="+", required=True, metavar="DRIVE",
@@ -77,7 +149,6 @@ def add_parser(subparsers) -> None:
         p.add_argument("--cache-dir", default=None,
                        help="cache decoded, resized frames here (a second run skips JPEG decoding)")
         p.add_argument("--quiet", action="store_true", help="no progress bar (epoch lines only)")
-        if entry.add_train_arguments is not None:
-            entry.add_train_arguments(p)
+        add_options_arguments(p.add_argument_group(f"{name} options"), entry.training_module().Options)
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

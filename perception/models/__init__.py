@@ -4,10 +4,10 @@
 >>> model = get_model("posenet", backbone="resnet18")        # untrained, from scratch
 >>> predictor = PosePredictor()                               # the default checkpoint, ready to localize
 
-The detector and segmenter register here too (one module each, imported below).
+Each model registers itself when its package or module is imported below (the detector joins next).
 """
 
-from perception.models import posenet  # noqa: F401 - registers "posenet"
+from perception.models import posenet, segmenter  # noqa: F401 - they register "posenet" and "segmenter"
 from perception.models._api import (
     Checkpoint,
     ModelEntry,

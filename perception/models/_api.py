@@ -1,14 +1,17 @@
 """The model registry and the checkpoint record, after torchvision's ``models/_api.py``.
 
-A *model* is registered by name with its builder (keyword-only options, ``weights=``), the training
-task that teaches it (``streetloc train NAME``) and the evaluator that scores it (``streetloc evaluate
-NAME``). *Weights* are registered by name too: a checkpoint file shipped in ``perception/weights/``
-whose record says everything needed to use it — input size, normalization, classes or geo origin, the
-data it was trained on, the recipe, and its measured accuracy.
+A *model* is registered by name with its builder (keyword-only options, ``weights=``) and, as
+metadata, the modules that train and score it: ``training`` offers ``Options`` and ``make_task`` (see
+`perception.training`), ``evaluation`` offers ``evaluate`` and ``format_report`` (see
+`perception.evaluation`). ``streetloc train NAME`` / ``streetloc evaluate NAME`` dispatch on these
+entries; the registry itself holds no command-line code. *Weights* are registered by name too: a
+checkpoint file shipped in ``perception/weights/`` whose record says everything needed to use it —
+input size, normalization, classes or geo origin, the data it was trained on, the recipe, and its
+measured accuracy.
 
 >>> from perception.models import get_model, get_weights, list_models
 >>> list_models()
-['posenet']
+['posenet', 'segmenter']
 >>> ckpt = get_weights("posenet_synthetic_city").load()      # the default PoseNet checkpoint
 >>> model = get_model("posenet", weights=ckpt)                 # built and loaded, eval mode
 
@@ -20,14 +23,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
+
+from perception.transforms import ImageTransform
 
 CHECKPOINT_FORMAT = "streetloc-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -116,6 +123,10 @@ class Checkpoint:
         w, h = self.meta["input_size_px"]
         return int(w), int(h)
 
+    def transforms(self) -> ImageTransform:
+        """The preprocessing its network takes (resize, normalization), from the record."""
+        return ImageTransform.from_meta(self.meta, where=f"checkpoint {self.model_id}")
+
 
 def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     """sha256 hex of the weights (names, dtypes as fp16, values): stable across save/load round trips."""
@@ -138,20 +149,24 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, and (optionally) what trains and evaluates it.
-
-    ``task_factory(args) -> Task`` builds the training task (see ``perception.training``);
-    ``add_train_arguments(parser)`` adds the model's own options to ``streetloc train NAME``;
-    ``evaluate(args) -> dict`` runs ``streetloc evaluate NAME`` and ``format_report(dict) -> str`` prints it.
-    """
+    """A registered model: its builder, and the modules (dotted names, imported on demand so that
+    loading a model never loads its training code) that train and evaluate it ("" where none)."""
 
     name: str
     builder: Callable[..., nn.Module]
     description: str = ""
-    add_train_arguments: Callable[[Any], None] | None = None
-    task_factory: Callable[[Any], Any] | None = None
-    evaluate: Callable[[Any], dict] | None = None
-    format_report: Callable[[dict], str] | None = None
+    training: str = ""  # a module with ``Options`` and ``make_task`` (see perception.training)
+    evaluation: str = ""  # a module with ``evaluate`` and ``format_report`` (see perception.evaluation)
+
+    def training_module(self) -> ModuleType:
+        if not self.training:
+            raise ValueError(f"model {self.name!r} has no training module")
+        return importlib.import_module(self.training)
+
+    def evaluation_module(self) -> ModuleType:
+        if not self.evaluation:
+            raise ValueError(f"model {self.name!r} has no evaluation module")
+        return importlib.import_module(self.evaluation)
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,16 @@ class WeightsEntry:
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.filename
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The checkpoint's record (input size, normalization, classes or geo origin, training data,
+        recipe, metrics): torchvision's ``Weights.meta``. Reads the file."""
+        return self.load().meta
+
+    def transforms(self) -> ImageTransform:
+        """The preprocessing these weights take (torchvision's ``Weights.transforms``)."""
+        return self.load().transforms()
 
     def load(self) -> Checkpoint:
         if not self.path.is_file():
@@ -189,11 +214,6 @@ def register_model(name: str, **entry: Any) -> Callable[[Callable[..., nn.Module
         return builder
 
     return wrap
-
-
-def update_model_entry(name: str, **fields: Any) -> None:
-    """Attach training/evaluation hooks to a registered model (they live beside the builder)."""
-    _MODELS[name] = ModelEntry(**{**_MODELS[name].__dict__, **fields})
 
 
 def register_weights(entry: WeightsEntry) -> None:
@@ -233,7 +253,7 @@ def default_weights(model: str) -> WeightsEntry:
     for entry in _WEIGHTS.values():
         if entry.model == model and entry.default:
             return entry
-    raise ValueError(f"model {model!r} has no default weights")
+    raise ValueError(f"model {model!r} has no default weights; name a checkpoint file")
 
 
 def resolve_checkpoint(spec: str | os.PathLike | Checkpoint | None, *, model: str) -> Checkpoint:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from localization.geodesy import GeoOrigin, LocalFrame
-from perception.datasets import DriveSpec, PoseDataset, block_split, load_pose_frames, resize_to_input
+from perception.datasets import DriveSpec, block_split, load_frames, resize_to_input
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+from perception.models.posenet.data import PoseDataset, load_pose_frames
 
 T0_NS = 1_700_000_000_000_000_000
 ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
@@ -100,3 +103,33 @@ def test_resize_accepts_mono_and_rejects_non_images():
     assert resize_to_input(np.zeros((10, 20), np.uint8), (8, 6)).shape == (3, 6, 8)
     with pytest.raises(ValueError, match="uint8"):
         resize_to_input(np.zeros((10, 20, 4), np.uint8), (8, 6))
+
+
+class _BoxTruth:
+    """A detector-style truth: a different number of boxes per frame (ragged)."""
+
+    key = "test-boxes"
+    what = "boxes"
+    gps = "none"
+
+    def open(self, reader, size_px):
+        boxes = {b.stamp_ns: b for b in reader.boxes()}
+
+        def read(frame):
+            b = boxes.get(frame.stamp_ns)
+            return "no_boxes" if b is None else {"boxes": b.boxes_xyxy_px, "n": len(b.class_ids)}
+
+        return read
+
+
+def test_ragged_truth_is_kept_per_frame_and_survives_the_cache_and_subsets(tmp_path):
+    drive = str(Path(__file__).resolve().parents[2] / "sim_data" / "drives" / "train_small.mcap")
+    first = load_frames([f"{drive}@::10"], size_px=(32, 24), truth=_BoxTruth(), cache_dir=tmp_path)
+    boxes, counts = first.truth["boxes"], first.truth["n"]
+    assert isinstance(boxes, list) and len(boxes) == len(first) == len(counts)
+    assert [len(b) for b in boxes] == counts.tolist() and len(set(counts.tolist())) > 1  # really ragged
+    again = load_frames([f"{drive}@::10"], size_px=(32, 24), truth=_BoxTruth(), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(boxes, again.truth["boxes"], strict=True))
+    part = first.subset([2, 0])
+    assert np.array_equal(part.truth["boxes"][0], boxes[2]) and part.truth["n"].tolist() == [counts[2], counts[0]]

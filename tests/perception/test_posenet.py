@@ -12,22 +12,22 @@ import torch
 from localization.geodesy import GeoOrigin, LocalFrame
 from nodes.cli import main as cli
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
-from perception.evaluation import calibrate_scales, pose_errors, summarize_pose_errors
+from perception.evaluation import summary_stats
 from perception.models import Checkpoint, PosePredictor, get_model, list_models, resolve_checkpoint
-from perception.models.posenet import (
+from perception.models.posenet.anchors import fit_anchors
+from perception.models.posenet.data import load_pose_frames
+from perception.models.posenet.evaluation import calibrate_scales, pose_errors, summarize_pose_errors
+from perception.models.posenet.loss import pose_nll
+from perception.models.posenet.network import (
     HEADING,
     NUM_FIXED,
     POS_CORR,
     POS_LOG_VAR,
-    AugmentConfig,
-    PoseEstimates,
-    fit_anchors,
     logits_slice,
     offsets_slice,
-    photometric_augment,
-    pose_nll,
-    raw_to_estimates,
 )
+from perception.models.posenet.predictor import PoseEstimates, raw_to_estimates
+from perception.transforms import AugmentConfig, photometric_augment
 
 T0_NS = 1_700_000_000_000_000_000
 ORIGIN = GeoOrigin(34.05, -118.24, 0.0)
@@ -216,6 +216,36 @@ def test_calibration_widens_an_overconfident_covariance_only():
         "position_cov_scale"] == 1.0
 
 
+def test_summary_of_known_errors_is_their_median_mean_p95_and_max():
+    values = np.array([7.0, 1.0, 9.0, 3.0, 5.0, 100.0, np.nan])  # unsorted, one undefined
+    figures = summary_stats(values, name="position_error", unit="m")
+    assert figures == {
+        "position_error_m_median": 6.0,  # (5 + 7) / 2 of the sorted finite values
+        "position_error_m_mean": pytest.approx(125.0 / 6.0),
+        "position_error_m_p95": pytest.approx(9.0 + 0.75 * (100.0 - 9.0)),  # rank 0.95 * 5 = 4.75
+        "position_error_m_max": 100.0,
+    }
+    assert summary_stats(np.array([np.nan]), name="x", unit="m") == {}
+
+
+def test_position_error_is_the_horizontal_distance_of_both_axes():
+    n = 4
+    est = PoseEstimates(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.tile(np.eye(2) * 4.0, (n, 1, 1)),
+                        np.array([10.0, 350.0, 90.0, 0.0]), np.full(n, 5.0))
+    east = np.array([3.0, 0.0, -6.0, 0.0])
+    north = np.array([4.0, 2.0, 8.0, 0.0])
+    errors = pose_errors(est, east, north, np.array([350.0, 10.0, 100.0, np.nan]))
+    np.testing.assert_allclose(errors.position_error_m, [5.0, 2.0, 10.0, 0.0])
+    np.testing.assert_allclose(errors.error_enu_m, np.stack([east, north], 1))
+    np.testing.assert_allclose(errors.mahalanobis2, [25 / 4, 4 / 4, 100 / 4, 0.0])
+    np.testing.assert_allclose(errors.heading_error_deg[:3], [20.0, 20.0, 10.0])  # across north, both ways
+    assert np.isnan(errors.heading_error_deg[3])
+    summary = summarize_pose_errors(errors)
+    assert summary["position_error_m_median"] == pytest.approx(3.5)  # sorted 0, 2, 5, 10
+    assert summary["within_95_ellipse"] == pytest.approx(0.5)  # d^2 6.25 and 25 are outside 5.99
+    assert summary["frames_with_heading"] == 3
+
+
 def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     drive = write_drive(tmp_path / "corridor.mcap")
     out = tmp_path / "run"
@@ -237,9 +267,19 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert cli(["evaluate", "posenet", "--model", str(out / "model.pt"), "--data", f"{drive}@1::2", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["frames"] == 32 and figures["model_id"] == Checkpoint.load(out / "model.pt").model_id
-    for key in ("position_error_m_median", "position_error_m_mean", "position_error_m_p95", "position_error_m_max",
-                "heading_error_deg_median", "within_95_ellipse"):
-        assert isinstance(figures[key], float), key
+    # the figures are those of the model's own predictions on those frames, computed here by hand
+    predictor = PosePredictor(str(out / "model.pt"), device="cpu")
+    frames = load_pose_frames([f"{drive}@1::2"], size_px=predictor.input_size_px, frame=predictor.frame)
+    est = predictor.predict(frames.images)
+    dist_m = np.sqrt((est.east_m - frames.east_m) ** 2 + (est.north_m - frames.north_m) ** 2)
+    ordered = np.sort(dist_m)
+    assert figures["position_error_m_median"] == pytest.approx((ordered[15] + ordered[16]) / 2, rel=1e-9)
+    assert figures["position_error_m_mean"] == pytest.approx(dist_m.mean(), rel=1e-9)
+    assert figures["position_error_m_p95"] == pytest.approx(ordered[29] + 0.45 * (ordered[30] - ordered[29]), rel=1e-9)
+    assert figures["position_error_m_max"] == pytest.approx(ordered[-1], rel=1e-9)
+    heading_err = np.abs((est.heading_deg - 90.0 + 180.0) % 360.0 - 180.0)  # the corridor runs east
+    assert figures["heading_error_deg_median"] == pytest.approx(np.median(heading_err), rel=1e-6)
+    assert 0.0 <= figures["within_95_ellipse"] <= 1.0
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
@@ -254,7 +294,6 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 def test_default_checkpoint_is_shipped_and_localizes_the_demo_drive_of_its_city():
     """The default weights load with no name, carry their held-out accuracy, and localize the shipped
     demo drive (the held-out test_loop route in the default city they were trained on)."""
-    from perception.datasets import load_pose_frames
     from perception.models import default_weights
     from sim_data import DEFAULT_DEMO_DRIVE
 
@@ -269,3 +308,37 @@ def test_default_checkpoint_is_shipped_and_localizes_the_demo_drive_of_its_city(
     est = predictor.predict(frames.images)
     err = np.hypot(est.east_m - frames.east_m, est.north_m - frames.north_m)
     assert np.median(err) < 10.0, np.median(err)  # measured: 0.8 m
+
+
+def test_weights_record_carries_meta_and_the_preprocessing_the_predictor_uses():
+    from perception.models import get_weights
+
+    weights = get_weights("posenet_synthetic_city")
+    assert weights.meta["input_size_px"] == [128, 96] and "geo_origin" in weights.meta
+    transform = weights.transforms()
+    image_bgr = np.zeros((240, 320, 3), np.uint8)
+    image_bgr[..., 2] = 255  # red
+    rgb = transform.resize(image_bgr)
+    assert rgb.shape == (3, 96, 128) and rgb[0].min() == 255 and rgb[2].max() == 0
+    x = transform(torch.from_numpy(rgb)[None])
+    assert x[0, 0, 0, 0].item() == pytest.approx((1.0 - 0.485) / 0.229)
+    predictor = PosePredictor(None, device="cpu")
+    assert torch.equal(predictor.predict_raw(torch.from_numpy(rgb)[None]),
+                       predictor.model(x).float())
+
+
+def test_default_checkpoint_scores_the_demo_drive_as_recorded():
+    """The shipped checkpoint on the shipped demo drive gives the figures measured before the models were
+    split into modules (2026-12-01, `streetloc evaluate posenet --data demo_city.mcap --json`): a
+    regression in loading, preprocessing, decoding or scoring moves them."""
+    from perception.models.posenet.evaluation import evaluate
+    from sim_data import DEFAULT_DEMO_DRIVE
+
+    r = evaluate(None, [DEFAULT_DEMO_DRIVE], device="cpu")
+    assert r["model_id"] == "posenet-f09b1cf9" and r["frames"] == 150
+    recorded = {"position_error_m_median": 0.7607164515527253, "position_error_m_mean": 11.165324797845182,
+                "position_error_m_p95": 44.08708341990639, "position_error_m_max": 301.78660198573806,
+                "heading_error_deg_median": 0.07134350033555847, "within_95_ellipse": 1.0,
+                "heading_within_95": 0.9866666666666667, "predicted_std_m_median": 26.107954994187207}
+    for key, value in recorded.items():
+        assert r[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key

@@ -10,15 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from perception.training import (
-    MODEL_FILE,
-    STATE_FILE,
-    EpochSampler,
-    Progress,
-    TrainConfig,
-    fit,
-    lr_factor,
-)
+from perception.training import MODEL_FILE, STATE_FILE, TrainConfig, fit, lr_scheduler, progress_bar
 
 
 class ToyTask:
@@ -124,28 +116,80 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
     assert a.history[0]["val_mae"] != c.history[0]["val_mae"]
 
 
-def test_epoch_sampler_shards_a_permutation_across_ranks():
-    shards = [list(EpochSampler(10, seed=1, rank=r, world_size=3)) for r in range(3)]
-    assert all(len(s) == 4 for s in shards)
-    assert set(sum(shards, [])) == set(range(10))
-    one = EpochSampler(10, seed=1)
-    first = list(one)
-    one.set_epoch(1)
-    assert sorted(first) == list(range(10)) and list(one) != first
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = lr_scheduler(opt, total_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[5] == pytest.approx(0.1 + 0.9 * 5 / 10)
+    assert lrs[10] == pytest.approx(1.0)
+    # cosine: half-way through the decay the lr is half-way between peak and floor
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-6)
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert sched.get_last_lr()[0] == pytest.approx(0.1, abs=1e-6)
+    assert math.isclose(max(lrs), 1.0)
 
 
-def test_lr_warms_up_then_decays():
-    f = [lr_factor(s, total_steps=100, warmup_steps=10, min_ratio=0.1) for s in range(100)]
-    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False)) and f[-1] == pytest.approx(0.1, abs=1e-3)
-    assert math.isclose(max(f), 1.0)
+def test_lr_schedule_state_resumes_where_it_stopped():
+    def run(steps, state=None):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = lr_scheduler(opt, total_steps=50, warmup_steps=5, min_lr_ratio=0.0)
+        if state:
+            opt.load_state_dict(state[0])
+            sched.load_state_dict(state[1])
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+        return opt, sched
+
+    straight = run(30)[1].get_last_lr()[0]
+    opt, sched = run(12)
+    resumed = run(18, (opt.state_dict(), sched.state_dict()))[1].get_last_lr()[0]
+    assert resumed == pytest.approx(straight)
+
+
+def test_data_order_is_a_permutation_per_epoch_fixed_by_the_seed(tmp_path):
+    """fit draws its order from DistributedSampler seeded by the config: same seed, same order."""
+    seen: list[list[float]] = []
+
+    class Recording(ToyTask):
+        def loss(self, model, batch):
+            seen[-1].extend(batch["target"].tolist())
+            return super().loss(model, batch)
+
+    for run in ("a", "b"):
+        seen.append([])
+        fit(Recording(), ToyData(32, 0), None, _config(tmp_path / run, epochs=2))
+    assert seen[0] == seen[1]
+    epoch1, epoch2 = seen[0][:32], seen[0][32:]
+    assert sorted(epoch1) == sorted(ToyData(32, 0).target.tolist()) and epoch1 != epoch2
 
 
 def test_progress_prints_loss_and_eta_lines_off_a_terminal():
     out = io.StringIO()
-    bar = Progress(8, desc="[toy epoch 1/2]", stream=out, after_s=60)
+    bar = progress_bar(8, desc="[toy epoch 1/2]", stream=out)
     for _ in range(8):
-        bar.update(items=32, loss=0.5)
-    lines = out.getvalue().splitlines()
-    assert 2 <= len(lines) <= 5  # a line per quarter, not per step
-    assert "loss 0.5" in lines[-1] and "ETA" in lines[-1] and "8/8" in lines[-1]
+        bar.set_postfix(loss="0.5", refresh=False)
+        bar.update()
+    bar.close()
+    lines = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    assert 2 <= len(lines) <= 6  # a line per quarter, not per step
+    assert "loss=0.5" in lines[-1] and "8/8" in lines[-1] and "<" in lines[-1]  # tqdm: elapsed<remaining
+
+
+def test_resume_of_a_run_saved_with_the_old_lambda_schedule_goes_on_at_its_step(tmp_path):
+    fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path, epochs=2))
+    state_path = tmp_path / STATE_FILE
+    state = torch.load(state_path, weights_only=True)
+    steps = state["scheduler"]["last_epoch"]
+    # what the LambdaLR of earlier streetloc versions saved
+    state["scheduler"] = {"base_lrs": [2e-2], "last_epoch": steps, "_step_count": steps + 1, "_last_lr": [1e-2],
+                          "lr_lambdas": [None]}
+    torch.save(state, state_path)
+    resumed = fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path, epochs=4, resume=True))
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    straight = fit(ToyTask(), ToyData(64, 0), None, _config(tmp_path / "straight", epochs=4))
+    assert resumed.history[-1]["lr"] == pytest.approx(straight.history[-1]["lr"])

@@ -1,0 +1,223 @@
+"""PoseNet (Kendall et al., ICCV 2015): from one street image, the camera's position and heading.
+
+A torchvision backbone (MobileNetV3 or ResNet, trained from scratch) and a small head give, per image,
+the position as *anchor + offset* (Saha et al., BMVC 2018, "Improved visual relocalization by
+discovering anchor points"): K anchor points spread over the training area (k-means of the training
+positions, stored in the checkpoint) are scored by a softmax, and each anchor regresses the offset from
+itself to the camera. Plain east/north regression from scratch crawled to ~40 m after 15 epochs on the
+synthetic city; deciding *which stretch of street* is a classification a CNN learns far faster, and the
+offset regression then only has to resolve metres.
+
+| output slice          | meaning                                                                    |
+|-----------------------|----------------------------------------------------------------------------|
+| ``HEADING``           | (sin, cos) of the heading (clockwise from north); any length, direction counts |
+| ``POS_LOG_VAR``       | log-variances of the east and north offset error, normalized units squared  |
+| ``POS_CORR``          | east-north correlation of that error, through tanh (scaled to +-0.95)       |
+| ``HEADING_LOG_VAR``   | log-variance of the heading in rad^2 (a von Mises concentration 1/var)      |
+| ``logits_slice(K)``   | anchor scores [K]                                                           |
+| ``offsets_slice(K)``  | per-anchor (east, north) offsets [K, 2], in units of the anchor spacing     |
+
+Positions are normalized, ``(x - center_enu_m) / scale_m`` in the checkpoint's ENU frame (pyproj).
+The learned log-variances are Kendall & Cipolla's (CVPR 2017) uncertainty weighting of the position and
+heading losses, made per image (heteroscedastic) so that each fix gets its own covariance: the loss is
+the negative log-likelihood of the truth under a 2-D Gaussian for the offset and a von Mises density for
+the heading, plus the cross-entropy of the anchor scores. A fix's covariance is the offset covariance
+plus the spread of the anchors' candidate positions under the softmax (moment matching the mixture), so
+a view that could be one of two streets gets an ellipse covering both — not a confident wrong answer.
+
+Outputs become lat/lon with the geo origin stored in the checkpoint (`PosePredictor`).
+
+This module is the network, its builder and weights, and the layout of its output (`decode`); the loss
+is in `loss`, inference in `predictor`, the training task in `training`, the anchors' k-means in
+`anchors`, the figures in `evaluation`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from perception.models._api import (
+    Checkpoint,
+    WeightsEntry,
+    register_model,
+    register_weights,
+    resolve_checkpoint,
+)
+
+# Named slices of the head's output [B, NUM_FIXED + 3K] (never bare indices).
+HEADING = slice(0, 2)
+POS_LOG_VAR = slice(2, 4)
+POS_CORR = 4
+HEADING_LOG_VAR = 5
+NUM_FIXED = 6
+
+
+def logits_slice(num_anchors: int) -> slice:
+    return slice(NUM_FIXED, NUM_FIXED + num_anchors)
+
+
+def offsets_slice(num_anchors: int) -> slice:
+    return slice(NUM_FIXED + num_anchors, NUM_FIXED + 3 * num_anchors)
+
+
+BACKBONES = ("mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet34")
+DEFAULT_BACKBONE = "mobilenet_v3_small"
+DEFAULT_INPUT_SIZE_PX = (160, 120)  # (width, height): 4:3 like the synthetic camera
+DEFAULT_ANCHORS = 256
+# log-variance bounds (normalized units): keep exp() finite and stop the NLL from paying any error
+# off by blowing up the variance, or from chasing exact fits with a vanishing one
+LOG_VAR_MIN, LOG_VAR_MAX = -18.0, 4.0
+HEADING_LOG_VAR_MIN, HEADING_LOG_VAR_MAX = -12.0, 3.0
+MAX_CORR = 0.95
+SOFT_LABEL_SIGMA = 0.5  # anchor soft labels: Gaussian of this many anchor spacings around the truth
+OFFSET_ANCHORS = 3  # the nearest anchors that learn to point at the truth (and so matter in the mixture)
+
+
+def _backbone(name: str) -> tuple[nn.Module, int]:
+    """(feature extractor [B,3,H,W] -> [B,C,h,w], C), randomly initialised (no weights can be downloaded)."""
+    if name in ("mobilenet_v3_small", "mobilenet_v3_large"):
+        net = getattr(torchvision.models, name)(weights=None)
+        return net.features, net.features[-1].out_channels
+    if name in ("resnet18", "resnet34"):
+        net = getattr(torchvision.models, name)(weights=None)
+        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+    raise ValueError(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")
+
+
+class PoseNet(nn.Module):
+    """Image -> raw pose outputs.
+
+    forward: float [B, 3, H, W] (normalized RGB) -> float [B, NUM_FIXED + 3K] (see the module docstring).
+    Buffers: ``anchors`` [K, 2] (normalized east/north), ``offset_scale`` [] (normalized units per unit
+    of offset output: the anchor spacing), set from the training data with `set_anchors`.
+    """
+
+    def __init__(self, *, backbone: str = DEFAULT_BACKBONE, hidden: int = 256, dropout: float = 0.2,
+                 num_anchors: int = DEFAULT_ANCHORS, pool_grid: tuple[int, int] | list[int] = (3, 4)) -> None:
+        super().__init__()
+        if num_anchors < 1:
+            raise ValueError(f"num_anchors={num_anchors!r} must be at least 1")
+        self.num_anchors = int(num_anchors)
+        self.features, channels = _backbone(backbone)
+        for m in self.features.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                # torchvision's MobileNetV3 uses momentum 0.01, tuned for ImageNet's 600k steps; a few
+                # thousand steps would leave the running statistics (used at inference) far from the
+                # batch statistics the network trained with
+                m.momentum = 0.1
+        # pool to a coarse grid, not to one vector: *where* in the view a facade or a gap between
+        # buildings appears says where the camera is; a global average throws that layout away
+        grid = (int(pool_grid[0]), int(pool_grid[1]))
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * grid[0] * grid[1], hidden), nn.Hardswish(),
+                                  nn.Dropout(dropout), nn.Linear(hidden, NUM_FIXED + 3 * self.num_anchors))
+        self.register_buffer("anchors", torch.zeros(self.num_anchors, 2))
+        self.register_buffer("offset_scale", torch.ones(()))
+        last = self.head[-1]
+        nn.init.normal_(last.weight, std=0.01)  # start with uniform anchor scores, zero offsets
+        nn.init.zeros_(last.bias)
+        with torch.no_grad():
+            last.bias[HEADING] = torch.tensor([0.0, 1.0])  # a unit vector: the angle loss is defined at once
+            last.bias[POS_LOG_VAR] = 0.0  # one anchor spacing
+            last.bias[HEADING_LOG_VAR] = 0.0
+
+    def set_anchors(self, anchors: torch.Tensor, offset_scale: float) -> None:
+        """anchors: float [K, 2] normalized positions; offset_scale: their typical spacing (normalized)."""
+        if tuple(anchors.shape) != (self.num_anchors, 2):
+            raise ValueError(f"anchors shaped {tuple(anchors.shape)}, model has {self.num_anchors}")
+        with torch.no_grad():
+            self.anchors.copy_(anchors)
+            self.offset_scale.fill_(float(offset_scale))
+            # the offset log-variance starts at one anchor spacing squared
+            self.head[-1].bias[POS_LOG_VAR] = 2.0 * math.log(max(float(offset_scale), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+@register_model("posenet", description="position (lat/lon) and heading with covariance from one image",
+                training="perception.models.posenet.training", evaluation="perception.models.posenet.evaluation")
+def posenet(*, weights: Checkpoint | str | None = None, backbone: str = DEFAULT_BACKBONE, hidden: int = 256,
+            dropout: float = 0.2, num_anchors: int = DEFAULT_ANCHORS,
+            pool_grid: tuple[int, int] | list[int] = (3, 4)) -> PoseNet:
+    """Build PoseNet. With ``weights`` (a Checkpoint, a file, or a registered name) the architecture
+    comes from the checkpoint and the model is returned loaded, in eval mode."""
+    if weights is None:
+        return PoseNet(backbone=backbone, hidden=hidden, dropout=dropout, num_anchors=num_anchors,
+                       pool_grid=pool_grid)
+    ckpt = resolve_checkpoint(weights, model="posenet")
+    model = PoseNet(**ckpt.arch)
+    model.load_state_dict(ckpt.state_dict)
+    return model.eval()
+
+
+register_weights(WeightsEntry(
+    name="posenet_synthetic_city", model="posenet", filename="posenet_synthetic_city.pt", default=True,
+    description="MobileNetV3-small, 128x96, trained on the default synthetic city (3x2 blocks, city seed 0): "
+                "every street both ways in both lanes at four times of day (docs/posenet.md)"))
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class DecodedPose:
+    """Raw outputs in normalized units (B images, K anchors).
+
+    prob [B, K] anchor probabilities; candidates [B, K, 2] anchor + offset; best [B] the top anchor;
+    position [B, 2] its candidate; heading_vec [B, 2] unit (sin, cos); heading_norm [B]; heading_rad [B];
+    pos_log_var [B, 2]; corr [B]; heading_log_var [B]; logits [B, K].
+    """
+
+    logits: torch.Tensor
+    prob: torch.Tensor
+    candidates: torch.Tensor
+    best: torch.Tensor
+    position: torch.Tensor
+    heading_vec: torch.Tensor
+    heading_norm: torch.Tensor
+    heading_rad: torch.Tensor
+    pos_log_var: torch.Tensor
+    corr: torch.Tensor
+    heading_log_var: torch.Tensor
+
+    def offset_covariance(self) -> torch.Tensor:
+        """[B, 2, 2] covariance of the offset error, normalized units squared."""
+        var = self.pos_log_var.exp()
+        std = var.sqrt()
+        off = self.corr * std[:, 0] * std[:, 1]
+        return torch.stack([torch.stack([var[:, 0], off], -1), torch.stack([off, var[:, 1]], -1)], -2)
+
+    def covariance(self) -> torch.Tensor:
+        """[B, 2, 2] covariance of ``position``: offset covariance + the candidates' spread under ``prob``
+        around the chosen one (the second moment of the mixture about the reported point)."""
+        d = self.candidates - self.position[:, None, :]  # [B, K, 2]
+        spread = torch.einsum("bk,bki,bkj->bij", self.prob, d, d)
+        return self.offset_covariance() + spread
+
+
+def decode(raw: torch.Tensor, anchors: torch.Tensor, offset_scale: torch.Tensor | float) -> DecodedPose:
+    """Split and bound the head's output [B, NUM_FIXED + 3K] (float32) with the model's anchors [K, 2]."""
+    raw = raw.float()
+    k = anchors.shape[0]
+    logits = raw[:, logits_slice(k)]
+    offsets = raw[:, offsets_slice(k)].reshape(-1, k, 2)
+    candidates = anchors.to(raw.device, torch.float32)[None] + offsets * offset_scale
+    best = logits.argmax(1)
+    vec = raw[:, HEADING]
+    norm = vec.norm(dim=1).clamp_min(1e-6)
+    return DecodedPose(
+        logits=logits, prob=logits.softmax(1), candidates=candidates, best=best,
+        position=candidates[torch.arange(raw.shape[0], device=raw.device), best],
+        heading_vec=vec / norm[:, None], heading_norm=norm, heading_rad=torch.atan2(vec[:, 0], vec[:, 1]),
+        pos_log_var=raw[:, POS_LOG_VAR].clamp(LOG_VAR_MIN, LOG_VAR_MAX),
+        corr=MAX_CORR * torch.tanh(raw[:, POS_CORR]),
+        heading_log_var=raw[:, HEADING_LOG_VAR].clamp(HEADING_LOG_VAR_MIN, HEADING_LOG_VAR_MAX),
+    )
+
+
