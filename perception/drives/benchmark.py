@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .channels import CAMERA_TOPIC
 from .metadata import CameraInfo, DriveMetadata
 from .reader import DriveReader
+from .topics import CAMERA_TOPIC
 from .writer import DriveWriter
 
 T0_NS = 1_700_000_000_000_000_000
