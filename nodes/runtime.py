@@ -30,6 +30,7 @@ from nodes.bus.messages import Diagnostics, Header, TopicStats
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
+from perception.drives.topics import DIAGNOSTICS_TOPIC
 
 Outputs = Iterable[tuple[str, msgspec.Struct]]
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -244,7 +245,7 @@ class NodeRunner:
         self.publishers = {t: Publisher(self.remaps[t], node=self.name, config=self.config,
                                         context=self._context)
                            for t in node.publishes}
-        self.diagnostics = Publisher("diagnostics", node=self.name, config=self.config, context=self._context)
+        self.diagnostics = Publisher(DIAGNOSTICS_TOPIC, node=self.name, config=self.config, context=self._context)
         self.subscribers = {t: Subscriber(self.remaps[t], delivery=d, config=self.config, context=self._context)
                             for t, d in node.subscribes.items()}
 

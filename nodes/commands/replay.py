@@ -12,10 +12,10 @@ import time
 
 import zmq
 
-from nodes.drive_bridge import DEFAULT_REPLAY_TOPICS
 from nodes.launcher.supervisor import die_with_parent
 from nodes.replay import Replay, ReplayParams
 from nodes.runtime import NodeRunner
+from perception.drives.topics import POSENET_TOPIC, replayed_topics
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=float, default=0.0, help="seconds into the drive to start at")
     p.add_argument("--end", type=float, default=0.0, help="seconds into the drive to stop at (0: the end)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
-    p.add_argument("--topics", default=",".join(DEFAULT_REPLAY_TOPICS), help="comma-separated channels to publish")
+    p.add_argument("--topics", default=",".join(replayed_topics()), help="comma-separated channels to publish")
     p.add_argument("--launch", metavar="FILE", help="launch this graph first, stop it when the replay ends")
     p.add_argument("--start-delay", type=float, default=1.0, help="seconds to let subscribers connect")
     p.set_defaults(func=run)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.drive}: no such drive file")
     params = ReplayParams(
         drive=args.drive, rate=args.rate, lockstep=args.lockstep,
-        lockstep_topics=args.lockstep_topic or ["posenet/fix"], start_s=args.start, end_s=args.end,
+        lockstep_topics=args.lockstep_topic or [POSENET_TOPIC], start_s=args.start, end_s=args.end,
         loop=args.loop, topics=[t.strip() for t in args.topics.split(",") if t.strip()],
         start_delay_s=args.start_delay,
     )

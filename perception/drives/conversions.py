@@ -9,7 +9,7 @@ replays to the same records.
 | calibration | CameraInfo   | CameraCalibration (K, P, D)                                             |
 | fix         | GeoFix       | LocationFix + key-value metadata for what it has no slot for            |
 | pose        | Pose         | LocationFix, the same layout + the filter's state in metadata           |
-| odometry    | Odometry     | Odometry: linear_velocity.x, angular_velocity.z (ccw+), velocity_covariance |
+| odom        | Odometry     | Odometry: linear_velocity.x, angular_velocity.z (ccw+), velocity_covariance |
 | boxes       | Detections   | ImageAnnotations: one LINE_LOOP per box (class_id, score in its metadata) + a label |
 | mask        | Segmentation | RawImage mono8; class table and model id in the channel metadata        |
 
@@ -301,7 +301,7 @@ def channel_metadata(topic: Topic, msg: msgspec.Struct) -> dict[str, str]:
 
 
 _ENCODERS = {"image": _encode_image, "fix": _encode_location, "pose": _encode_location,
-             "odometry": _encode_odometry, "boxes": _encode_boxes, "mask": _encode_mask}
+             "odom": _encode_odometry, "boxes": _encode_boxes, "mask": _encode_mask}
 
 
 def encode(topic: Topic, msg: msgspec.Struct, opts: EncodeOptions | None = None) -> tuple[str, Any]:
@@ -485,9 +485,9 @@ class DecodeContext(msgspec.Struct):
 
 
 _DECODERS = {"image": _decode_image, "calibration": _decode_calibration, "fix": _decode_fix,
-             "pose": _decode_pose, "odometry": _decode_odometry, "boxes": _decode_boxes, "mask": _decode_mask}
+             "pose": _decode_pose, "odom": _decode_odometry, "boxes": _decode_boxes, "mask": _decode_mask}
 _SCHEMAS_OF = {"image": (SCHEMA_COMPRESSED_IMAGE, SCHEMA_RAW_IMAGE), "calibration": (SCHEMA_CALIBRATION,),
-               "fix": (SCHEMA_LOCATION_FIX,), "pose": (SCHEMA_LOCATION_FIX,), "odometry": (SCHEMA_ODOMETRY,),
+               "fix": (SCHEMA_LOCATION_FIX,), "pose": (SCHEMA_LOCATION_FIX,), "odom": (SCHEMA_ODOMETRY,),
                "boxes": (SCHEMA_IMAGE_ANNOTATIONS,), "mask": (SCHEMA_RAW_IMAGE,)}
 
 

@@ -108,7 +108,7 @@ _TOPIC_LIST = [
     Topic(SEGMENTATION_TOPIC, Segmentation, 10.0, True, 3, "PSPNet label mask and class fractions",
           (SCHEMA_RAW_IMAGE,), "mask", queue_depth=64),
     Topic(ODOMETRY_TOPIC, Odometry, 50.0, True, 4, "forward speed and yaw rate from the robot or a drive",
-          (SCHEMA_ODOMETRY,), "odometry", replayed=True),
+          (SCHEMA_ODOMETRY,), "odom", replayed=True),
     Topic(GPS_TOPIC, GeoFix, 10.0, True, 5, "GPS receiver fix; ground truth in replay, never fused by default",
           _LOCATION, "fix", replayed=True),
     Topic(POSE_TOPIC, Pose, 20.0, True, 6, "fused pose with covariance and status", _LOCATION, "pose"),
