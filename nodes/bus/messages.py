@@ -5,7 +5,6 @@ from perception.drives.messages import (
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     CameraInfo,
-    CameraIntrinsics,
     Detections,
     Diagnostics,
     GeoFix,
@@ -20,6 +19,6 @@ from perception.drives.messages import (
 )
 
 __all__ = [
-    "MESSAGE_TYPES", "SCHEMA_VERSION", "CameraInfo", "CameraIntrinsics", "Detections", "Diagnostics", "GeoFix",
+    "MESSAGE_TYPES", "SCHEMA_VERSION", "CameraInfo", "Detections", "Diagnostics", "GeoFix",
     "Header", "Hop", "Image", "Odometry", "Pose", "PoseStatus", "Segmentation", "TopicStats",
 ]

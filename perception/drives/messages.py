@@ -134,9 +134,6 @@ class CameraInfo(msgspec.Struct, frozen=True):
             raise ValueError(f"metadata record {name!r} is malformed ({exc!r}): {dict(record)}") from None
 
 
-CameraIntrinsics = CameraInfo  # the name of schema version 1; one record since version 2
-
-
 class Image(msgspec.Struct):
     """A camera frame. ``encoding`` is ``bgr8`` (data: uint8 [H, W, 3]), ``mono8`` (uint8 [H, W]) or
     ``jpeg`` (data: uint8 [N], the JPEG file bytes; width/height still give the decoded size)."""
