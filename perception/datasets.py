@@ -214,7 +214,7 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], cache_dir, progress: Pr
                 no_gps += 1
                 continue
             try:
-                rgb = resize_to_input(frame.image.decode(), size_px)
+                rgb = resize_to_input(frame.image.to_bgr(), size_px)
             except ValueError:
                 reader.errors.note("corrupt_frames", f"frame at stamp_ns={frame.stamp_ns} does not decode")
                 continue
