@@ -7,10 +7,11 @@ Writes a synthetic drive (textured 640x480 frames at 30 Hz, JPEG q90, GPS at 10 
 
 - ``mcap iter_messages``: ``mcap.reader.make_reader(f).iter_messages(topics=[camera/image])``, the
   floor for any reader of this file (no protobuf parse, no CRC check);
-- ``DriveReader.messages``: our chunk reader, with CRC checks;
-- ``DriveReader.images``: + protobuf parse + JPEG marker and size check (what replay uses);
+- ``DriveReader.messages``: the same library reader with chunk CRC checks, as ``RawMessage`` tuples;
+- ``DriveReader.images``: + protobuf parse + JPEG marker and size check into bus ``Image`` records
+  (what replay publishes);
 - ``DriveReader.frames``: + GPS interpolated at each frame;
-- ``DriveReader.images(decode=True)``: + JPEG decode to BGR (what a perception node pays).
+- ``DriveReader.images(decode=True)``: + JPEG decode to BGR (what a perception node pays), one run.
 """
 
 from __future__ import annotations

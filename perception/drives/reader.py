@@ -19,6 +19,7 @@ Frames whose bytes are not a JPEG (or do not decode, with ``decode=True``) are s
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import io
 import json
@@ -38,9 +39,7 @@ from mcap.records import Channel, Chunk, Message, MessageIndex, Metadata, Schema
 from mcap.stream_reader import breakup_chunk
 
 from .conversions import CorruptRecord, DecodeContext, decode
-from .messages import CameraInfo, GeoFix, Header, Image, Odometry, Pose
-from .messages import Detections as Detections
-from .messages import Segmentation as Segmentation
+from .messages import CameraInfo, Detections, GeoFix, Header, Image, Odometry, Pose, Segmentation
 from .metadata import DriveMetadata
 from .topics import (
     CALIBRATION_TOPIC,
@@ -48,6 +47,7 @@ from .topics import (
     GPS_FRAME_ID,
     GPS_TOPIC,
     ODOMETRY_TOPIC,
+    TOPICS,
     TRUTH_BOXES_TOPIC,
     TRUTH_SEGMENTATION_TOPIC,
     get_topic,
@@ -443,17 +443,21 @@ class DriveReader:
         if ctx is None:
             ids = self._topic_ids.get(topic)
             meta = dict(self._channels[ids[0]].metadata) if ids else {}
-            camera = self.camera() if get_topic(topic).conversion == "image" else None
+            camera = self.camera() if topic not in TOPICS or TOPICS[topic].conversion == "image" else None
             ctx = self._contexts[topic] = DecodeContext(camera=camera, channel_metadata=meta)
         return ctx
 
     def read(
-        self, topic: str, *, start_ns: int | None = None, end_ns: int | None = None
+        self, topic: str, *, start_ns: int | None = None, end_ns: int | None = None, like: str | None = None
     ) -> Iterator[msgspec.Struct]:
         """The records of ``topic`` in stamp order, decoded by the topic table's conversion (the records
-        the bus carries). A message that does not decode is skipped and counted (``errors``); a channel
-        whose schema is not the table's raises ValueError."""
-        entry = get_topic(topic)
+        the bus carries). A topic the table does not know (another tool's drive) is decoded like the
+        table's topic ``like``. A message that does not decode is skipped and counted (``errors``); a
+        channel whose schema is not the table's raises ValueError."""
+        if topic in TOPICS or like is None:
+            entry = get_topic(topic)
+        else:
+            entry = dataclasses.replace(get_topic(like), name=topic)
         kind = "corrupt_frames" if entry.conversion == "image" else "undecodable_messages"
         ctx = self._context(topic) if topic in self._topic_ids else DecodeContext()
         for message in self.messages(topic, start_ns=start_ns, end_ns=end_ns):
@@ -475,7 +479,7 @@ class DriveReader:
         """Camera frames in time order, as stored (JPEG bytes checked for start and end markers only)
         or, with ``decode``, decoded into ``bgr8`` Images. Broken frames are skipped and counted in
         ``errors.corrupt_frames``."""
-        for image in self.read(topic, start_ns=start_ns, end_ns=end_ns):
+        for image in self.read(topic, start_ns=start_ns, end_ns=end_ns, like=CAMERA_TOPIC):
             assert isinstance(image, Image)
             if decode and image.encoding != "bgr8":
                 try:
@@ -491,25 +495,25 @@ class DriveReader:
     ) -> Iterator[GeoFix | Pose]:
         """Fixes of a LocationFix channel: GeoFix on ``gps/fix`` and ``posenet/fix``, Pose on
         ``localization/pose``."""
-        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns)  # type: ignore[misc]
+        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns, like=GPS_TOPIC)  # type: ignore[misc]
 
     def odometry(
         self, topic: str = ODOMETRY_TOPIC, *, start_ns: int | None = None, end_ns: int | None = None
     ) -> Iterator[Odometry]:
         """Odometry: forward speed (m/s) and yaw rate (rad/s, counter-clockwise positive)."""
-        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns)  # type: ignore[misc]
+        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns, like=ODOMETRY_TOPIC)  # type: ignore[misc]
 
     def boxes(
         self, topic: str = TRUTH_BOXES_TOPIC, *, start_ns: int | None = None, end_ns: int | None = None
     ) -> Iterator[Detections]:
         """Box sets (ground truth by default; ``perception/detections`` for a detector's)."""
-        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns)  # type: ignore[misc]
+        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns, like=TRUTH_BOXES_TOPIC)  # type: ignore[misc]
 
     def label_masks(
         self, topic: str = TRUTH_SEGMENTATION_TOPIC, *, start_ns: int | None = None, end_ns: int | None = None
     ) -> Iterator[Segmentation]:
         """Label masks (ground truth by default), with the class table from the channel metadata."""
-        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns)  # type: ignore[misc]
+        yield from self.read(topic, start_ns=start_ns, end_ns=end_ns, like=TRUTH_SEGMENTATION_TOPIC)  # type: ignore[misc]
 
     def track(self, topic: str = GPS_TOPIC) -> Track:
         """A LocationFix channel as arrays (cached per topic)."""
