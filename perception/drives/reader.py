@@ -381,19 +381,18 @@ class DriveReader:
             yield from self._chunkwise(wanted, start_ns, end_ns, None)
             return
         schemas = self._schemas
-        last: tuple[int, set[tuple[int, int]]] = (-1, set())  # stamp of the last message, and its keys
+        last_t, given = -1, []  # stamp of the last message given, and (channel id, sequence) of those at it
         try:
             for schema, channel, message in self._mcap.iter_messages(topics, starting_at=start_ns, ending_before=end_ns):
                 t = message.log_time
-                if t != last[0]:
-                    last = (t, set())
-                last[1].add((message.channel_id, message.sequence))
+                if t != last_t:
+                    last_t, given = t, []
+                given.append((message.channel_id, message.sequence))
                 yield RawMessage(channel.topic, t, message.sequence,
-                                 schema.name if schema is not None else schemas.get(channel.schema_id, ""),
-                                 message.data)
+                                 schemas.get(channel.schema_id, "") if schema is None else schema.name, message.data)
         except Exception:  # noqa: BLE001 - CRC, zstd, lz4, cut records: the library stops iterating there
             # Go on chunk by chunk, skipping the damaged ones (counted) and what was already given.
-            yield from self._chunkwise(wanted, start_ns, end_ns, last)
+            yield from self._chunkwise(wanted, start_ns, end_ns, (last_t, set(given)))
 
     def _chunkwise(
         self,
