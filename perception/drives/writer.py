@@ -229,13 +229,14 @@ class DriveWriter:
 
     def _check_frame(self, topic: str, msg: Image) -> None:
         stamp_ns = msg.header.stamp_ns
-        if msg.encoding == "jpeg":
-            width, height = jpeg_size(np.asarray(msg.data, np.uint8).tobytes()) or (0, 0)
-        elif msg.encoding == "png":
-            width = height = 0
-        else:
-            width, height = np.asarray(msg.data).shape[1::-1][:2] if np.ndim(msg.data) >= 2 else (0, 0)
         camera = self.metadata.camera
+        if camera is not None:  # the frame must be the size of the drive's camera
+            if msg.encoding == "jpeg":
+                width, height = jpeg_size(np.asarray(msg.data, np.uint8).tobytes()) or (0, 0)
+            elif msg.encoding == "png":
+                width = height = 0
+            else:
+                width, height = np.asarray(msg.data).shape[1::-1][:2] if np.ndim(msg.data) >= 2 else (0, 0)
         if camera is not None and width and (width, height) != (camera.width_px, camera.height_px):
             raise ValueError(
                 f"image at stamp_ns={stamp_ns} is {width}x{height} px but the drive's camera is "
