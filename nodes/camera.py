@@ -29,10 +29,9 @@ import cv2
 import msgspec
 import numpy as np
 
-from nodes.bus.messages import CameraIntrinsics, Header, Image
-from nodes.drive_bridge import intrinsics_of
+from nodes.bus.messages import CameraInfo, Header, Image
 from nodes.runtime import Node, Outputs, node_main
-from perception.drives import CameraInfo
+from perception.drives.topics import CAMERA_TOPIC
 
 log = logging.getLogger("streetloc.camera")
 
@@ -75,7 +74,7 @@ class Camera(Node):
 
     name = "camera"
     Params = CameraParams
-    publishes = ("camera/image",)
+    publishes = (CAMERA_TOPIC,)
 
     def __init__(self, params: CameraParams | None = None) -> None:
         super().__init__(params)
@@ -131,11 +130,11 @@ class Camera(Node):
             return self.params.fps
         return self._source_fps if 0 < self._source_fps <= 240 else 30.0
 
-    def intrinsics_for(self, width_px: int, height_px: int) -> CameraIntrinsics:
+    def intrinsics_for(self, width_px: int, height_px: int) -> CameraInfo:
         """Intrinsics of a published frame of this size (calibration rescaled, or from the FOV)."""
         if self._calibration is not None:
-            return intrinsics_of(self._calibration.scaled(width_px, height_px))
-        return intrinsics_of(CameraInfo.from_hfov(width_px, height_px, self.params.hfov_deg))
+            return self._calibration.scaled(width_px, height_px)
+        return CameraInfo.from_hfov(width_px, height_px, self.params.hfov_deg)
 
     def on_tick(self, now_ns: int) -> Outputs:
         if self._capture is None:
@@ -153,7 +152,7 @@ class Camera(Node):
                 return ()
             self._lost(f"camera source {self.params.source!r} gave no frame")
             return ()
-        return [("camera/image", self.make_image(frame, stamp_ns))]
+        return [(CAMERA_TOPIC, self.make_image(frame, stamp_ns))]
 
     def make_image(self, frame: np.ndarray, stamp_ns: int) -> Image:
         """The bus message of one captured frame (uint8 [H, W, 3] BGR or [H, W] grey)."""

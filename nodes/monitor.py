@@ -30,12 +30,18 @@ import msgspec
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import get_topic
 from nodes.runtime import Node, Outputs, node_main
+from perception.drives.topics import (
+    CAMERA_TOPIC,
+    DETECTIONS_TOPIC,
+    POSE_TOPIC,
+    POSENET_TOPIC,
+    SEGMENTATION_TOPIC,
+)
 
 log = logging.getLogger(__name__)
 
 # The topics a localization graph lives by: camera in, perception, fused pose out.
-MAIN_TOPICS = ("camera/image", "posenet/fix", "perception/detections", "perception/segmentation",
-               "localization/pose")
+MAIN_TOPICS = (CAMERA_TOPIC, POSENET_TOPIC, DETECTIONS_TOPIC, SEGMENTATION_TOPIC, POSE_TOPIC)
 
 
 class MonitorParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ import numpy as np
 from nodes.bus.messages import GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
 from nodes.runtime import Node, Outputs, node_main
+from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
 
 log = logging.getLogger("streetloc.posenet")
 
@@ -54,18 +55,18 @@ class PoseNetNode(Node):
 
     name = "posenet"
     Params = PoseNetParams
-    subscribes = {"camera/image": Delivery.LATEST}
-    publishes = ("posenet/fix",)
+    subscribes = {CAMERA_TOPIC: Delivery.LATEST}
+    publishes = (POSENET_TOPIC,)
 
     @classmethod
     def declared_topics(cls, params: msgspec.Struct):
         assert isinstance(params, PoseNetParams)
-        return {"camera/image": _delivery(params)}, cls.publishes
+        return {CAMERA_TOPIC: _delivery(params)}, cls.publishes
 
     def __init__(self, params: PoseNetParams | None = None) -> None:
         super().__init__(params)
         p: PoseNetParams = self.params
-        self.subscribes = {"camera/image": _delivery(p)}
+        self.subscribes = {CAMERA_TOPIC: _delivery(p)}
         import torch
 
         from perception.models import PosePredictor
@@ -89,24 +90,7 @@ class PoseNetNode(Node):
 
     def image_bgr(self, msg: Image) -> np.ndarray:
         """The frame as uint8 BGR [H, W, 3]; ValueError naming what is wrong when it is not an image."""
-        data = msg.data
-        if msg.encoding == "jpeg":
-            import cv2
-
-            buf = np.asarray(data, dtype=np.uint8).reshape(-1)
-            image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-            if image is None:
-                raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: JPEG of {buf.size} bytes does not decode")
-            return image
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
-            raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: {msg.encoding} pixels must be uint8, "
-                             f"got {getattr(data, 'dtype', type(data).__name__)}")
-        if msg.encoding == "bgr8" and data.ndim == 3 and data.shape[2] == 3:
-            return data
-        if msg.encoding == "mono8" and data.ndim == 2:
-            return np.repeat(data[:, :, None], 3, axis=2)
-        raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: encoding {msg.encoding!r} with data shaped "
-                         f"{tuple(data.shape)} is not an image this node reads (bgr8 [H,W,3], mono8 [H,W], jpeg)")
+        return msg.to_bgr()  # the one decode path of the project (perception.drives.messages.Image)
 
     def _prepare(self, msg: Image) -> np.ndarray:
         image = self.image_bgr(msg)
@@ -167,7 +151,7 @@ class PoseNetNode(Node):
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),
                 source=self.model_id, valid=finite,
             )
-            out.append(("posenet/fix", fix))
+            out.append((POSENET_TOPIC, fix))
         self.fixes_out += len(out)
         return out
 

@@ -14,16 +14,16 @@ from typing import Annotated
 import msgspec
 
 from nodes.bus.pubsub import Delivery
-from nodes.bus.topics import TOPICS, get_topic
-from nodes.drive_bridge import RECORDABLE_TOPICS, camera_of, write_message
+from nodes.bus.topics import get_topic
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives import DriveMetadata, DriveWriter
+from perception.drives.topics import drive_topic, recorded_topics
 
 log = logging.getLogger("streetloc.record")
 
 
 def default_record_topics() -> list[str]:
-    return [t.name for t in TOPICS.values() if t.recorded and t.name in RECORDABLE_TOPICS]
+    return recorded_topics()
 
 
 class RecordParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,9 +45,10 @@ class Recorder(Node):
         topics = params.topics or default_record_topics()
         for topic in topics:
             get_topic(topic)
-            if topic not in RECORDABLE_TOPICS:
-                raise ValueError(f"record: topic {topic!r} cannot be stored in a drive; "
-                                 f"recordable: {', '.join(RECORDABLE_TOPICS)}")
+            try:
+                drive_topic(topic)
+            except ValueError as exc:
+                raise ValueError(f"record: {exc}") from None
         # BUFFERED: a disk stall fills memory for a moment instead of dropping messages
         return {t: Delivery.BUFFERED for t in topics}, ()
 
@@ -59,13 +60,11 @@ class Recorder(Node):
         self.subscribes, self.publishes = self.declared_topics(p)
         self.writer = DriveWriter(p.output, DriveMetadata(source=p.source), flush_interval_s=p.flush_interval_s)
         self.written: dict[str, int] = {t: 0 for t in self.subscribes}
-        self._calibrated = False
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        if topic == "camera/image" and not self._calibrated and (camera := camera_of(msg)) is not None:
-            self.writer.add_calibration(msg.header.stamp_ns, camera)  # type: ignore[attr-defined]
-            self._calibrated = True
-        write_message(self.writer, topic, msg)  # ValueError: counted by the runtime, recording goes on
+        # The writer stores the first frame's intrinsics as camera/calibration. ValueError (a record the
+        # drive cannot hold): counted by the runtime, recording goes on.
+        self.writer.write(topic, msg)
         self.written[topic] += 1
         return ()
 

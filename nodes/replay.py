@@ -22,15 +22,14 @@ from typing import Annotated
 import msgspec
 
 from nodes.bus.pubsub import Delivery
-from nodes.drive_bridge import (
-    DEFAULT_REPLAY_TOPICS,
-    REPLAYABLE_TOPICS,
-    CorruptRecord,
-    intrinsics_of,
-    record_to_message,
-)
+from nodes.bus.topics import TOPICS
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives import DriveReader
+from perception.drives.conversions import CorruptRecord, DecodeContext, decode
+from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC, replayed_topics
+
+# every bus topic a drive can hold can be replayed
+REPLAYABLE_TOPICS = tuple(t.name for t in TOPICS.values() if t.in_drive)
 
 log = logging.getLogger("streetloc.replay")
 _LOCKSTEP_RETRIES = 3  # republish an unanswered frame this many times before giving up on it
@@ -42,13 +41,13 @@ class ReplayParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lockstep: Annotated[bool, msgspec.Meta(description="wait for the graph to finish each frame")] = False
     lockstep_topics: Annotated[list[str], msgspec.Meta(
         description="topics whose message stamped >= a frame means the frame is done")] = msgspec.field(
-        default_factory=lambda: ["posenet/fix"])
+        default_factory=lambda: [POSENET_TOPIC])
     lockstep_timeout_s: Annotated[float, msgspec.Meta(gt=0, description="wait per frame before retrying")] = 5.0
     start_s: Annotated[float, msgspec.Meta(ge=0, description="skip this much of the drive's start")] = 0.0
     end_s: Annotated[float, msgspec.Meta(ge=0, description="stop this far into the drive (0: the end)")] = 0.0
     loop: Annotated[bool, msgspec.Meta(description="start over at the end")] = False
     topics: Annotated[list[str], msgspec.Meta(description="drive channels to publish")] = msgspec.field(
-        default_factory=lambda: list(DEFAULT_REPLAY_TOPICS))
+        default_factory=replayed_topics)
     start_delay_s: Annotated[float, msgspec.Meta(ge=0, description="wait for subscribers to connect")] = 1.0
 
 
@@ -82,7 +81,9 @@ class Replay(Node):
         self.reader = DriveReader(p.drive)
         if self.reader.start_ns is None:
             raise ValueError(f"{p.drive}: the drive holds no messages")
-        self.intrinsics = intrinsics_of(self.reader.camera())
+        self._contexts = {t: DecodeContext(self.reader.camera() if t == CAMERA_TOPIC else None,
+                                           self.reader.channels[t].metadata if t in self.reader.topics else {})
+                          for t in self.publishes}
         self.first_ns = self.reader.start_ns + int(p.start_s * 1e9)
         self.last_ns = self.reader.start_ns + int(p.end_s * 1e9) if p.end_s else None
         self.skipped_corrupt = 0
@@ -118,7 +119,10 @@ class Replay(Node):
         """The bus message of a record; nothing for a corrupt one, which is counted and reported in
         diagnostics (the replay goes on)."""
         try:
-            return [(raw.topic, record_to_message(self.reader, raw, self.intrinsics))]
+            msg = decode(TOPICS[raw.topic], raw.schema_name, raw.stamp_ns, raw.sequence, raw.data,
+                         self._contexts[raw.topic])
+            msg.header.seq = 0  # type: ignore[attr-defined]  # the publisher numbers what it sends
+            return [(raw.topic, msg)]
         except CorruptRecord as exc:
             self.skipped_corrupt += 1
             self.last_corrupt = str(exc)
@@ -159,7 +163,7 @@ class Replay(Node):
             budget -= 1
             converted = self._convert(raw)
             out.extend(converted)
-            if converted and raw.topic == "camera/image":
+            if converted and raw.topic == CAMERA_TOPIC:
                 self.frames_published += 1
         return out
 
@@ -174,7 +178,7 @@ class Replay(Node):
             self._pending.popleft()
             converted = self._convert(raw)
             out.extend(converted)
-            if converted and raw.topic == "camera/image":
+            if converted and raw.topic == CAMERA_TOPIC:
                 self.frames_published += 1
                 self._waiting_stamp = raw.stamp_ns
                 self._waiting_frame = converted

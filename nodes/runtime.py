@@ -55,6 +55,7 @@ from nodes.params import (  # noqa: F401
     load_params,
     params_text,
 )
+from perception.drives.topics import DIAGNOSTICS_TOPIC
 
 Outputs = Iterable[tuple[str, msgspec.Struct]]
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -206,7 +207,7 @@ class NodeRunner:
         self.publishers = {t: Publisher(self.remaps[t], node=self.name, config=self.config,
                                         context=self._context)
                            for t in node.publishes}
-        self.diagnostics = Publisher("diagnostics", node=self.name, config=self.config, context=self._context)
+        self.diagnostics = Publisher(DIAGNOSTICS_TOPIC, node=self.name, config=self.config, context=self._context)
         merge = node.merge_inputs_by_stamp
         # a merging node's inputs go through the merger; every other node keeps the direct path
         self._merger = StampMerger(list(node.subscribes), merge) if merge is not None else None

@@ -13,9 +13,9 @@ import msgspec
 import numpy as np
 
 from nodes.bus.messages import Header, Image
-from nodes.drive_bridge import intrinsics_of
 from nodes.runtime import Node, Outputs, node_main
-from perception.drives import CameraInfo
+from perception.drives.messages import CameraInfo
+from perception.drives.topics import CAMERA_TOPIC
 
 
 class TestPatternParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +32,7 @@ class TestPatternCamera(Node):
     __test__ = False  # not a pytest test class
     name = "test_pattern"
     Params = TestPatternParams
-    publishes = ("camera/image",)
+    publishes = (CAMERA_TOPIC,)
 
     def __init__(self, params: TestPatternParams | None = None) -> None:
         super().__init__(params)
@@ -41,7 +41,7 @@ class TestPatternCamera(Node):
                          [255, 0, 255], [0, 0, 255], [255, 0, 0], [0, 0, 0]], np.uint8)
         cols = (np.arange(p.width_px) * len(bars) // p.width_px)
         self._background = np.broadcast_to(bars[cols][None], (p.height_px, p.width_px, 3)).copy()
-        self._intrinsics = intrinsics_of(CameraInfo.from_hfov(p.width_px, p.height_px, p.hfov_deg))
+        self._intrinsics = CameraInfo.from_hfov(p.width_px, p.height_px, p.hfov_deg)
         self.frame_index = 0
 
     def tick_hz(self) -> float:
@@ -72,7 +72,7 @@ class TestPatternCamera(Node):
         self.frame_index += 1
         msg = Image(header=Header(stamp_ns=time.time_ns(), frame_id="camera"), width_px=p.width_px,
                     height_px=p.height_px, encoding=p.encoding, data=data, intrinsics=self._intrinsics)
-        return [("camera/image", msg)]
+        return [(CAMERA_TOPIC, msg)]
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
                 skipped[got] = skipped.get(got, 0) + 1
                 continue
             try:
-                rgb = resize_to_input(frame.image.decode(), size_px)
+                rgb = resize_to_input(frame.image.to_bgr(), size_px)
             except ValueError:
                 reader.errors.note("corrupt_frames", f"frame at stamp_ns={frame.stamp_ns} does not decode")
                 continue

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perception.drives.metadata import CameraInfo
+from perception.drives.messages import CameraInfo
 
 
-@dataclass(frozen=True)
-class PinholeCamera(CameraInfo):
+class PinholeCamera(CameraInfo, frozen=True):
     """The simulated camera: a ``CameraInfo`` without distortion (see the module docstring for the pixel
     convention), plus the projections the renderer needs."""
 

@@ -12,7 +12,7 @@ from nodes.bus.client import next_message, subscribe
 from nodes.bus.messages import (
     MESSAGE_TYPES,
     SCHEMA_VERSION,
-    CameraIntrinsics,
+    CameraInfo,
     Detections,
     Diagnostics,
     GeoFix,
@@ -30,7 +30,7 @@ from nodes.bus.topics import TOPICS, BusConfig, Topic, get_topic
 from nodes.bus.wire import Codec, DecodeError
 
 __all__ = [
-    "MESSAGE_TYPES", "SCHEMA_VERSION", "TOPICS", "BusConfig", "CameraIntrinsics", "Codec", "DecodeError",
+    "MESSAGE_TYPES", "SCHEMA_VERSION", "TOPICS", "BusConfig", "CameraInfo", "Codec", "DecodeError",
     "Delivery", "Detections", "Diagnostics", "GeoFix", "Header", "Hop", "Image", "Odometry", "Pose",
     "PoseStatus", "Publisher", "Segmentation", "Subscriber", "Topic", "TopicStats", "get_topic",
     "next_message", "subscribe",

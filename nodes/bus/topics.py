@@ -1,8 +1,6 @@
-"""The one topic table, and where each topic's endpoint lies.
-
-Every topic of the graph is listed once here with its message type, expected rate, whether the recorder
-keeps it, and its endpoint. The launcher, the topic tools, the recorder, rate checks and docs read this
-table; nothing else in the code spells an endpoint.
+"""Where each topic's endpoint lies. The topic table itself is `perception.drives.topics` (one table for
+the bus and the drives); this module re-exports its bus topics and computes their endpoints. Nothing
+else in the code spells an endpoint.
 
 Endpoints: one publisher binds each topic's endpoint and subscribers connect to it. ``fan_in`` topics
 (``diagnostics``: every node publishes) go through a forwarder: publishers connect to the topic's
@@ -24,74 +22,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-import msgspec
+from perception.drives.topics import BUS_TOPICS, Topic
 
-from nodes.bus.messages import (
-    Detections,
-    Diagnostics,
-    GeoFix,
-    Image,
-    Odometry,
-    Pose,
-    Segmentation,
-)
+TOPICS: dict[str, Topic] = BUS_TOPICS  # the bus's view of the one table (perception.drives.topics)
 
-
-@dataclass(frozen=True)
-class Topic:
-    name: str
-    message_type: type[msgspec.Struct]
-    rate_hz: float  # expected publish rate; rate checks warn outside [0.5, 1.5] x this
-    recorded: bool  # kept by `streetloc record` unless told otherwise
-    port_offset: int  # tcp port = port_base + port_offset (the subscriber side for fan-in topics)
-    description: str
-    fan_in: bool = False  # many publishers, relayed by the forwarder
-    fan_in_port_offset: int | None = None  # where publishers of a fan-in topic connect
-    queue_depth: int = 10_000  # messages buffered per subscriber before the publisher drops for it
-
-    @property
-    def type_name(self) -> str:
-        return self.message_type.__name__
-
-
-_TOPIC_LIST = [
-    Topic("camera/image", Image, 30.0, True, 0, "camera frames (BGR or JPEG) with intrinsics", queue_depth=32),
-    Topic("posenet/fix", GeoFix, 30.0, True, 1, "PoseNet lat/lon + heading with learned covariance"),
-    Topic("perception/detections", Detections, 30.0, True, 2, "YOLO boxes xyxy, classes, scores"),
-    Topic("perception/segmentation", Segmentation, 10.0, True, 3, "PSPNet label mask and class fractions",
-          queue_depth=64),
-    Topic("odometry", Odometry, 50.0, True, 4, "forward speed and yaw rate from the robot or a drive"),
-    Topic("gps/fix", GeoFix, 10.0, True, 5, "GPS receiver fix; ground truth in replay, never fused by default"),
-    Topic("localization/pose", Pose, 20.0, True, 6, "fused pose with covariance and status"),
-    Topic("diagnostics", Diagnostics, 1.0, False, 7, "per-node health at 1 Hz: rates, latency, errors",
-          fan_in=True, fan_in_port_offset=8),
-]
-
-TOPICS: dict[str, Topic] = {t.name: t for t in _TOPIC_LIST}
-
-
-def _check_table() -> None:
-    ports: dict[int, str] = {}
-    for t in _TOPIC_LIST:
-        for offset in (t.port_offset, t.fan_in_port_offset):
-            if offset is None:
-                continue
-            if offset in ports:
-                raise RuntimeError(f"topic table: port offset {offset} used by {ports[offset]} and {t.name}")
-            ports[offset] = t.name
-        if t.fan_in != (t.fan_in_port_offset is not None):
-            raise RuntimeError(f"topic table: {t.name}: fan_in needs fan_in_port_offset and vice versa")
-
-
-_check_table()
+__all__ = ["TOPICS", "BusConfig", "Topic", "get_topic"]
 
 
 def get_topic(name: str) -> Topic:
-    """The table entry of ``name``; a ValueError naming the known topics otherwise."""
-    try:
-        return TOPICS[name]
-    except KeyError:
-        raise ValueError(f"unknown topic {name!r}; known topics: {', '.join(TOPICS)}") from None
+    """The table entry of a bus topic; a ValueError naming the bus topics otherwise (drive-only channels
+    such as ``camera/calibration`` have no endpoint)."""
+    topic = BUS_TOPICS.get(name)
+    if topic is None:
+        raise ValueError(f"unknown topic {name!r}; known topics: {', '.join(BUS_TOPICS)}")
+    return topic
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 from nodes.commands import launched
 from nodes.params import add_params_arguments, params_from_args
 from nodes.posenet import PoseNetParams
+from perception.drives.topics import DIAGNOSTICS_TOPIC, POSENET_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "replay.toml"
@@ -117,13 +118,13 @@ def run(args: argparse.Namespace) -> int:
                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as launcher:
             print(f"demo: launched {LAUNCH_FILE.relative_to(ROOT)} (PoseNet {posenet.model or 'default model'}); "
                   f"replaying {drive.name} {'in real time' if args.realtime else 'lock-step'}", file=sys.stderr)
-            with Subscriber("diagnostics", config=config) as diag:
+            with Subscriber(DIAGNOSTICS_TOPIC, config=config) as diag:
                 if not _wait_ready(diag, "posenet", 120.0, launcher):
                     err = launcher.stderr.read() if launcher.poll() is not None else ""
                     raise OSError(f"the PoseNet node did not become ready{': ' + err.strip()[-500:] if err else ''}")
-            fixes_sub = Subscriber("posenet/fix", delivery=Delivery.BUFFERED, config=config)
+            fixes_sub = Subscriber(POSENET_TOPIC, delivery=Delivery.BUFFERED, config=config)
             params = ReplayParams(drive=str(drive), rate=1.0, lockstep=not args.realtime,
-                                  lockstep_topics=["posenet/fix"], lockstep_timeout_s=10.0, start_delay_s=0.5)
+                                  lockstep_topics=[POSENET_TOPIC], lockstep_timeout_s=10.0, start_delay_s=0.5)
             replay = Replay(params)
             # in a thread, not through the process shell: this process also reads the fixes and reports progress
             runner = NodeRunner(replay, config=config)

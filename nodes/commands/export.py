@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from perception.drives.topics import GPS_TOPIC
+
 
 def _run(args: argparse.Namespace) -> int:
     from perception.drives.export import export_track
@@ -22,7 +24,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("drive", help="drive file (.mcap)")
     parser.add_argument("-o", "--output", required=True, help="output file: .gpx or .geojson")
-    parser.add_argument("--topic", default="gps/fix", help="channel to export (default gps/fix)")
+    parser.add_argument("--topic", default=GPS_TOPIC, help="channel to export (default gps/fix)")
     parser.add_argument("--format", choices=("gpx", "geojson"), help="default: from the output suffix")
     parser.add_argument("--points", action="store_true", help="GeoJSON: also one Point feature per fix")
     parser.set_defaults(func=_run)

@@ -22,6 +22,7 @@ from nodes.bus.pubsub import Delivery, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
 from nodes.launcher.state import LauncherState, read_states
+from perception.drives.topics import DIAGNOSTICS_TOPIC
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +70,7 @@ def collect_diagnostics(configs: list[BusConfig], duration_s: float,
     """The latest diagnostics per node heard within ``duration_s`` on each bus; returns early once every
     (node, pid) in ``expect`` has reported."""
     latest: dict[str, Diagnostics] = {}
-    subs = [Subscriber("diagnostics", delivery=Delivery.EVERY, config=c) for c in configs]
+    subs = [Subscriber(DIAGNOSTICS_TOPIC, delivery=Delivery.EVERY, config=c) for c in configs]
     try:
         deadline = time.monotonic() + duration_s
         while time.monotonic() < deadline:
@@ -120,12 +121,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             uptime = d.uptime_s if d else ((now_ns - n.started_ns) / 1e9 if n.pid and n.started_ns else None)
             rows.append({"name": n.name, "state": n.state, "pid": n.pid, "uptime_s": uptime,
                          "restarts": n.restarts, "machine": n.machine, "launcher_pid": state.launcher_pid,
-                         "module": n.module, "detail": n.detail, "diagnostics": d})
+                         "module": n.module, "detail": n.detail, DIAGNOSTICS_TOPIC: d})
     for name, d in diags.items():
         if name not in seen:
             rows.append({"name": name, "state": "running", "pid": d.pid, "uptime_s": d.uptime_s,
                          "restarts": None, "machine": "", "launcher_pid": None, "module": "", "detail": "",
-                         "diagnostics": d})
+                         DIAGNOSTICS_TOPIC: d})
     if not rows:
         endpoints = ", ".join(_diag_endpoint(c) for c in configs)
         print(f"no running nodes: no launcher state in {env_config.ipc_dir} and no diagnostics at {endpoints}",
@@ -133,7 +134,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         for row in rows:
-            d = row.pop("diagnostics")
+            d = row.pop(DIAGNOSTICS_TOPIC)
             row.update(ready=d.ready if d else None, status=d.status if d else None,
                        last_error=d.last_error if d else "", errors=dict(d.errors) if d else {},
                        topics=[msgspec.to_builtins(t) for t in d.topics] if d else [])
@@ -141,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     table = [("NODE", "STATE", "PID", "UPTIME", "RESTARTS", "READY", "STATUS", "RATES")]
     for row in rows:
-        d = row["diagnostics"]
+        d = row[DIAGNOSTICS_TOPIC]
         status = (d.status + (f" ({d.last_error})" if d.last_error and d.status != "ok" else "")) if d else "-"
         state = row["state"] + (f" ({row['detail']})" if row["detail"] and row["state"] != "running" else "")
         table.append((row["name"], state, str(row["pid"] or "-"), _uptime(row["uptime_s"]),
@@ -154,7 +155,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _diag_endpoint(config: BusConfig) -> str:
-    return config.subscriber_endpoint(get_topic("diagnostics"))
+    return config.subscriber_endpoint(get_topic(DIAGNOSTICS_TOPIC))
 
 
 def _node_class(module: str) -> tuple[str, type]:

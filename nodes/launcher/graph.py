@@ -31,6 +31,7 @@ from nodes.bus.topics import TOPICS, BusConfig, get_topic
 from nodes.launcher.description import LaunchDescription, LaunchError, NodeSpec, Problem, _suggest
 from nodes.params import ParamError, load_params
 from nodes.runtime import Node
+from perception.drives.topics import DIAGNOSTICS_TOPIC
 
 
 @dataclass
@@ -403,7 +404,7 @@ def describe_graph(graph: Graph, machine: str = "") -> list[str]:
         subs = ", ".join(graph.subscribers.get(t, [])) or "(no subscriber here)"
         rows.append((t, f"{topic.type_name}, {topic.rate_hz:g} Hz", f"{pub} -> {subs}"))
     if graph.nodes:
-        rows.append(("diagnostics", "Diagnostics, fan-in", f"{', '.join(graph.nodes)} -> launcher"))
+        rows.append((DIAGNOSTICS_TOPIC, "Diagnostics, fan-in", f"{', '.join(graph.nodes)} -> launcher"))
     w0 = max((len(r[0]) for r in rows), default=0)
     w1 = max((len(r[1]) for r in rows), default=0)
     lines.extend(f"  {a:{w0}s}  {b:{w1}s}  {c}" for a, b, c in rows)

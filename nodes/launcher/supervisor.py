@@ -45,6 +45,7 @@ from nodes.bus.wire import DecodeError
 from nodes.launcher.description import NodeEntry
 from nodes.launcher.graph import Graph, GraphNode
 from nodes.launcher.state import LauncherState, NodeState, state_path, write_state
+from perception.drives.topics import DIAGNOSTICS_TOPIC
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _LOOP_S = 0.1  # longest the loop sleeps: bounds how late a timer (backoff, stop timeout) fires
@@ -503,7 +504,7 @@ class Supervisor:
             raise OSError(f"cannot forward diagnostics ({exc}); is another launcher, or a `streetloc topic` "
                           f"tool, running on this bus (STREETLOC_IPC_DIR={self.config.ipc_dir}, "
                           f"transport {self.config.transport})?") from None
-        self._diag = Subscriber("diagnostics", delivery=Delivery.EVERY, config=self.config)
+        self._diag = Subscriber(DIAGNOSTICS_TOPIC, delivery=Delivery.EVERY, config=self.config)
         self._poller.register(self._diag.socket, zmq.POLLIN)
         for topic in sorted({t for p in self.procs.values() for t in p.node.spec.entry.wait_for_topics}):
             sub = Subscriber(topic, delivery=Delivery.EVERY, config=self.config)

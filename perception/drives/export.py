@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .channels import GPS_TOPIC, SCHEMA_LOCATION_FIX
 from .reader import DriveReader
+from .topics import GPS_TOPIC, SCHEMA_LOCATION_FIX
 from .trackio import write_geojson, write_gpx
 
 FORMATS = ("gpx", "geojson")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
-from .channels import CAMERA_TOPIC, LOCATION_TOPICS
 from .reader import DriveReader
+from .topics import CAMERA_TOPIC, LOCATION_TOPICS
 from .trackio import format_time_iso
 
 

@@ -1,4 +1,5 @@
-"""JPEG helpers that avoid decoding: size from the header, a cheap integrity check; and the codec calls.
+"""JPEG helpers that avoid decoding: size from the header, a cheap integrity check; and the encoder.
+(Decoding is `perception.drives.messages.Image.to_bgr`, the one decode path.)
 
 Replay passes JPEG bytes through untouched, so the frame iterator must find broken frames without
 decoding them: `looks_like_jpeg` checks the start-of-image and end-of-image markers (garbage bytes and
@@ -66,12 +67,3 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not JPEG-encode an image of shape {image_bgr.shape}")
     return buf.tobytes()
-
-
-def decode_image(data: bytes | memoryview) -> np.ndarray:
-    """Decode JPEG/PNG bytes to uint8 [H, W, 3] BGR; ValueError when the bytes are not a decodable image."""
-    array = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
-    if image is None:
-        raise ValueError(f"corrupt image: {len(array)} bytes do not decode")
-    return image

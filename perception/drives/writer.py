@@ -8,7 +8,6 @@ Drive metadata is written first, outside any chunk, so it survives truncation to
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -18,41 +17,30 @@ from pathlib import Path
 from types import TracebackType
 
 import mcap
+import msgspec
 import numpy as np
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
 
 from . import _proto as pb
-from .channels import (
-    BODY_FRAME_ID,
+from .conversions import EncodeOptions, channel_metadata, check_stamp, encode, encode_calibration
+from .jpeg import jpeg_size
+from .messages import CameraInfo, Detections, GeoFix, Header, Image, Odometry, Pose, Segmentation
+from .metadata import DriveMetadata
+from .topics import (
     CALIBRATION_TOPIC,
-    CAMERA_FRAME_ID,
     CAMERA_TOPIC,
-    GPS_FRAME_ID,
     GPS_TOPIC,
     MESSAGE_ENCODING,
-    ODOM_FRAME_ID,
     ODOMETRY_TOPIC,
     POSE_TOPIC,
     SCHEMA_CALIBRATION,
-    SCHEMA_COMPRESSED_IMAGE,
-    SCHEMA_IMAGE_ANNOTATIONS,
-    SCHEMA_LOCATION_FIX,
-    SCHEMA_ODOMETRY,
-    SCHEMA_RAW_IMAGE,
     TRUTH_BOXES_TOPIC,
     TRUTH_SEGMENTATION_TOPIC,
+    drive_topic,
 )
-from .jpeg import encode_jpeg, jpeg_size
-from .metadata import CameraInfo, DriveMetadata
 
 _COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
-
-# Box outline colours by class id (RGB 0-1), Tableau-10 order: distinct on street imagery.
-_PALETTE = (
-    (0.12, 0.47, 0.71), (1.00, 0.50, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.40, 0.74),
-    (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.50, 0.50, 0.50), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81),
-)
 
 
 class _WriteThrough:
@@ -80,26 +68,6 @@ class _WriteThrough:
 
     def close(self) -> None:
         self._raw.close()
-
-
-def _check_stamp(stamp_ns: int) -> int:
-    stamp = int(stamp_ns)
-    if stamp != stamp_ns or stamp < 0:
-        raise ValueError(f"stamp_ns={stamp_ns!r} must be a non-negative integer (ns since the Unix epoch)")
-    return stamp
-
-
-def _check_position(lat_deg: float, lon_deg: float, alt_m: float) -> None:
-    if not (math.isfinite(lat_deg) and -90.0 <= lat_deg <= 90.0):
-        raise ValueError(f"lat_deg={lat_deg!r} is outside [-90, 90]")
-    if not (math.isfinite(lon_deg) and -180.0 <= lon_deg <= 180.0):
-        raise ValueError(f"lon_deg={lon_deg!r} is outside [-180, 180]")
-    if not math.isfinite(alt_m):
-        raise ValueError(f"alt_m={alt_m!r} is not finite")
-
-
-def _kv(key: str, value: object) -> pb.KeyValuePair:
-    return pb.KeyValuePair(key=key, value=str(value))
 
 
 class DriveWriter:
@@ -145,6 +113,7 @@ class DriveWriter:
         self.metadata = metadata or DriveMetadata()
         self.jpeg_quality = int(jpeg_quality)
         self.image_encoding = image_encoding
+        self._options = EncodeOptions(jpeg_quality=self.jpeg_quality, raw_images=image_encoding == "bgr8")
         self._flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
         self._stream = _WriteThrough(self.path)
@@ -164,7 +133,7 @@ class DriveWriter:
             self._mcap.add_metadata(name, record)
         self._schema_ids: dict[str, int] = {}
         self._channels: dict[str, tuple[int, str]] = {}  # topic -> (channel id, schema name)
-        self._channel_class_names: dict[str, tuple[str, ...]] = {}
+        self._channel_class_names: dict[str, str] = {}  # topic -> JSON class table
         self._sequence: Counter[str] = Counter()
         self._calibration_written = False
         self._closed = False
@@ -236,6 +205,51 @@ class DriveWriter:
         finally:
             self._stream.close()
 
+    # ------------------------------------------------------------------------------------------ records
+
+    def write(self, topic: str, msg: msgspec.Struct, *, vertical_std_m: float | None = None) -> None:
+        """Store one record on ``topic``'s channel, converted by the topic table's conversion (the same
+        one the reader decodes with). ValueError naming the stamp and field for what a drive cannot hold.
+
+        Images: ``jpeg``/``png`` bytes are stored as they are (not validated: a recorder stores what the
+        camera gave); ``bgr8``/``mono8`` pixels are JPEG-encoded, or stored raw when the drive was opened
+        with ``image_encoding="bgr8"``. The first frame of a drive whose metadata has a camera, or of an
+        Image carrying intrinsics, also writes ``camera/calibration``.
+        """
+        entry = drive_topic(topic)
+        if isinstance(msg, Image):
+            self._check_frame(topic, msg)
+        opts = self._options if vertical_std_m is None else msgspec.structs.replace(
+            self._options, vertical_std_m=vertical_std_m)
+        schema_name, proto = encode(entry, msg, opts)
+        meta = channel_metadata(entry, msg)
+        if meta.get("class_names") is not None:
+            self._class_table(topic, meta["class_names"])
+        self._write(topic, schema_name, msg.header.stamp_ns, proto, meta)  # type: ignore[attr-defined]
+
+    def _check_frame(self, topic: str, msg: Image) -> None:
+        stamp_ns = msg.header.stamp_ns
+        camera = self.metadata.camera
+        if camera is not None:  # the frame must be the size of the drive's camera
+            if msg.encoding == "jpeg":
+                width, height = jpeg_size(np.asarray(msg.data, np.uint8).tobytes()) or (0, 0)
+            elif msg.encoding == "png":
+                width = height = 0
+            else:
+                width, height = np.asarray(msg.data).shape[1::-1][:2] if np.ndim(msg.data) >= 2 else (0, 0)
+        if camera is not None and width and (width, height) != (camera.width_px, camera.height_px):
+            raise ValueError(
+                f"image at stamp_ns={stamp_ns} is {width}x{height} px but the drive's camera is "
+                f"{camera.width_px}x{camera.height_px} px"
+            )
+        if not self._calibration_written and (camera or msg.intrinsics) is not None:
+            self.add_calibration(stamp_ns, camera or msg.intrinsics)  # type: ignore[arg-type]
+
+    def _class_table(self, topic: str, table_json: str) -> None:
+        known = self._channel_class_names.setdefault(topic, table_json)
+        if known != table_json:
+            raise ValueError(f"topic {topic!r} was started with class table {known}, now given {table_json}")
+
     # ------------------------------------------------------------------------------------------ camera
 
     def add_image(
@@ -248,7 +262,7 @@ class DriveWriter:
     ) -> None:
         """A camera frame: ``image_bgr`` uint8 [H, W, 3] (encoded per ``image_encoding``) or ``jpeg`` bytes
         stored as they are (not validated: a recorder stores what the camera gave)."""
-        stamp_ns = _check_stamp(stamp_ns)
+        stamp_ns = check_stamp(stamp_ns)
         if (image_bgr is None) == (jpeg is None):
             raise ValueError("add_image takes exactly one of image_bgr or jpeg=")
         if image_bgr is not None:
@@ -256,50 +270,17 @@ class DriveWriter:
             if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
                 raise ValueError(f"image_bgr must be uint8 [H, W, 3]; got {image_bgr.dtype} {image_bgr.shape}")
             height, width = image_bgr.shape[:2]
+            msg = Image(Header(stamp_ns), width, height, "bgr8", image_bgr)
         else:
-            size = jpeg_size(jpeg)  # type: ignore[arg-type]
-            width, height = size if size is not None else (0, 0)
-        camera = self.metadata.camera
-        if camera is not None and width and (width, height) != (camera.width_px, camera.height_px):
-            raise ValueError(
-                f"image at stamp_ns={stamp_ns} is {width}x{height} px but the drive's camera is "
-                f"{camera.width_px}x{camera.height_px} px"
-            )
-        if camera is not None and not self._calibration_written:
-            self.add_calibration(stamp_ns, camera)
-        if self.image_encoding == "bgr8" and image_bgr is not None:
-            data = np.ascontiguousarray(image_bgr).tobytes()
-            message = pb.RawImage(
-                timestamp=pb.timestamp(stamp_ns), frame_id=CAMERA_FRAME_ID, width=width, height=height,
-                encoding="bgr8", step=width * 3, data=data,
-            )
-            self._write(topic, SCHEMA_RAW_IMAGE, stamp_ns, message)
-            return
-        if self.image_encoding == "bgr8":
-            raise ValueError("this drive stores raw bgr8 frames (image_encoding='bgr8'); pass image_bgr, not jpeg=")
-        data = jpeg if jpeg is not None else encode_jpeg(image_bgr, self.jpeg_quality)  # type: ignore[arg-type]
-        message = pb.CompressedImage(
-            timestamp=pb.timestamp(stamp_ns), frame_id=CAMERA_FRAME_ID, data=bytes(data), format="jpeg"
-        )
-        self._write(topic, SCHEMA_COMPRESSED_IMAGE, stamp_ns, message)
+            width, height = jpeg_size(jpeg) or (0, 0)  # type: ignore[arg-type]
+            msg = Image(Header(stamp_ns), width, height, "jpeg", np.frombuffer(bytes(jpeg), np.uint8))  # type: ignore[arg-type]
+        self.write(topic, msg)
 
     def add_calibration(self, stamp_ns: int, camera: CameraInfo, *, topic: str = CALIBRATION_TOPIC) -> None:
         """Camera intrinsics as foxglove.CameraCalibration (written automatically with the first frame
-        when the metadata has a camera)."""
-        stamp_ns = _check_stamp(stamp_ns)
-        fx, fy, cx, cy = camera.fx_px, camera.fy_px, camera.cx_px, camera.cy_px
-        message = pb.CameraCalibration(
-            timestamp=pb.timestamp(stamp_ns),
-            frame_id=CAMERA_FRAME_ID,
-            width=camera.width_px,
-            height=camera.height_px,
-            distortion_model=camera.distortion_model,
-            D=list(camera.distortion),
-            K=camera.K,
-            R=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            P=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-        )
-        self._write(topic, SCHEMA_CALIBRATION, stamp_ns, message)
+        when the metadata has a camera or the frame carries intrinsics)."""
+        stamp_ns = check_stamp(stamp_ns)
+        self._write(topic, SCHEMA_CALIBRATION, stamp_ns, encode_calibration(camera, stamp_ns))
         self._calibration_written = True
 
     # ------------------------------------------------------------------------------------------ position
@@ -326,15 +307,11 @@ class DriveWriter:
         """
         if not (math.isfinite(horizontal_std_m) and horizontal_std_m > 0):
             raise ValueError(f"horizontal_std_m={horizontal_std_m!r} must be positive")
-        var_h = horizontal_std_m**2
-        known = vertical_std_m is not None
-        var_v = (vertical_std_m if known else 2.0 * horizontal_std_m) ** 2  # type: ignore[operator]
-        covariance = [var_h, 0.0, 0.0, 0.0, var_h, 0.0, 0.0, 0.0, var_v]
-        kind = pb.LocationFix.DIAGONAL_KNOWN if known else pb.LocationFix.APPROXIMATED
-        self._add_location(
-            topic, stamp_ns, lat_deg, lon_deg, alt_m, heading_deg, covariance, kind,
-            heading_std_deg, speed_mps, None, GPS_FRAME_ID,
-        )
+        var_h = float(horizontal_std_m) ** 2
+        fix = GeoFix(Header(check_stamp(stamp_ns)), lat_deg=float(lat_deg), lon_deg=float(lon_deg),
+                     alt_m=float(alt_m), heading_deg=heading_deg, cov_enu_m2=(var_h, 0.0, 0.0, var_h),
+                     heading_std_deg=heading_std_deg, speed_mps=speed_mps)
+        self.write(topic, fix, vertical_std_m=vertical_std_m)
 
     def add_pose(
         self,
@@ -350,50 +327,25 @@ class DriveWriter:
         status: str | None = None,
         topic: str = POSE_TOPIC,
     ) -> None:
-        """A pose estimate (foxglove.LocationFix on ``localization/pose`` or ``posenet/fix``) with its
-        2x2 east/north covariance ``cov_enu_m2`` (row-major, m^2) and optional filter ``status``."""
-        cov = [float(c) for c in cov_enu_m2]
-        if len(cov) != 4 or not all(math.isfinite(c) for c in cov) or cov[0] < 0 or cov[3] < 0:
+        """A pose estimate with its 2x2 east/north covariance ``cov_enu_m2`` (row-major, m^2): a `Pose` on
+        ``localization/pose`` (``status`` its filter status), a `GeoFix` on other location topics."""
+        cov = tuple(float(c) for c in cov_enu_m2)
+        if len(cov) != 4:
             raise ValueError(f"cov_enu_m2={tuple(cov_enu_m2)!r} must be 4 finite numbers (2x2 row-major, m^2)")
-        covariance = [cov[0], cov[1], 0.0, cov[2], cov[3], 0.0, 0.0, 0.0, 0.0]
-        self._add_location(
-            topic, stamp_ns, lat_deg, lon_deg, alt_m, heading_deg, covariance, pb.LocationFix.KNOWN,
-            heading_std_deg, speed_mps, status, "enu",
-        )
-
-    def _add_location(
-        self, topic, stamp_ns, lat_deg, lon_deg, alt_m, heading_deg, covariance, covariance_type,
-        heading_std_deg, speed_mps, status, frame_id,
-    ) -> None:
-        stamp_ns = _check_stamp(stamp_ns)
-        lat_deg, lon_deg, alt_m = float(lat_deg), float(lon_deg), float(alt_m)
-        _check_position(lat_deg, lon_deg, alt_m)
-        message = pb.LocationFix(
-            timestamp=pb.timestamp(stamp_ns),
-            frame_id=frame_id,
-            latitude=lat_deg,
-            longitude=lon_deg,
-            altitude=alt_m,
-            position_covariance=covariance,
-            position_covariance_type=covariance_type,
-        )
-        if heading_deg is not None:
-            if not math.isfinite(heading_deg):
-                raise ValueError(f"heading_deg={heading_deg!r} is not finite (use None for unknown)")
-            message.heading = math.radians(float(heading_deg) % 360.0)
-            if speed_mps is not None:
-                # ENU velocity from compass heading: east = v sin(h), north = v cos(h)
-                message.velocity.x = speed_mps * math.sin(message.heading)
-                message.velocity.y = speed_mps * math.cos(message.heading)
-                message.velocity.z = 0.0
-        # Fields LocationFix has no slot for travel as key-value metadata (Foxglove shows them).
-        if heading_std_deg is not None:
-            message.metadata.append(_kv("heading_std_deg", repr(float(heading_std_deg))))
-        if speed_mps is not None:
-            message.metadata.append(_kv("speed_mps", repr(float(speed_mps))))
-        if status is not None:
-            message.metadata.append(_kv("status", status))
-        self._write(topic, SCHEMA_LOCATION_FIX, stamp_ns, message)
+        header = Header(check_stamp(stamp_ns))
+        entry = drive_topic(topic)
+        msg: msgspec.Struct
+        if entry.message_type is Pose:
+            kwargs = {"status": status} if status is not None else {}
+            msg = Pose(header, lat_deg=float(lat_deg), lon_deg=float(lon_deg), alt_m=float(alt_m),
+                       heading_deg=0.0 if heading_deg is None else float(heading_deg), cov_enu_m2=cov,  # type: ignore[arg-type]
+                       speed_mps=speed_mps or 0.0, valid=True, **kwargs,
+                       **({"heading_std_deg": heading_std_deg} if heading_std_deg is not None else {}))
+        else:
+            msg = GeoFix(header, lat_deg=float(lat_deg), lon_deg=float(lon_deg), alt_m=float(alt_m),
+                         heading_deg=heading_deg, cov_enu_m2=cov, heading_std_deg=heading_std_deg,  # type: ignore[arg-type]
+                         speed_mps=speed_mps)
+        self.write(topic, msg)
 
     def add_odometry(
         self,
@@ -407,28 +359,11 @@ class DriveWriter:
     ) -> None:
         """Body-frame odometry (foxglove.Odometry): forward speed in m/s (``linear_velocity.x``) and yaw
         rate in rad/s, counter-clockwise positive seen from above (``angular_velocity.z``, REP-103)."""
-        stamp_ns = _check_stamp(stamp_ns)
-        if not (math.isfinite(speed_mps) and math.isfinite(yaw_rate_radps)):
-            raise ValueError(f"odometry speed_mps={speed_mps!r}, yaw_rate_radps={yaw_rate_radps!r} must be finite")
-        message = pb.Odometry(timestamp=pb.timestamp(stamp_ns), frame_id=ODOM_FRAME_ID, body_frame_id=BODY_FRAME_ID)
-        message.pose.orientation.w = 1.0  # pose unknown: identity, so viewers get a valid quaternion
-        message.linear_velocity.x = float(speed_mps)
-        message.angular_velocity.z = float(yaw_rate_radps)
-        if speed_std_mps is not None or yaw_rate_std_radps is not None:
-            cov = [0.0] * 36
-            cov[0] = (speed_std_mps or 0.0) ** 2  # vx, vx
-            cov[35] = (yaw_rate_std_radps or 0.0) ** 2  # wz, wz
-            message.velocity_covariance.extend(cov)
-        self._write(topic, SCHEMA_ODOMETRY, stamp_ns, message)
+        self.write(topic, Odometry(Header(check_stamp(stamp_ns)), speed_mps=float(speed_mps),
+                                   yaw_rate_radps=float(yaw_rate_radps), speed_std_mps=speed_std_mps,
+                                   yaw_rate_std_radps=yaw_rate_std_radps))
 
     # ------------------------------------------------------------------------------------------ truth
-
-    def _class_table(self, topic: str, class_names: Sequence[str]) -> dict[str, str]:
-        names = tuple(str(n) for n in class_names)
-        known = self._channel_class_names.setdefault(topic, names)
-        if known != names:
-            raise ValueError(f"topic {topic!r} was started with class table {list(known)}, now given {list(names)}")
-        return {"class_names": json.dumps(list(names))}
 
     def add_boxes(
         self,
@@ -446,48 +381,14 @@ class DriveWriter:
             boxes_xyxy_px: float [N, 4] pixel boxes (x1, y1, x2, y2), x1 <= x2, y1 <= y2.
             class_ids: int [N], indices into ``class_names``.
             class_names: the class table (the same on every call for one topic).
-            scores: float [N] in [0, 1] for detections; None for ground truth.
+            scores: float [N] in [0, 1] for detections; None for ground truth (stored as 1.0).
         """
-        stamp_ns = _check_stamp(stamp_ns)
-        boxes = np.asarray(boxes_xyxy_px, dtype=np.float64).reshape(-1, 4) if len(boxes_xyxy_px) else np.zeros((0, 4))
-        ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
-        if len(ids) != len(boxes):
-            raise ValueError(f"boxes at stamp_ns={stamp_ns}: {len(boxes)} boxes but {len(ids)} class ids")
-        if not np.all(np.isfinite(boxes)) or np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
-            raise ValueError(f"boxes at stamp_ns={stamp_ns} must be finite (x1, y1, x2, y2) with x1<=x2, y1<=y2")
-        if len(ids) and (ids.min() < 0 or ids.max() >= len(class_names)):
-            raise ValueError(f"boxes at stamp_ns={stamp_ns}: class id {int(ids.max())} outside the {len(class_names)}-class table")
-        score_list = None
-        if scores is not None:
-            score_list = np.asarray(scores, dtype=np.float64).reshape(-1)
-            if len(score_list) != len(ids):
-                raise ValueError(f"boxes at stamp_ns={stamp_ns}: {len(ids)} boxes but {len(score_list)} scores")
-        table = self._class_table(topic, class_names)
-        ts = pb.timestamp(stamp_ns)
-        message = pb.ImageAnnotations(timestamp=ts)
-        message.metadata.append(_kv("class_names", table["class_names"]))
-        for i, ((x1, y1, x2, y2), cid) in enumerate(zip(boxes.tolist(), ids.tolist(), strict=True)):
-            r, g, b = _PALETTE[cid % len(_PALETTE)]
-            color = pb.Color(r=r, g=g, b=b, a=1.0)
-            name = str(class_names[cid])
-            points = pb.PointsAnnotation(
-                timestamp=ts, type=pb.PointsAnnotation.LINE_LOOP, outline_color=color, thickness=2.0,
-                points=[pb.Point2(x=x1, y=y1), pb.Point2(x=x2, y=y1), pb.Point2(x=x2, y=y2), pb.Point2(x=x1, y=y2)],
-            )
-            points.metadata.append(_kv("class_id", cid))
-            points.metadata.append(_kv("class_name", name))
-            label = name
-            if score_list is not None:
-                points.metadata.append(_kv("score", repr(float(score_list[i]))))
-                label = f"{name} {score_list[i]:.2f}"
-            message.points.append(points)
-            message.texts.append(
-                pb.TextAnnotation(
-                    timestamp=ts, position=pb.Point2(x=x1, y=max(y1 - 2.0, 0.0)), text=label, font_size=12.0,
-                    text_color=pb.Color(r=1.0, g=1.0, b=1.0, a=1.0), background_color=color,
-                )
-            )
-        self._write(topic, SCHEMA_IMAGE_ANNOTATIONS, stamp_ns, message, table)
+        boxes = np.asarray(boxes_xyxy_px, dtype=np.float32)
+        boxes = boxes.reshape(-1, 4) if boxes.size else np.zeros((0, 4), np.float32)
+        ids = np.asarray(class_ids).reshape(-1)
+        score_array = np.ones(len(ids), np.float32) if scores is None else np.asarray(scores, np.float32).reshape(-1)
+        self.write(topic, Detections(Header(check_stamp(stamp_ns)), boxes, ids.astype(np.int32), score_array,
+                                     class_names=[str(n) for n in class_names]))
 
     def add_label_mask(
         self,
@@ -499,18 +400,5 @@ class DriveWriter:
     ) -> None:
         """A per-pixel class mask, uint8 [H, W] of indices into ``class_names`` (foxglove.RawImage mono8;
         the class table goes in the channel metadata as ``class_names``, a JSON list)."""
-        stamp_ns = _check_stamp(stamp_ns)
-        mask = np.asarray(mask)
-        if mask.dtype != np.uint8 or mask.ndim != 2:
-            raise ValueError(f"label mask at stamp_ns={stamp_ns} must be uint8 [H, W]; got {mask.dtype} {mask.shape}")
-        if mask.size and int(mask.max()) >= len(class_names):
-            raise ValueError(
-                f"label mask at stamp_ns={stamp_ns} holds class {int(mask.max())} outside the {len(class_names)}-class table"
-            )
-        table = self._class_table(topic, class_names)
-        height, width = mask.shape
-        message = pb.RawImage(
-            timestamp=pb.timestamp(stamp_ns), frame_id=CAMERA_FRAME_ID, width=width, height=height,
-            encoding="mono8", step=width, data=np.ascontiguousarray(mask).tobytes(),
-        )
-        self._write(topic, SCHEMA_RAW_IMAGE, stamp_ns, message, table)
+        self.write(topic, Segmentation(Header(check_stamp(stamp_ns)), np.asarray(mask),
+                                       class_names=[str(n) for n in class_names]))

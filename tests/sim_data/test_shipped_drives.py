@@ -43,8 +43,8 @@ def test_shipped_drive_is_what_its_recipe_renders(name):
         masks = list(itertools.islice(drive.label_masks(), 3))
         fixes = list(itertools.islice(drive.fixes(), 3))
     for f, m, g in zip(fresh, masks, fixes, strict=True):
-        assert m.stamp_ns == f.stamp_ns
-        np.testing.assert_array_equal(m.mask, f.label_mask)
+        assert m.header.stamp_ns == f.stamp_ns
+        np.testing.assert_array_equal(m.label_mask, f.label_mask)
         assert (g.lat_deg, g.lon_deg) == pytest.approx((f.lat_deg, f.lon_deg), abs=1e-10)
 
 

@@ -32,7 +32,7 @@ def test_image_decodes_with_msgpack_per_the_document(processes):
     topic, payload, *arrays = frames
     assert topic == b"camera/image"
     version, type_name, msg = msgpack.unpackb(payload)
-    assert (version, type_name) == (1, "Image")
+    assert (version, type_name) == (2, "Image")
     assert msg["encoding"] == "bgr8" and (msg["width_px"], msg["height_px"]) == (64, 48)
     ref = msg["data"]
     pixels = np.frombuffer(arrays[ref["frame"] - 2], ref["dtype"]).reshape(ref["shape"])
@@ -40,7 +40,8 @@ def test_image_decodes_with_msgpack_per_the_document(processes):
     assert pixels[10, 0].tolist() == [255, 255, 255]  # the first colour bar is white
     header = msg["header"]
     assert header["stamp_ns"] > 1.6e18 and header["trace"][0]["node"] == "test_pattern"
-    assert msg["intrinsics"]["fx_px"] > 0
+    intrinsics = msg["intrinsics"]
+    assert intrinsics["fx_px"] > 0 and (intrinsics["width_px"], intrinsics["height_px"]) == (64, 48)
 
 
 def test_pose_decodes_with_msgpack_per_the_document():
@@ -59,7 +60,7 @@ def test_pose_decodes_with_msgpack_per_the_document():
         topic, payload = sock.recv_multipart()
         sock.close(0)
     version, type_name, pose = msgpack.unpackb(payload)
-    assert (version, type_name) == (1, "Pose")
+    assert (version, type_name) == (2, "Pose")
     assert (pose["lat_deg"], pose["lon_deg"]) == (34.0522, -118.2437)
     assert pose["cov_enu_m2"] == [4.0, 0.5, 0.5, 9.0]
     assert pose["status"] == "tracking" and pose["valid"] is True

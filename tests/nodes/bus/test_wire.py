@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from nodes.bus.messages import (
     SCHEMA_VERSION,
-    CameraIntrinsics,
+    CameraInfo,
     Detections,
     GeoFix,
     Header,
@@ -25,7 +25,7 @@ from nodes.bus.wire import Codec, DecodeError
 def _image(h: int = 48, w: int = 64) -> Image:
     data = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
     return Image(Header(stamp_ns=123, seq=4, frame_id="camera", trace=[Hop("cam", 1, 2)]), w, h, "bgr8",
-                 data, CameraIntrinsics(50.0, 50.0, w / 2, h / 2))
+                 data, CameraInfo(w, h, 50.0, 50.0, w / 2, h / 2))
 
 
 def test_image_round_trip_keeps_pixels_header_and_intrinsics():

@@ -48,7 +48,7 @@ def test_photos_sorted_by_exif_time_with_heading_from_track(kit, tmp_path):
         for frame, (lat, lon) in zip(frames, positions, strict=True):
             assert frame.gps.lat_deg == pytest.approx(lat, abs=1e-6) and frame.gps.lon_deg == pytest.approx(lon, abs=1e-6)
             assert frame.gps.heading_deg == pytest.approx(45.0, abs=1.0)  # north-east
-            assert frame.image.image_bgr.shape == (48, 64, 3)
+            assert frame.image.data.shape == (48, 64, 3)
         camera = drive.metadata.camera
         assert camera is not None and camera.fx_px == pytest.approx(28 / 36 * 64)
         assert drive.metadata.geo_origin.lat_deg == pytest.approx(positions[0][0])

@@ -19,7 +19,7 @@ from perception.drives import (
     DriveReader,
     DriveWriter,
 )
-from perception.drives.channels import CHANNELS
+from perception.drives.topics import TOPICS
 
 EXPECTED_SCHEMAS = {
     "camera/image": "foxglove.CompressedImage",
@@ -53,7 +53,7 @@ def test_standard_mcap_reader_sees_foxglove_channels(make_drive, kit):
     assert all(s.encoding == "protobuf" for s in summary.schemas.values())
     counts = {summary.channels[i].topic: n for i, n in summary.statistics.channel_message_counts.items()}
     assert counts == {"camera/image": 20, "camera/calibration": 1, "gps/fix": 4, "odometry": 20, "truth/boxes": 4, "truth/segmentation": 4}
-    assert all(topic in CHANNELS for topic in topics)  # every channel is in the documented table
+    assert all(TOPICS[topic].in_drive for topic in topics)  # every channel is in the one topic table
 
     _, _, message, image = first["camera/image"]
     assert image.format == "jpeg" and image.data[:2] == b"\xff\xd8"  # raw JPEG bytes, not base64
@@ -102,10 +102,10 @@ def test_reader_roundtrip(make_drive, kit):
         assert channels["truth/segmentation"].class_names == kit.CLASSES
 
         frames = list(drive.images())
-        assert [f.stamp_ns for f in frames] == [kit.T0_NS + i * 100_000_000 for i in range(20)]
-        assert (frames[0].width_px, frames[0].height_px, frames[0].encoding) == (64, 48, "jpeg")
-        assert frames[0].image_bgr is None  # not decoded unless asked
-        decoded = frames[3].decode()
+        assert [f.header.stamp_ns for f in frames] == [kit.T0_NS + i * 100_000_000 for i in range(20)]
+        assert (frames[0].width_px, frames[0].height_px, frames[0].encoding) == (64, 48, "jpeg")  # not decoded
+        assert frames[0].intrinsics == meta.camera
+        decoded = frames[3].to_bgr()
         assert decoded.shape == (48, 64, 3)
         assert np.abs(decoded.astype(int) - kit.frame_image(3).astype(int)).mean() < 6  # JPEG q90
 
@@ -119,10 +119,11 @@ def test_reader_roundtrip(make_drive, kit):
         boxes = next(drive.boxes())
         assert boxes.boxes_xyxy_px.dtype == np.float32
         assert np.array_equal(boxes.boxes_xyxy_px, [[1, 2, 10, 20], [30, 5, 40, 15]])
-        assert boxes.class_ids.tolist() == [8, 9] and boxes.class_names == kit.CLASSES and boxes.scores is None
+        assert boxes.class_ids.tolist() == [8, 9] and boxes.class_names == kit.CLASSES
+        assert boxes.scores.tolist() == [1.0, 1.0]  # ground truth is certain
 
         masks = list(drive.label_masks())
-        assert len(masks) == 4 and np.array_equal(masks[0].mask, kit.label_mask()) and masks[0].class_names == kit.CLASSES
+        assert len(masks) == 4 and np.array_equal(masks[0].label_mask, kit.label_mask()) and masks[0].class_names == kit.CLASSES
 
 
 def test_time_range_and_topic_filter(make_drive, kit):
@@ -130,7 +131,7 @@ def test_time_range_and_topic_filter(make_drive, kit):
     with DriveReader(path) as drive:
         start, end = kit.T0_NS + 500_000_000, kit.T0_NS + 1_000_000_000
         images = list(drive.images(start_ns=start, end_ns=end))
-        assert [f.stamp_ns for f in images] == [kit.T0_NS + i * 100_000_000 for i in range(5, 10)]
+        assert [f.header.stamp_ns for f in images] == [kit.T0_NS + i * 100_000_000 for i in range(5, 10)]
         messages = list(drive.messages([GPS_TOPIC, "odometry"], start_ns=start, end_ns=end))
         assert {m.topic for m in messages} == {GPS_TOPIC, "odometry"}
         assert all(start <= m.stamp_ns < end for m in messages)
@@ -146,14 +147,14 @@ def test_frames_carry_interpolated_gps(make_drive, kit):
         assert len(frames) == 20
         # GPS every 5th frame heading north at 5 m/s: frame 2 lies 1.0 m north of frame 0's fix
         frame = frames[2]
-        assert frame.gps is not None and frame.gps.interpolated
-        assert frame.gps.stamp_ns == frame.stamp_ns
+        assert frame.gps is not None and frame.gps_interpolated
+        assert frame.gps.header.stamp_ns == frame.stamp_ns
         assert (frame.gps.lat_deg - kit.ORIGIN.lat_deg) * 111_320.0 == pytest.approx(1.0, abs=1e-3)
-        assert frames[0].gps is not None and not frames[0].gps.interpolated
+        assert frames[0].gps is not None and not frames[0].gps_interpolated
         # after the last fix (frame 15) there is nothing to interpolate towards
         assert frames[17].gps is None
         nearest = list(drive.frames(gps="nearest", max_gap_s=0.25))
-        assert nearest[17].gps is not None and nearest[17].gps.stamp_ns == kit.T0_NS + 15 * 100_000_000
+        assert nearest[17].gps is not None and nearest[17].gps.header.stamp_ns == kit.T0_NS + 15 * 100_000_000
         assert nearest[19].gps is None  # 0.4 s from the last fix
         assert all(f.gps is None for f in drive.frames(gps="none"))
 
@@ -166,7 +167,7 @@ def test_raw_bgr8_frames_roundtrip_losslessly(tmp_path, kit):
     with DriveReader(path) as drive:
         assert drive.channels[CAMERA_TOPIC].schema_name == "foxglove.RawImage"
         frames = list(drive.images(decode=True))
-        assert all(np.array_equal(f.image_bgr, kit.frame_image(i)) for i, f in enumerate(frames))
+        assert all(f.encoding == "bgr8" and np.array_equal(f.data, kit.frame_image(i)) for i, f in enumerate(frames))
 
 
 def test_poses_and_detections_with_scores(tmp_path, kit):
