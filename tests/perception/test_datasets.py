@@ -113,7 +113,7 @@ class _BoxTruth:
     gps = "none"
 
     def open(self, reader, size_px):
-        boxes = {b.stamp_ns: b for b in reader.boxes()}
+        boxes = {b.header.stamp_ns: b for b in reader.boxes()}
 
         def read(frame):
             b = boxes.get(frame.stamp_ns)

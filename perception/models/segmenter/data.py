@@ -27,7 +27,7 @@ class MaskTruth:
     gps = "none"
 
     def open(self, reader: DriveReader, size_px: tuple[int, int]) -> Callable[[Frame], dict[str, Any] | str]:
-        masks = {m.stamp_ns: m for m in reader.label_masks()}
+        masks = {m.header.stamp_ns: m for m in reader.label_masks()}
         ids = {name: i for i, name in enumerate(CLASS_NAMES)}
 
         def read(frame: Frame) -> dict[str, Any] | str:
@@ -37,7 +37,7 @@ class MaskTruth:
             table = np.full(256, IGNORE_INDEX, np.uint8)
             for i, name in enumerate(m.class_names or CLASS_NAMES):
                 table[i] = ids.get(name, IGNORE_INDEX)
-            mask = table[m.mask]
+            mask = table[m.label_mask]
             if mask.shape != (size_px[1], size_px[0]):
                 mask = cv2.resize(mask, size_px, interpolation=cv2.INTER_NEAREST)
             return {"mask": mask}

@@ -14,9 +14,9 @@ import numpy as np
 import pyproj
 import pytest
 
-from nodes.bus.messages import Header, Image
 from nodes.posenet import PoseNetNode, PoseNetParams
 from perception.drives import DriveReader
+from perception.drives.topics import CAMERA_TOPIC
 from sim_data import DEFAULT_DEMO_DRIVE
 from tests.conftest import save_tiny_posenet
 
@@ -33,10 +33,8 @@ def offline_fixes(checkpoint: str, drive: str) -> list:
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
     fixes = []
     with DriveReader(drive) as reader:
-        for frame in reader.images():
-            msg = Image(header=Header(stamp_ns=frame.stamp_ns, frame_id="camera"), width_px=frame.width_px,
-                        height_px=frame.height_px, encoding=frame.encoding, data=np.frombuffer(frame.data, np.uint8))
-            [(_, fix)] = node.on_message("camera/image", msg, 0)
+        for image in reader.images():
+            [(_, fix)] = node.on_message(CAMERA_TOPIC, image, 0)
             fixes.append(fix)
     return fixes
 
