@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     if only is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # -h, or a bad option (argparse said why): the code, as a command's
+        return exc.code if isinstance(exc.code, int) else 2
     if not hasattr(args, "func"):
         parser.parse_args([argv[0], "--help"])
         return 2

@@ -17,6 +17,7 @@ Each field carries its type, default, bounds (``msgspec.Meta`` ``ge``/``gt``/``l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import sys
@@ -40,6 +41,8 @@ class ParamField:
     type: mi.Type
     default: Any  # msgspec.NODEFAULT when required
     description: str
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the Meta's ``extra``
+
 
     @property
     def required(self) -> bool:
@@ -55,19 +58,25 @@ class ParamField:
         alternation (``^(jpeg|bgr8)$``); () otherwise."""
         return _choices(self.type)
 
+    @property
+    def default_text(self) -> str:
+        """The default as a user types it (``32x24`` for a pair of ints); ``(required)`` if none."""
+        return format_value(self.default, self.type)
+
 
 def param_fields(params_type: type[msgspec.Struct]) -> list[ParamField]:
     """The parameters of a Struct in declaration order."""
     out = []
     for f in msgspec.inspect.type_info(params_type).fields:  # type: ignore[attr-defined]
-        t, description = f.type, ""
+        t, description, extra = f.type, "", {}
         if isinstance(t, mi.Metadata):
             description = (t.extra_json_schema or {}).get("description", "") or ""
+            extra = dict(t.extra or {})
             t = t.type
         default = f.default
         if default is msgspec.NODEFAULT and f.default_factory is not msgspec.NODEFAULT:
             default = f.default_factory()  # msgspec stores an empty list/dict default as a factory
-        out.append(ParamField(f.name, t, default, description))
+        out.append(ParamField(f.name, t, default, description, extra))
     return out
 
 
@@ -84,6 +93,8 @@ def _type_name(t: mi.Type) -> str:
         return f"table of {_type_name(t.value_type)}"
     if isinstance(t, mi.UnionType):
         return " or ".join(_type_name(x) for x in t.types)
+    if _is_pair(t):
+        return "pair of int"
     if isinstance(t, mi.LiteralType):
         return _type_name(mi.type_info(type(t.values[0])))
     if isinstance(t, mi.CustomType):
@@ -197,22 +208,28 @@ def add_params_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
                          only: Collection[str] | None = None, exclude: Collection[str] = (),
                          aliases: Mapping[str, Sequence[str]] | None = None,
                          positional: Collection[str] = (), required: Collection[str] = (),
-                         defaults: Mapping[str, Any] | None = None) -> None:
+                         defaults: Mapping[str, Any] | None = None,
+                         argparse_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """One option per parameter of ``params_type``: ``--start-delay-s S`` for ``start_delay_s``.
 
     The type, the default shown in the help, the bounds (``ge``/``gt``/``le``/``lt``, ``pattern``) and
     the choices (Literal, Enum, a ``^(a|b)$`` pattern) come from the Struct, the help from the field's
     description. A bool is ``--x``/``--no-x``; a list takes ``A,B`` and may repeat (values add up); a
-    dict takes ``KEY=VALUE`` and may repeat. An option not given is absent from the namespace, so
+    dict takes ``KEY=VALUE`` and may repeat; a pair of ints (``tuple[int, int]``) takes ``AxB``
+    (`nodes.commands.pair_of_ints`; the metavar and each number's bounds from the Meta's ``extra``
+    ``metavar``/``low``/``high``, else the items' ``ge``/``le``). An option not given is absent from the namespace, so
     ``params_from_args`` layers only what the user typed over the defaults (or a file). Fields of
     other types are left to ``--param key=value``.
 
     ``aliases`` adds option strings per field (the names a command had before, e.g. ``--start`` for
     ``start_s``); ``positional`` fields become positional arguments; ``required`` ones must be given;
-    ``defaults`` overrides the default a command uses (and shows) for a field.
+    ``defaults`` overrides the default a command uses (and shows) for a field; ``argparse_kwargs``
+    replaces argparse keywords of a field's option (``{"drives": {"nargs": "+"}}``: a list given as
+    several words, ``--data a.mcap b.mcap``).
     """
     aliases = aliases or {}
     defaults = defaults or {}
+    argparse_kwargs = argparse_kwargs or {}
     for f in param_fields(params_type):
         if (only is not None and f.name not in only) or f.name in exclude:
             continue
@@ -222,11 +239,12 @@ def add_params_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         default = defaults.get(f.name, f.default)
         description = f.description or f.name.replace("_", " ")
         must_give = f.name in positional or f.name in required or (f.required and f.name not in defaults)
-        shown = "" if must_give or "default" in description else f" (default {format_value(default)})"
+        shown = "" if must_give or "default" in description else f" (default {format_value(default, f.type)})"
         help_text = description + shown
         # not given: absent from the namespace (the Struct's default applies), or the command's default
         kwargs: dict[str, Any] = {**spec, "help": help_text.replace("%", "%%"),
-                                  "default": defaults[f.name] if f.name in defaults else argparse.SUPPRESS}
+                                  "default": defaults[f.name] if f.name in defaults else argparse.SUPPRESS,
+                                  **argparse_kwargs.get(f.name, {})}
         if f.name in positional:
             kwargs.pop("metavar", None)
             parser.add_argument(f"{dest}.{f.name}", metavar=f.name.upper(), **kwargs)
@@ -278,6 +296,11 @@ def _option_spec(f: ParamField) -> dict[str, Any] | None:
         return {"action": _SetItem, "type": _key_value(key, value, option_name(f.name)), "metavar": "KEY=VALUE"}
     if isinstance(t, mi.CustomType) and issubclass(t.cls, PurePath):
         return {"type": t.cls, "metavar": "PATH"}
+    if _is_pair(t):
+        names = str(f.extra.get("metavar", "AxB"))
+        convert = _pair(names, *_pair_bounds(t, f.extra))
+        convert.__name__ = option_name(f.name)
+        return {"type": _or_none(convert) if optional else convert, "metavar": names}
     convert = _scalar(t, option_name(f.name))
     if convert is None:
         return None
@@ -348,6 +371,31 @@ def _scalar(t: mi.Type, option: str) -> Callable[[str], Any] | None:
     return None
 
 
+def _is_pair(t: mi.Type) -> bool:
+    """A ``tuple[int, int]`` (an image size, a grid), given as ``AxB``."""
+    return isinstance(t, mi.TupleType) and len(t.item_types) == 2 and \
+        all(isinstance(x, mi.IntType) for x in t.item_types)
+
+
+def _pair_bounds(t: mi.TupleType, extra: Mapping[str, Any]) -> tuple[int, int]:
+    """(low, high) of each number of a pair: the Meta's ``extra`` ``low``/``high``, else the items'
+    ``ge``/``gt``/``le``/``lt``, else 1..65536."""
+    lows = [x.ge if x.ge is not None else x.gt + 1 for x in t.item_types if x.ge is not None or x.gt is not None]
+    highs = [x.le if x.le is not None else x.lt - 1 for x in t.item_types if x.le is not None or x.lt is not None]
+    return int(extra.get("low", max(lows, default=1))), int(extra.get("high", min(highs, default=1 << 16)))
+
+
+def _pair(names: str, low: int, high: int) -> Callable[[str], tuple[int, int]]:
+    from nodes.commands import pair_of_ints  # the one AxB parser of the command layer
+
+    def pair(text: str) -> tuple[int, int]:
+        try:
+            return pair_of_ints(text, option="", names=names, low=low, high=high)
+        except argparse.ArgumentTypeError as exc:  # argparse names the option: "argument --input-size: ..."
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return pair
+
+
 def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     def optional(text: str) -> Any:
         return None if text.strip().lower() in ("", "none") else convert(text)
@@ -377,7 +425,8 @@ class _ExtendList(argparse.Action):
                  option_string: str | None = None) -> None:
         current = getattr(namespace, self.dest, None)
         items = [] if current is None or current is self.default else list(current)  # replace the default
-        for text in str(values).split(","):
+        words = values if isinstance(values, list) else [values]  # a list with nargs="+"
+        for text in (part for word in words for part in str(word).split(",")):
             if text.strip():
                 try:
                     items.append(self.convert(text.strip()))
@@ -400,10 +449,18 @@ class _SetItem(argparse.Action):
 
 # -- documentation ------------------------------------------------------------------------------
 
-def format_value(value: Any) -> str:
-    """A default as users type it: TOML-like scalars, lists as ``a,b`` (the CLI form), ``""``."""
+def format_value(value: Any, t: mi.Type | None = None) -> str:
+    """A default as users type it: TOML-like scalars, lists as ``a,b`` (the CLI form), ``""``; with the
+    field's type ``t``, a pair of ints as ``AxB``."""
     if value is msgspec.NODEFAULT:
         return "(required)"
+    if t is not None and isinstance(t, mi.UnionType) and value is not None:
+        inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
+        t = inner[0] if len(inner) == 1 else None
+    if t is not None and _is_pair(t) and isinstance(value, (tuple, list)) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    if value is None:
+        return "none"  # what an optional option takes (``--limit-m none``)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and math.isfinite(value):
@@ -421,6 +478,9 @@ def _bounds(t: mi.Type) -> str:
     if isinstance(t, mi.UnionType):
         inner = [x for x in t.types if not isinstance(x, mi.NoneType)]
         return _bounds(inner[0]) if len(inner) == 1 else ""
+    if isinstance(t, mi.TupleType):
+        each = {_bounds(x) for x in t.item_types}
+        return f"each {each.pop()}" if len(each) == 1 and "" not in each else ""
     parts = []
     for attr, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         bound = getattr(t, attr, None)
@@ -440,7 +500,7 @@ def params_text(params_type: type[msgspec.Struct], indent: str = "  ") -> list[s
     fields = param_fields(params_type)
     if not fields:
         return [f"{indent}(no parameters)"]
-    rows = [(f.name, f.type_name, "required" if f.required else format_value(f.default), _bounds(f.type),
+    rows = [(f.name, f.type_name, "required" if f.required else f.default_text, _bounds(f.type),
              f.description) for f in fields]
     widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((24, 16, 20, 24))]
     return [indent + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
@@ -459,7 +519,7 @@ def params_markdown(module: str, cls: type) -> str:
         return "\n".join([*lines, "No parameters.", ""])
     lines += ["| parameter | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for f in fields:
-        default = "required" if f.required else f"`{format_value(f.default)}`"
+        default = "required" if f.required else f"`{f.default_text}`"
         cells = [f"`{f.name}`", f.type_name, default, _bounds(f.type), f.description]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")  # a | ends a cell
     return "\n".join([*lines, ""])

@@ -17,13 +17,30 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import numpy as np
+from msgspec import Meta
 
 from perception.datasets import DriveSpec
+from perception.training import DEVICE_PATTERN
 
 P = TypeVar("P")
+
+
+@dataclass
+class EvalConfig:
+    """How a checkpoint is run over the drives: the keywords of every model's ``evaluate`` (their
+    defaults are these) and the ``streetloc evaluate`` options of the same names (`nodes.params`)."""
+
+    device: Annotated[str, Meta(
+        pattern=DEVICE_PATTERN, description="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto"
+    batch_size: Annotated[int, Meta(ge=1, description="images per forward pass")] = 64
+    cache_dir: Annotated[Path | None, Meta(
+        description="folder caching decoded frames (as streetloc train's); none: no cache")] = None
+    record: Annotated[bool, Meta(
+        description="store the figures in the checkpoint's record (meta.metrics)")] = False
 
 
 @dataclass

@@ -31,11 +31,12 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Annotated, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from msgspec import Meta
 from torch import nn
 from tqdm import tqdm
 
@@ -44,27 +45,38 @@ MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.jsonl"
 
 
+# A field's type, default, bounds and meaning are declared once here: the ``streetloc train`` options (the
+# command layer derives them with `nodes.params`), their help and their checks all come from it.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
 @dataclass
 class TrainConfig:
-    """Options of `fit` (the ``streetloc train`` flags of the same names)."""
+    """Options of `fit` (the ``streetloc train`` options of the same names)."""
 
-    out_dir: Path
-    epochs: int = 30
-    batch_size: int = 32  # per process under DDP
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
-    grad_clip_norm: float = 5.0
-    seed: int = 0
-    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1"
-    amp: bool = True  # mixed precision; CUDA only
-    channels_last: bool = True  # CUDA only
-    num_workers: int = 0  # DataLoader workers (0: in-process; in-memory datasets need none)
-    threads: int | None = None  # CPU threads for torch (None: leave torch's default)
-    resume: bool = False
-    progress: bool = True
-    deterministic: bool = True
+    out_dir: Annotated[Path, Meta(
+        description="output directory: model.pt, train_state.pt, history.jsonl")]
+    epochs: Annotated[int, Meta(ge=1, description="passes over the training frames")] = 30
+    batch_size: Annotated[int, Meta(ge=1, description="frames per optimizer step, per process under DDP")] = 32
+    lr: Annotated[float, Meta(gt=0, description="peak learning rate of AdamW (after the warm-up)")] = 2e-3
+    weight_decay: Annotated[float, Meta(ge=0, description="AdamW weight decay")] = 1e-4
+    warmup_epochs: Annotated[float, Meta(ge=0, description="linear learning-rate warm-up, epochs")] = 1.0
+    min_lr_ratio: Annotated[float, Meta(
+        ge=0, le=1, description="the cosine decay ends at lr * this ratio")] = 0.02
+    grad_clip_norm: Annotated[float, Meta(gt=0, description="gradient norm clipped to this (L2)")] = 5.0
+    seed: Annotated[int, Meta(
+        ge=0, description="seed of everything random: data order, augmentation, validation split")] = 0
+    device: Annotated[str, Meta(
+        pattern=DEVICE_PATTERN, description="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto"
+    amp: Annotated[bool, Meta(description="mixed precision (bf16, else fp16); CUDA only")] = True
+    channels_last: Annotated[bool, Meta(description="channels-last memory format; CUDA only")] = True
+    num_workers: Annotated[int, Meta(
+        ge=0, description="DataLoader worker processes (0: in-process; in-memory datasets need none)")] = 0
+    threads: Annotated[Annotated[int, Meta(ge=1)] | None, Meta(
+        description="CPU threads for torch; none: torch's default")] = None
+    resume: Annotated[bool, Meta(description="continue the run in out_dir from its last epoch")] = False
+    progress: Annotated[bool, Meta(description="progress bar on stderr (else epoch lines only)")] = True
+    deterministic: Annotated[bool, Meta(description="deterministic torch algorithms (reproducible runs)")] = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,13 +86,19 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    """Which frames train and validate a model (the ``streetloc train`` flags of the same names)."""
+    """Which frames train and validate a model (the ``streetloc train`` options of the same names)."""
 
-    drives: Sequence[str]  # training drives, ``PATH`` or ``PATH@START:STOP:STEP``
-    val_drives: Sequence[str] = ()  # empty: hold out ``val_fraction`` of the training frames
-    val_fraction: float = 0.1  # held out in contiguous blocks (`perception.datasets.block_split`)
-    seed: int = 0
-    cache_dir: str | os.PathLike | None = None  # decoded frames cached here
+    drives: Annotated[Sequence[str], Meta(
+        min_length=1, description="training drives; DRIVE@START:STOP:STEP takes a slice of the frames "
+        "(lund.mcap@0::2)")]
+    val_drives: Annotated[Sequence[str], Meta(
+        description="validation drives; empty: hold out val_fraction of the training frames")] = ()
+    val_fraction: Annotated[float, Meta(
+        ge=0, lt=1, description="share of the training frames held out for validation, in 4 s blocks "
+        "(when no validation drives)")] = 0.1
+    seed: Annotated[int, Meta(ge=0, description="seed of the validation split")] = 0
+    cache_dir: Annotated[Path | None, Meta(
+        description="folder caching decoded, resized frames (a second run skips JPEG decoding); none: no cache")] = None
 
 
 class Task(Protocol):

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 
 def positive_int(text: str) -> int:
@@ -80,3 +80,12 @@ def launched(launch_file: str | os.PathLike[str], *, launch_args: Mapping[str, s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the option and the value (``streetloc train
+    posenet: error: argument --depth: 9 is out of range: must be <= 6 (-h for help)``), as every other bad
+    input of the CLI: a subcommand with dozens of options would otherwise print its whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (-h for help)\n")

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
+
+from nodes.commands import OneLineErrorParser
+from nodes.params import add_params_arguments, params_from_args
 
 
 def _clean(value):
@@ -22,11 +26,12 @@ def _clean(value):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from perception.evaluation import EvalConfig
     from perception.models import get_model_entry
 
     module = get_model_entry(args.model_name).evaluation_module()
-    result = module.evaluate(args.model, args.data, device=args.device, batch_size=args.batch_size,
-                             cache_dir=args.cache_dir, record=args.record)
+    config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
+    result = module.evaluate(args.model, args.data, **asdict(config))
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
@@ -35,12 +40,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    from perception.evaluation import EvalConfig
     from perception.models import get_model_entry, list_models
 
     parser = subparsers.add_parser(
         "evaluate", help="score a trained model on drives (errors, uncertainty honesty, IoU)",
         description="Run a checkpoint over every frame of the drives and compare with their ground truth.")
-    models = parser.add_subparsers(dest="model_name", metavar="MODEL")
+    models = parser.add_subparsers(dest="model_name", metavar="MODEL", parser_class=OneLineErrorParser)
     for name in list_models():
         entry = get_model_entry(name)
         if not entry.evaluation:
@@ -50,11 +56,8 @@ def add_parser(subparsers) -> None:
                        help="checkpoint file or registered weights name (default: the shipped default)")
         p.add_argument("--data", nargs="+", required=True, metavar="DRIVE",
                        help="drives to score; DRIVE@START:STOP:STEP takes a slice of the frames")
-        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-        p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default %(default)s)")
-        p.add_argument("--cache-dir", default=None, help="cache of decoded frames (see streetloc train)")
-        p.add_argument("--record", action="store_true",
-                       help="store the figures in the checkpoint's record (meta.metrics)")
+        # device, batch size, frame cache, --record: declared once in perception.evaluation.EvalConfig
+        add_params_arguments(p, EvalConfig, dest="eval")
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

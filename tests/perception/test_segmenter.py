@@ -104,4 +104,4 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert cli(["evaluate", "segmenter", "--data", str(no_masks)]) == 2
     assert "no default weights" in capsys.readouterr().err
     assert cli(["train", "segmenter", "--data", str(no_masks), "--depth", "9", "--out", str(tmp_path / "r")]) == 2
-    assert "--depth 9" in capsys.readouterr().err
+    assert "argument --depth: 9 is out of range" in capsys.readouterr().err

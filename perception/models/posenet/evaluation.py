@@ -18,7 +18,7 @@ import numpy as np
 
 from localization.geodesy import heading_difference_deg
 from perception.datasets import DriveSpec
-from perception.evaluation import DriveScore, evaluate_drives, record_metrics, summary_stats
+from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics, summary_stats
 from perception.models.posenet.data import load_pose_frames
 from perception.models.posenet.predictor import PoseEstimates, PosePredictor
 
@@ -125,8 +125,10 @@ class PoseScorer:
         return summarize_pose_errors(partial)
 
 
-def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *, device: str = "auto",
-             batch_size: int = 64, cache_dir: str | os.PathLike | None = None, record: bool = False) -> dict[str, Any]:
+def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
+             device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
+             cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
+             record: bool = EvalConfig.record) -> dict[str, Any]:
     """Score a PoseNet checkpoint (file, weights name, None: the default) on drives (each ``PATH`` or
     ``PATH@START:STOP:STEP``).
 

@@ -15,7 +15,7 @@ import torch
 
 from perception.classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from perception.datasets import DriveSpec
-from perception.evaluation import DriveScore, evaluate_drives, record_metrics
+from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics
 from perception.models.segmenter.data import load_mask_frames
 from perception.models.segmenter.predictor import SegmenterPredictor
 
@@ -72,8 +72,10 @@ class MaskScorer:
         return segmentation_figures(partial)
 
 
-def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *, device: str = "auto",
-             batch_size: int = 64, cache_dir: str | os.PathLike | None = None, record: bool = False) -> dict[str, Any]:
+def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
+             device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
+             cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
+             record: bool = EvalConfig.record) -> dict[str, Any]:
     """Score a segmenter checkpoint on drives with label masks; `evaluate_drives`'s report with
     `segmentation_figures` (and ``frames``)."""
     predictor = SegmenterPredictor(None if checkpoint is None else str(checkpoint), device=device,

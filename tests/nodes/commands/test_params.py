@@ -15,12 +15,16 @@ import pytest
 
 from nodes.bus.pubsub import Subscriber
 from nodes.cli import build_parser
+from nodes.cli import main as cli_main
 from nodes.params import (
     DOC_BEGIN,
     DOC_END,
     add_params_arguments,
     node_modules,
+    option_name,
+    param_fields,
     params_from_args,
+    params_text,
     reference_markdown,
 )
 from nodes.record import RecordParams
@@ -204,3 +208,120 @@ def test_a_dataclass_config_gets_the_same_options():
     assert "--out-dir PATH" in parser.format_help()
     with pytest.raises(SystemExit):
         parser.parse_args(["--out-dir", "x", "--epochs", "0"])
+
+
+# -- a pair of ints (an image size, a grid) is AxB ------------------------------------------------
+
+class PairParams(msgspec.Struct, kw_only=True):
+    input_size: Annotated[tuple[int, int], msgspec.Meta(
+        description="input in pixels", extra={"metavar": "WxH", "low": 16, "high": 4096})] = (160, 120)
+    grid: tuple[Annotated[int, msgspec.Meta(ge=1, le=16)], Annotated[int, msgspec.Meta(ge=1, le=16)]] = (3, 4)
+    crop: Annotated[tuple[int, int] | None, msgspec.Meta(description="crop, pixels; none: whole image")] = None
+
+
+def pair_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairs")
+    add_params_arguments(parser, PairParams)
+    return parser
+
+
+def test_a_pair_of_ints_is_given_as_AxB_and_shown_so():
+    parse = pair_parser().parse_args
+    assert params_from_args(parse([]), PairParams) == PairParams()
+    assert params_from_args(parse(["--input-size", "32x24", "--grid", "2X5", "--crop", "100x50"]),
+                            PairParams) == PairParams(input_size=(32, 24), grid=(2, 5), crop=(100, 50))
+    assert params_from_args(parse(["--crop", "none"]), PairParams).crop is None
+    text = " ".join(pair_parser().format_help().split())
+    for fragment in ("--input-size WxH input in pixels (default 160x120)", "--grid AxB", "(default 3x4)"):
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+    rows = {line.split()[0]: line for line in params_text(PairParams)}
+    assert "pair of int" in rows["grid"] and "3x4" in rows["grid"] and "each >= 1, <= 16" in rows["grid"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input-size", "big"], "argument --input-size: 'big' is not WxH"),
+    (["--input-size", "8x8"], "argument --input-size: '8x8': both numbers of WxH must be 16..4096"),  # Meta extra
+    (["--grid", "3x17"], "argument --grid: '3x17': both numbers of AxB must be 1..16"),  # the items' ge/le
+])
+def test_a_bad_pair_is_refused_naming_the_option_and_its_bounds(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        pair_parser().parse_args(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_list_option_may_take_several_words():
+    parser = argparse.ArgumentParser(prog="toy")
+    add_params_arguments(parser, ToyParams, argparse_kwargs={"topics": {"nargs": "+"}})
+    args = parser.parse_args(["--topics", "gps/fix", "odometry,camera/image"])
+    assert params_from_args(args, ToyParams).topics == ["gps/fix", "odometry", "camera/image"]
+
+
+# -- streetloc train / evaluate: every option derived from the configs ------------------------------
+
+def command_help(*argv: str, capsys) -> str:
+    assert cli_main([*argv, "--help"]) == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("model", ["posenet", "segmenter"])
+def test_train_help_lists_every_config_field_with_the_configs_default(model, capsys):
+    """Every field of TrainConfig, DataConfig and the model's Options has its option, showing the
+    struct's own default: a default copied by hand into the command would show up here."""
+    from perception.models import get_model_entry
+    from perception.training import DataConfig, TrainConfig
+
+    text = command_help("train", model, capsys=capsys)
+    options = get_model_entry(model).training_module().Options
+    checked = 0
+    for config, skip in ((TrainConfig, {"out_dir"}), (DataConfig, {"seed"}), (options, set())):
+        for f in param_fields(config):
+            assert option_name(f.name) in text, f"{config.__name__}.{f.name}: no {option_name(f.name)}"
+            if f.name not in skip and not f.required and "default" not in f.description:
+                assert f"(default {f.default_text})" in text, f"{config.__name__}.{f.name}: default not shown"
+                checked += 1
+    assert checked >= 20
+    assert f"(default runs/{model})" in text  # the command's own default for out_dir
+    assert "--seed N seed of everything random" in text  # one --seed: TrainConfig's, DataConfig's follows
+
+
+def test_train_keeps_its_option_names():
+    from perception.training import DataConfig, TrainConfig
+
+    args = cli_args("train", "posenet", "--data", "a.mcap", "b.mcap@0::2", "--val-data", "c.mcap", "--out", "runs/x",
+                    "--workers", "2", "--no-amp", "--quiet", "--epochs", "3", "--seed", "7", "--threads", "1",
+                    "--resume", "--cache-dir", "cache", "--input-size", "32x24", "--no-augment", "--export", "m.pt")
+    config = params_from_args(args, TrainConfig, dest="train")
+    assert config == TrainConfig(out_dir=Path("runs/x"), epochs=3, seed=7, amp=False, num_workers=2, threads=1,
+                                 resume=True, progress=False)
+    data = params_from_args(args, DataConfig, dest="data", base={"seed": config.seed})
+    assert data == DataConfig(drives=["a.mcap", "b.mcap@0::2"], val_drives=["c.mcap"], seed=7,
+                              cache_dir=Path("cache"))
+    assert (args.export, getattr(args, "options.input_size"), getattr(args, "options.augment")) == \
+        ("m.pt", (32, 24), False)
+    assert params_from_args(cli_args("train", "posenet", "--data", "a.mcap"), TrainConfig,
+                            dest="train").out_dir == Path("runs/posenet")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "segmenter", "--data", "a.mcap", "--depth", "9"], "argument --depth: 9 is out of range: must be <= 6"),
+    (["train", "posenet", "--data", "a.mcap", "--input-size", "big"], "argument --input-size: 'big' is not WxH"),
+    (["train", "posenet", "--data", "a.mcap", "--val-fraction", "1"], "argument --val-fraction: 1 is out of range: must be < 1"),
+    (["train", "posenet", "--data", "a.mcap", "--epochs", "0"], "argument --epochs: 0 is out of range: must be >= 1"),
+    (["train", "posenet", "--data", "a.mcap", "--device", "gpu"], "argument --device: 'gpu' does not match"),
+    (["train", "posenet"], "the following arguments are required: --drives/--data"),
+    (["evaluate", "posenet", "--data", "a.mcap", "--batch-size", "0"], "argument --batch-size: 0 is out of range"),
+])
+def test_train_and_evaluate_refuse_a_bad_option_in_one_line(argv, message, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_options_come_from_its_config(capsys):
+    from perception.evaluation import EvalConfig
+
+    text = command_help("evaluate", "posenet", capsys=capsys)
+    for f in param_fields(EvalConfig):
+        assert f"{option_name(f.name)}" in text and f"(default {f.default_text})" in text
+    args = cli_args("evaluate", "posenet", "--data", "a.mcap", "--batch-size", "8", "--device", "cpu", "--record")
+    assert params_from_args(args, EvalConfig, dest="eval") == EvalConfig(device="cpu", batch_size=8, record=True)
