@@ -141,8 +141,8 @@ class FilterParams:
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
-            if isinstance(value, float) and not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"filter parameter {name}={value!r} must be finite and >= 0")
+            if isinstance(value, float) and not value >= 0.0:  # inf is allowed: a gate of inf never rejects
+                raise ValueError(f"filter parameter {name}={value!r} must be >= 0")
         if self.init_min_fixes < 1 or self.reloc_min_fixes < 2 or self.max_hypotheses < 1:
             raise ValueError("init_min_fixes >= 1, reloc_min_fixes >= 2 and max_hypotheses >= 1 are required")
 
