@@ -94,7 +94,28 @@ def _predictor(checkpoint: str | None):
     return _PREDICTORS[checkpoint]
 
 
-def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str) -> DriveData:
+def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str,
+               cache_dir: str | None = None) -> DriveData:
+    """A drive's truth, odometry and PoseNet hypotheses (from ``cache_dir`` when run before on the same
+    drive file, checkpoint, hypothesis count and noise preset)."""
+    import hashlib
+    import pickle
+
+    cache = None
+    if cache_dir:
+        st = Path(path).stat()
+        key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{hypotheses}|{odometry_noise}"
+        cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+        if cache.is_file():
+            return DriveData(**pickle.loads(cache.read_bytes()))
+    data = _load_drive(path, checkpoint=checkpoint, hypotheses=hypotheses, odometry_noise=odometry_noise)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(vars(data)))
+    return data
+
+
+def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str) -> DriveData:
     from perception.drives import DriveReader
     from sim_data.odometry import OdometryNoise
 
@@ -189,9 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hypotheses", type=int, default=1, help="hypotheses per fix (1: today's top-1 fix)")
     ap.add_argument("--fix-std-m", type=float, default=None,
                     help="replace each hypothesis's covariance by this std (m) on both axes")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a FilterParams field of the fused filter (repeatable), e.g. min_fix_std_m=2")
+    ap.add_argument("--cache", metavar="DIR", default=None, help="keep PoseNet's outputs per drive here (reruns skip it)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
 
+    overrides = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if name not in FilterParams.__dataclass_fields__ or not value:
+            raise SystemExit(f"--param {item!r}: expected NAME=VALUE with NAME a FilterParams field")
+        kind = type(getattr(FilterParams(), name))
+        overrides[name] = kind(value)
+    fused_params = FilterParams(**overrides)
     rows: dict[str, list[dict]] = {"posenet": [], "fused": [], "plain-ekf": []}
     plain = FilterParams(gate_posenet_chi2=float("inf"), gate_heading_chi2=float("inf"),
                          gate_odometry_chi2=float("inf"), reloc_min_fixes=10**9, lost_min_fixes=10**9)
@@ -199,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     per_drive = {}
     for path in args.drives:
         data = load_drive(path, checkpoint=args.checkpoint, hypotheses=args.hypotheses,
-                          odometry_noise=args.odometry_noise)
+                          odometry_noise=args.odometry_noise, cache_dir=args.cache)
         notes[data.name] = data.odometry_note if not args.no_odometry else "no odometry"
         results = {"posenet": raw_scores(data)}
-        for name, params in (("fused", FilterParams()), ("plain-ekf", plain)):
+        for name, params in (("fused", fused_params), ("plain-ekf", plain)):
             results[name] = run_filter(data, params, use_odometry=not args.no_odometry,
                                        hypotheses=args.hypotheses, fix_std_m=args.fix_std_m)
         per_drive[data.name] = {k: {**summarize(v), **({"relocalisations": v["relocalisations"],

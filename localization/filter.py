@@ -48,6 +48,7 @@ of ``lost_min_fixes`` says the robot is elsewhere, or the position std is over `
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -114,7 +115,14 @@ class FilterParams:
     # Fix handling.
     min_fix_std_m: float = 0.5  # floor on a hypothesis's position std (over-confident sources)
     min_heading_std_deg: float = 2.0  # floor on a fix's heading std
+    fix_decorrelation_m: float = 10.0  # fixes closer together than this (travelled) share their error:
+    #   a fix's R is inflated by fix_decorrelation_m / distance travelled since the last used fix (a
+    #   stopped camera sends the same image, and PoseNet the same error, again and again) ...
+    max_fix_inflation: float = 100.0  # ... by at most this factor
+    stationary_speed_mps: float = 0.05  # odometry speed under this: stopped, the yaw rate is 0 (a car does
+    stationary_yaw_rate_std_radps: float = 0.002  # not turn in place): a zero-yaw-rate update with this std
     max_hypotheses: int = 8  # extra hypotheses of a fix are ignored (lowest weights first)
+    mixture: str = "moment_match"  # hypotheses inside the gate: "moment_match" (PDA) or "max" (max-mixture)
     # Mahalanobis gates (squared distance, chi-square quantile of the measurement's dof).
     gate_posenet_chi2: float = CHI2_2DOF_999  # PoseNet position, 2 dof, p = 0.999
     gate_gps_chi2: float = CHI2_2DOF_999  # GPS position, 2 dof
@@ -123,13 +131,19 @@ class FilterParams:
     use_gps: bool = True  # False: GPS fixes are counted and ignored (off by default in the node)
     # Initialisation and relocalisation chains of fixes (see the module docstring).
     init_min_fixes: int = 3
-    reloc_min_fixes: int = 10
-    reloc_min_span_s: float = 1.5
+    reloc_min_fixes: int = 12
+    reloc_min_span_s: float = 2.5
+    reloc_min_travel_m: float = 25.0  # ... and the robot moved this far along it (a look-alike seen from a
+    #   stopped vehicle stays consistent for ever; measured: look-alike runs of 12 fixes over 15 m happen)
     lost_min_fixes: int = 5  # a chain this long makes the status LOST
     chain_gap_s: float = 2.0  # a chain not extended for this long is dropped
     chain_slack_m: float = 3.0  # allowed mismatch between fix-to-fix distance and odometer distance, +3 sigma
     chain_max_speed_mps: float = 25.0  # distance bound per second when no odometry has been seen
     max_chains: int = 32
+    chain_min_relative_weight: float = 0.5  # only hypotheses with at least this share of the fix's top
+    #   weight join chains: a run of runner-up hypotheses does not move the filter
+    restart_position_std_m: float = 5.0  # position std right after a (re)start, at least (m): the chain's
+    #   last fix may itself be a few metres off; the next fixes tighten it
     # Status.
     degraded_after_s: float = 2.0  # no fix accepted for this long: DEGRADED
     degraded_std_m: float = 15.0  # position std (sqrt of the largest eigenvalue) over this: DEGRADED
@@ -143,6 +157,8 @@ class FilterParams:
         for name, value in self.__dict__.items():
             if isinstance(value, float) and not value >= 0.0:  # inf is allowed: a gate of inf never rejects
                 raise ValueError(f"filter parameter {name}={value!r} must be >= 0")
+        if self.mixture not in ("moment_match", "max"):
+            raise ValueError(f"filter parameter mixture={self.mixture!r} is not 'moment_match' or 'max'")
         if self.init_min_fixes < 1 or self.reloc_min_fixes < 2 or self.max_hypotheses < 1:
             raise ValueError("init_min_fixes >= 1, reloc_min_fixes >= 2 and max_hypotheses >= 1 are required")
 
@@ -197,6 +213,7 @@ class _Core:
     odometer_m: float = 0.0  # distance travelled by the estimate (|speed| integrated)
     seen_odometry: bool = False
     last_accept_ns: int | None = None
+    last_fix_odometer_m: dict[str, float] = field(default_factory=dict)  # odometer at the last used fix, by kind
     used: dict[str, int] = field(default_factory=dict)  # cumulative counts by kind
     gated: dict[str, int] = field(default_factory=dict)
     relocalisations: int = 0
@@ -450,6 +467,12 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             self._count(core.gated, ODOMETRY)
             return "gated"
         self._update(y, H, R, S)
+        if abs(m.speed_mps) < p.stationary_speed_mps:
+            # Zero angular rate update: stopped wheels mean no turning, which makes the gyro bias observable.
+            H0 = np.zeros((1, DIM_X))
+            H0[0, _W] = 1.0
+            R0 = np.array([[p.stationary_yaw_rate_std_radps**2]])
+            self._update(-core.x[YAW_RATE], H0, R0)  # y = 0 - yaw_rate
         self._count(core.used, ODOMETRY)
         return "used"
 
@@ -469,25 +492,42 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         if not core.initialized:
             return self._chain_and_maybe_start(kind, stamp_ns, hyps, p.init_min_fixes, "init")
         gate = p.gate_gps_chi2 if kind == GPS else p.gate_posenet_chi2
+        travelled_m = core.odometer_m - core.last_fix_odometer_m.get(kind, -math.inf)
+        inflation = min(p.max_fix_inflation, max(1.0, p.fix_decorrelation_m / max(travelled_m, 1e-9)))
+        hyps = [h._replace(cov_enu_m2=h.cov_enu_m2 * inflation) for h in hyps]
         H = np.zeros((2, DIM_X))
         H[0, _E] = H[1, _N] = 1.0
-        best, best_ll = None, -math.inf
-        for hyp in hyps:  # per-hypothesis gate, then the best log-likelihood among those inside it
+        inside = []  # (hypothesis, y, S, log-likelihood) of the hypotheses inside the gate
+        for hyp in hyps:
             y = np.array([hyp.east_m, hyp.north_m]) - core.x[POS]  # y = z - H x
             S = H @ core.P @ H.T + hyp.cov_enu_m2  # S = H P H' + R
             d2 = float(y @ np.linalg.solve(S, y))
-            if d2 > gate:
-                continue
-            ll = math.log(max(hyp.weight, 1e-12)) - 0.5 * d2 - 0.5 * math.log(np.linalg.det(S))
-            if ll > best_ll:
-                best, best_ll = (hyp, y, S), ll
-        if best is None:
+            if d2 <= gate:
+                ll = math.log(max(hyp.weight, 1e-12)) - 0.5 * d2 - 0.5 * math.log(np.linalg.det(S))
+                inside.append((hyp, y, S, ll))
+        if not inside:
             self._count(core.gated, kind)
             return self._chain_and_maybe_start(kind, stamp_ns, hyps, p.reloc_min_fixes, "relocalised")
-        hyp, y, S = best
-        self._update(y, H, hyp.cov_enu_m2, S)
+        if p.mixture == "max" or len(inside) == 1:
+            hyp, y, S, _ = max(inside, key=lambda c: c[3])  # max-mixture: the most likely hypothesis
+            R = hyp.cov_enu_m2
+        else:
+            # Moment-matched gated mixture (PDA): responsibilities beta_i = w_i N(y_i; 0, S_i) / sum, one
+            # update with z = sum beta_i z_i and R = sum beta_i (R_i + (z_i - z)(z_i - z)').
+            ll = np.array([c[3] for c in inside])
+            beta = np.exp(ll - ll.max())
+            beta /= beta.sum()
+            z_i = np.array([[c[0].east_m, c[0].north_m] for c in inside])
+            z = beta @ z_i
+            dz = z_i - z
+            R = sum(b * (c[0].cov_enu_m2 + np.outer(d, d)) for b, c, d in zip(beta, inside, dz, strict=True))
+            y = z - core.x[POS]  # y = z - H x
+            S = H @ core.P @ H.T + R  # S = H P H' + R
+            hyp = inside[int(np.argmax(beta))][0]
+        self._update(y, H, R, S)
         self._count(core.used, kind)
         core.last_accept_ns = stamp_ns
+        core.last_fix_odometer_m[kind] = core.odometer_m
         core.chains.clear()  # consistent with the camera again: rejected runs so far were outliers
         if hyp.heading_deg is not None:
             self._update_heading(kind, hyp)
@@ -512,7 +552,10 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         core, p = self._core, self.params
         core.chains = [c for c in core.chains if (stamp_ns - c[-1].stamp_ns) * 1e-9 <= p.chain_gap_s]
         extended: set[int] = set()
+        top_weight = max(h.weight for h in hyps)
         for hyp in hyps:
+            if hyp.weight < p.chain_min_relative_weight * top_weight:
+                continue
             link = _Link(stamp_ns, hyp.east_m, hyp.north_m, float(np.linalg.eigvalsh(hyp.cov_enu_m2)[-1]),
                          hyp.heading_deg, hyp.heading_std_deg, core.odometer_m)
             for k, chain in enumerate(core.chains):
@@ -524,7 +567,9 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
                 core.chains.append([link])
         core.chains = core.chains[-p.max_chains:]
         span_need = 0.0 if outcome == "init" else p.reloc_min_span_s
-        ready = [c for c in core.chains if len(c) >= need and (c[-1].stamp_ns - c[0].stamp_ns) * 1e-9 >= span_need]
+        travel_need = 0.0 if outcome == "init" else p.reloc_min_travel_m
+        ready = [c for c in core.chains if len(c) >= need and (c[-1].stamp_ns - c[0].stamp_ns) * 1e-9 >= span_need
+                 and self._chain_travel_m(c) >= travel_need]
         if not ready:
             return "pending" if outcome == "init" else "gated"
         self._start_from(max(ready, key=len))
@@ -532,7 +577,14 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             core.relocalisations += 1
         self._count(core.used, kind)
         core.last_accept_ns = stamp_ns
+        core.last_fix_odometer_m[kind] = core.odometer_m
         return outcome
+
+    def _chain_travel_m(self, chain: list[_Link]) -> float:
+        """How far the robot moved along a chain: the odometer when there is odometry, else the fixes' path."""
+        if self._core.seen_odometry:
+            return chain[-1].odometer_m - chain[0].odometer_m
+        return sum(math.hypot(b.east_m - a.east_m, b.north_m - a.north_m) for a, b in itertools.pairwise(chain))
 
     def _agrees(self, a: _Link, b: _Link) -> bool:
         """Could the vehicle have gone from fix ``a`` to fix ``b``? Distance against the odometer (or the
@@ -559,13 +611,14 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         x[_E], x[_N] = last.east_m, last.north_m
         headed = [lk for lk in chain if lk.heading_deg is not None]
         moved = math.hypot(last.east_m - chain[0].east_m, last.north_m - chain[0].north_m)
-        if headed:
+        if moved > 10.0 and moved > 4.0 * math.sqrt(last.var_m2):
+            # The direction travelled along the chain beats single-image headings (often 45+ deg off).
+            x[_YAW] = math.atan2(last.north_m - chain[0].north_m, last.east_m - chain[0].east_m)
+            yaw_var = (2.0 * math.sqrt(last.var_m2) / moved) ** 2 + math.radians(10.0) ** 2
+        elif headed:
             yaws = np.array([yaw_from_heading_rad(lk.heading_deg) for lk in headed])
             x[_YAW] = math.atan2(np.sin(yaws).mean(), np.cos(yaws).mean())
             yaw_var = max(p.initial_yaw_std_rad**2, math.radians(min(lk.heading_std_deg for lk in headed)) ** 2)
-        elif moved > 3.0 * math.sqrt(last.var_m2) and moved > 5.0:
-            x[_YAW] = math.atan2(last.north_m - chain[0].north_m, last.east_m - chain[0].east_m)
-            yaw_var = p.initial_yaw_std_rad**2
         else:
             yaw_var = math.pi**2
         if not core.seen_odometry and len(chain) > 1:
@@ -574,7 +627,7 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         for s_ in (POS, YAW):
             P[s_, :] = 0.0
             P[:, s_] = 0.0
-        P[POS, POS] = np.eye(2) * last.var_m2
+        P[POS, POS] = np.eye(2) * max(last.var_m2, p.restart_position_std_m**2)
         P[_YAW, _YAW] = yaw_var
         core.x, core.P = x, P
         core.stamp_ns = max(core.stamp_ns or last.stamp_ns, last.stamp_ns)

@@ -26,6 +26,9 @@ FIX_STD_M = 4.0
 HEADING_STD_DEG = 5.0
 NS = 1_000_000_000
 CHI2_2DOF_95 = 5.991
+# The simulated fixes here have independent errors: no decorrelation-distance inflation (which is for
+# PoseNet, whose errors persist along a street and repeat while the camera stands still).
+WHITE_FIXES = FilterParams(fix_decorrelation_m=0.0)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def test_fused_error_is_below_the_raw_fixes_and_the_ellipse_is_honest(shape, odo
     errs, nees, raws = [], [], []
     for seed in range(4):
         meas, raw = measurements(truth, seed, odometry=odometry)
-        _, rows = run(truth, meas)
+        _, rows = run(truth, meas, WHITE_FIXES)
         settled = [r for r in rows if r[0] > 5 * RATE_HZ]  # after 5 s
         errs += [r[1] for r in settled]
         nees += [r[2] for r in settled]
@@ -145,7 +148,8 @@ def test_a_short_run_of_consistent_wrong_fixes_does_not_pull_the_filter_away():
 
 def test_a_kidnapped_robot_is_found_within_the_relocalisation_chain():
     """At 30 s the robot is carried 300 m away (new heading). Documented: LOST after lost_min_fixes
-    rejected-but-consistent fixes, TRACKING again at the reloc_min_fixes-th (2 s at 5 Hz), then < 10 m."""
+    rejected-but-consistent fixes, TRACKING again once a chain holds reloc_min_fixes fixes over
+    reloc_min_span_s and reloc_min_travel_m (at 8 m/s and 5 fixes/s: 17 fixes, 3.2 s), then < 10 m."""
     p = FilterParams()
     before = trajectory(30.0, yaw0_rad=0.3)
     after = trajectory(30.0, yaw0_rad=2.0, start=(300.0, -150.0))
@@ -158,7 +162,8 @@ def test_a_kidnapped_robot_is_found_within_the_relocalisation_chain():
     statuses = [r[3] for r in post]
     assert Status.LOST in statuses
     fixes_to_recover = next(i for i, r in enumerate(post) if r[3] == Status.TRACKING and r[1] < 10.0) + 1
-    assert fixes_to_recover <= p.reloc_min_fixes + 1
+    need_s = max(p.reloc_min_span_s, p.reloc_min_travel_m / 8.0, (p.reloc_min_fixes - 1) / 5.0)
+    assert fixes_to_recover <= math.ceil(need_s * 5.0) + 2 <= 5.0 * 5.0  # within 5 s (issue 13's target)
     assert f.relocalisations == 1
     assert max(r[1] for r in post[fixes_to_recover:]) < 10.0
 
@@ -213,8 +218,8 @@ def test_late_measurements_are_applied_in_stamp_order():
     for i in arrival:
         t, kind, m = meas[i]
         f_late.handle(kind, t, m)
-    # Equal stamps (odometry and fix of one frame) may be applied in either order: equal to ~1 mm.
-    np.testing.assert_allclose(f_late.x, f_ordered.x, atol=1e-3)
+    # Equal stamps (odometry and fix of one frame) may be applied in either order: equal to a few mm.
+    np.testing.assert_allclose(f_late.x, f_ordered.x, atol=5e-3)
     np.testing.assert_allclose(f_late.P, f_ordered.P, rtol=1e-3, atol=1e-9)
     out = f_late.handle("odometry", int(truth.stamp_ns[-1]) - 5 * NS, OdometryMeasurement(8.0, 0.0))
     assert out == "rejected:too_old" and f_late.counters["too_old:odometry"] == 1
