@@ -268,3 +268,57 @@ def test_covariance_stays_symmetric_positive_definite_over_a_long_run():
         if kind == "posenet":
             assert np.allclose(f.P, f.P.T)
             assert np.linalg.eigvalsh(f.P)[0] > 0
+
+
+def _standing_still(f: PoseFilter, seconds: float, *, gyro_radps: float = 0.0, fix=None, t0: int = 1_700_000_000 * NS):
+    for k in range(int(seconds * RATE_HZ)):
+        t = t0 + int(k * NS / RATE_HZ)
+        f.handle("odometry", t, OdometryMeasurement(0.0, gyro_radps))
+        if fix is not None and k % FIX_EVERY == 0:
+            f.handle("posenet", t, fix)
+    return t0 + int(seconds * NS)
+
+
+def test_a_stopped_camera_repeating_one_biased_fix_keeps_an_honest_ellipse():
+    """Stopped at a light, PoseNet sees the same image and repeats the same 3 m error 150 times: the
+    repeats carry no new information (fix decorrelation distance), so the ellipse stays around the truth.
+    With every repeat taken as independent (decorrelation 0) the ellipse shrinks around the biased fix."""
+    biased = single_fix(3.0, 0.0, np.eye(2) * 4.0, 90.0, 5.0)
+    results = {}
+    for name, params in (("default", FilterParams()), ("independent", WHITE_FIXES)):
+        f = PoseFilter(params)
+        _standing_still(f, 60.0, fix=biased)
+        nees = float(f.x[POS] @ np.linalg.solve(f.P[POS, POS], f.x[POS]))  # the truth is (0, 0)
+        results[name] = nees
+    assert results["default"] < CHI2_2DOF_95 < results["independent"]
+
+
+def test_the_gyro_bias_is_learned_while_stopped_and_the_heading_does_not_drift():
+    """A gyro reading 0.005 rad/s while the wheels stand still: a car does not turn in place (zero yaw
+    rate update), so the filter takes it for bias, and the heading holds over 60 s without fixes."""
+    f = PoseFilter()
+    fix = single_fix(0.0, 0.0, np.eye(2) * 4.0, 45.0, 3.0)
+    t = _standing_still(f, 2.0, gyro_radps=0.005, fix=fix)
+    heading0 = f.pose().heading_deg
+    _standing_still(f, 60.0, gyro_radps=0.005, t0=t)
+    assert abs(f.pose().heading_deg - heading0) < 1.0  # 0.005 rad/s for 60 s would be 17 deg
+    assert float(f.x[5]) == pytest.approx(0.005, abs=0.001)
+
+
+def test_a_run_of_consistent_runner_up_hypotheses_does_not_relocalise():
+    """For 6 s every fix's top hypothesis is noise scattered over the city and its runner-up (a third of
+    the weight) a consistent look-alike 100 m away: only top-weight hypotheses build relocalisation chains."""
+    truth = trajectory(40.0)
+    meas, _ = measurements(truth, 8)
+    rng = np.random.default_rng(1)
+    f = PoseFilter()
+    cov = np.eye(2) * FIX_STD_M**2
+    for t, kind, m in meas:
+        if kind == "posenet" and truth.stamp_ns[150] <= t < truth.stamp_ns[210]:
+            h = m.hypotheses[0]
+            noise = Hypothesis(*rng.uniform(-500, 500, 2), h.heading_deg, cov, HEADING_STD_DEG, 0.6)
+            m = FixMeasurement([noise, h._replace(east_m=h.east_m + 100.0, weight=0.2)])
+        f.handle(kind, t, m)
+    k = len(truth.stamp_ns) - 1
+    assert f.relocalisations == 0
+    assert math.hypot(truth.east_m[k] - f.x[0], truth.north_m[k] - f.x[1]) < 5.0
