@@ -141,7 +141,7 @@ class FilterParams:
     gate_gps_chi2: float = CHI2_2DOF_999  # GPS position, 2 dof
     gate_heading_chi2: float = CHI2_1DOF_999  # heading of a fix, 1 dof
     gate_odometry_chi2: float = CHI2_2DOF_9999  # speed + yaw rate, 2 dof, p = 0.9999
-    use_gps: bool = True  # False: GPS fixes are counted and ignored (off by default in the node)
+    use_gps: bool = False  # GPS fixes are used only when True (users with a part-time receiver); else counted
     # Initialisation and relocalisation chains of fixes (see the module docstring).
     init_min_fixes: int = 3
     reloc_min_fixes: int = 12

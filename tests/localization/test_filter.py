@@ -322,3 +322,22 @@ def test_a_run_of_consistent_runner_up_hypotheses_does_not_relocalise():
     k = len(truth.stamp_ns) - 1
     assert f.relocalisations == 0
     assert math.hypot(truth.east_m[k] - f.x[0], truth.north_m[k] - f.x[1]) < 5.0
+
+
+def test_gps_fixes_are_ignored_unless_enabled_and_then_used_with_their_own_gate():
+    truth = trajectory(20.0)
+    meas, _ = measurements(truth, 9)
+    gps = [(t, "gps", single_fix(truth.east_m[k], truth.north_m[k], np.eye(2) * 0.25))
+           for k, t in enumerate(truth.stamp_ns) if k % 10 == 5]
+    gps.append((int(truth.stamp_ns[155]), "gps", single_fix(truth.east_m[155] + 150.0, truth.north_m[155], np.eye(2))))
+    ordered = sorted(meas + gps, key=lambda e: e[0])
+    off, on = PoseFilter(), PoseFilter(FilterParams(use_gps=True))
+    for t, kind, m in ordered:
+        off.handle(kind, t, m)
+        on.handle(kind, t, m)
+    assert off.counters["disabled:gps"] == len(gps)
+    assert on.gated_counts.get("gps") == 1  # the 150 m jump
+    assert on.pose().inputs_used["gps"] == len(gps) - 1
+    k = len(truth.stamp_ns) - 1
+    assert np.sqrt(np.linalg.eigvalsh(on.P[POS, POS])[-1]) < np.sqrt(np.linalg.eigvalsh(off.P[POS, POS])[-1])
+    assert math.hypot(truth.east_m[k] - on.x[0], truth.north_m[k] - on.x[1]) < 1.5
