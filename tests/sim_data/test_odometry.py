@@ -105,3 +105,22 @@ def test_a_drive_file_carries_noisy_odometry_and_the_truth_on_gps(tmp_path):
     assert moving.sum() > 10
     assert not np.allclose(speeds[moving], np.array(truth)[moving])
     assert all(o.speed_std_mps is not None and o.speed_std_mps > 0.1 for o in odometry)
+
+
+def test_streetloc_sim_odometry_noise_option(tmp_path, capsys):
+    from nodes.cli import main
+    from perception.drives import DriveReader
+
+    speeds = {}
+    for preset in ("none", "poor"):
+        path = tmp_path / f"{preset}.mcap"
+        assert main(["sim", "--route", "train", "--frames", "20", "--size", "32x24", "--blocks", "2x1",
+                     "--odometry-noise", preset, "-o", str(path), "-q"]) == 0
+        with DriveReader(path) as d:
+            assert d.metadata.extra["odometry_noise"] == preset
+            speeds[preset] = [o.speed_mps for o in d.odometry()]
+            truth = [f.speed_mps for f in d.fixes()]
+    assert speeds["none"] == pytest.approx(truth) and speeds["poor"] != pytest.approx(truth)
+    with pytest.raises(SystemExit):  # argparse: invalid choice 'bumpy' (choose from none, typical, poor)
+        main(["sim", "--odometry-noise", "bumpy", "-o", str(tmp_path / "x.mcap")])
+    assert "invalid choice: 'bumpy'" in capsys.readouterr().err
