@@ -254,14 +254,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{'PoseNet' if args.fix_std_m is None else f'{args.fix_std_m:g} m std'}")
     for name, note in notes.items():
         print(f"  {name}: odometry {note}")
-    header = f"{'':24s}{'median m':>10s}{'p95 m':>10s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}{'relocs':>8s}"
+    header = (f"{'':24s}{'median m':>10s}{'p95 m':>10s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}{'relocs':>8s}"
+              f"{'us/update':>10s}")
     for name, table in [*per_drive.items(), ("all drives", None)]:
         print(f"\n{name}\n{header}")
         for row in ("posenet", "fused", "plain-ekf"):
             s = table[row] if table else merged[row]
             relocs = str(s.get("relocalisations", "")) if table else ""
+            cost = f"{s['update_us_median']:.0f}" if table and "update_us_median" in s else ""
             print(f"  {row:22s}{s['median_m']:10.1f}{s['p95_m']:10.1f}{s['over_20m']:8.1%}"
-                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}")
+                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}")
     return 0
 
 

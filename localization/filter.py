@@ -109,8 +109,8 @@ class FilterParams:
     """Every tunable of the filter, with its unit and default (robot_localization ekf.yaml in spirit)."""
 
     # Process noise: continuous white-noise spectral densities (the variance added per second).
-    accel_std_mps2: float = 1.0  # forward acceleration noise, m/s^2 (speed random walk)
-    yaw_accel_std_radps2: float = 0.3  # yaw acceleration noise, rad/s^2 (turns at intersections)
+    accel_std_mps2: float = 2.0  # forward acceleration noise, m/s^2 (speed random walk; braking at lights)
+    yaw_accel_std_radps2: float = 1.0  # yaw acceleration noise, rad/s^2 (entering turns at intersections)
     position_std_m_per_sqrt_s: float = 0.2  # unmodelled sideways motion (lane changes), m/sqrt(s)
     yaw_std_rad_per_sqrt_s: float = 0.01  # unmodelled yaw changes, rad/sqrt(s)
     gyro_bias_walk_radps_per_sqrt_s: float = 0.001  # gyro bias random walk
