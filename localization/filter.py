@@ -20,17 +20,16 @@ Design choices (and why):
 * **A fix with several hypotheses: a per-hypothesis Mahalanobis gate, then the gated ones combined.**
   Each hypothesis i gives y_i, S_i = H P H' + R_i, d_i^2 = y_i' S_i^-1 y_i and log-likelihood
   l_i = log w_i - d_i^2 / 2 - log det S_i / 2. Those with d_i^2 over the gate are dropped (a look-alike
-  street 100 m away). The rest are combined by ``mixture``: ``moment_match`` (default; probabilistic data
-  association) weights them by beta_i ~ exp(l_i) and updates once with their mean and a covariance that
-  includes their spread; ``max`` (max-mixture, Olson & Agarwal 2012) updates with the best l_i alone.
-  Both keep one Gaussian (no mixture explosion), use the weights as priors when the filter is unsure and
-  the geometry when it is sure, and reduce to an ordinary gated fix with one hypothesis. PoseNet's top
-  anchors are often a few metres apart, all inside the gate: max-mixture then picks the one nearest the
-  prediction and reports too small an ellipse, moment matching adds their spread. Measured on 4 drives
-  with top-5 hypotheses (benchmarks/fusion_eval.py) the two end close (median 1.2 vs 1.1 m, p95 6.3 vs
-  6.5 m); before the decorrelation below, moment matching had the smaller p95 and > 20 m share. A full
-  Gaussian-sum / particle filter would keep several streets alive at once; here relocalisation (below)
-  takes over when the one street kept is wrong.
+  street 100 m away). The rest are combined by ``mixture``: ``max`` (default; max-mixture, Olson &
+  Agarwal 2012) updates with the best l_i alone; ``moment_match`` (probabilistic data association)
+  weights them by beta_i ~ exp(l_i) and updates once with their mean and a covariance that includes their
+  spread. Both keep one Gaussian (no mixture explosion), use the weights as priors when the filter is
+  unsure and the geometry when it is sure, and reduce to an ordinary gated fix with one hypothesis.
+  Measured on 4 drives with PoseNet's top-5 anchors (benchmarks/fusion_eval.py --hypotheses 5): max
+  median 1.1 m, p95 6.2 m, 95 % ellipse coverage 80 %; moment matching 1.3 m, 6.1 m, 76 % (with the
+  earlier, white-fix tuning moment matching had the smaller p95; with the decorrelation below, max is as
+  good and simpler). A full Gaussian-sum / particle filter would keep several streets alive at once;
+  here relocalisation (below) takes over when the one street kept is wrong.
 * **PoseNet errors are not white.** The same street gives the same error for metres, and a stopped
   camera sends the same image again and again. A fix's R is inflated by
   ``fix_decorrelation_m / distance travelled since the last used fix`` (at most ``max_fix_inflation``),
@@ -135,7 +134,7 @@ class FilterParams:
     stationary_speed_mps: float = 0.05  # odometry speed under this: stopped, the yaw rate is 0 (a car does
     stationary_yaw_rate_std_radps: float = 0.002  # not turn in place): a zero-yaw-rate update with this std
     max_hypotheses: int = 8  # extra hypotheses of a fix are ignored (lowest weights first)
-    mixture: str = "moment_match"  # hypotheses inside the gate: "moment_match" (PDA) or "max" (max-mixture)
+    mixture: str = "max"  # hypotheses inside the gate: "max" (max-mixture) or "moment_match" (PDA)
     # Mahalanobis gates (squared distance, chi-square quantile of the measurement's dof).
     gate_posenet_chi2: float = CHI2_2DOF_999  # PoseNet position, 2 dof, p = 0.999
     gate_gps_chi2: float = CHI2_2DOF_999  # GPS position, 2 dof
