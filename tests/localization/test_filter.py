@@ -238,12 +238,13 @@ def test_bad_input_is_rejected_and_counted_not_raised():
     assert f.pose(t0).inputs_gated == {"odometry": 2, "posenet": 2}
 
 
-def test_a_mixture_fix_picks_the_hypothesis_that_fits_the_track():
+@pytest.mark.parametrize("mixture", ["max", "moment_match"])
+def test_a_mixture_fix_picks_the_hypothesis_that_fits_the_track(mixture):
     """Two hypotheses: the heavier one on a look-alike street 120 m away, the lighter one on the track.
     The filter follows the track; with the weights alone (one hypothesis) it would have gated the fix."""
     truth = trajectory(30.0)
     meas, _ = measurements(truth, 6)
-    f = PoseFilter()
+    f = PoseFilter(FilterParams(mixture=mixture))
     cov = np.eye(2) * FIX_STD_M**2
     outcomes = []
     for t, kind, m in meas:
