@@ -9,7 +9,9 @@ odometry through `localization.filter.PoseFilter`, raw and fused compared with t
 Rows: ``posenet`` (the raw top-1 fixes), ``fused`` (the filter), ``plain-ekf`` (the same filter with no
 gates and no relocalisation: what trusting every fix gives). Figures per row: median / p95 position error
 over frames with an estimate, share > 20 m, share of frames whose truth lies inside the reported 95 %
-ellipse, availability (fused: share of frames TRACKING; raw: share of frames with a fix).
+ellipse, availability (fused: share of frames TRACKING; raw: share of frames with a fix), filter cost per
+``handle`` call (median µs). A kidnap drive (``kidnap_stamp_ns`` in its metadata) also gets whether LOST was
+reported after the jump and the time until TRACKING within 5 m (held for 1 s).
 
 Odometry: a drive written with an ``odometry_noise`` preset (sim_data.odometry) is used as it is; an older
 drive (true odometry) gets ``--odometry-noise`` (typical) applied here with the same model, seeded by the
@@ -47,6 +49,7 @@ class DriveData:
     odometry: list[tuple[int, float, float]]  # (stamp_ns, speed_mps, yaw_rate_radps), stamp order
     fixes: list[list[Hypothesis]]  # [T] PoseNet hypotheses per frame, drive ENU
     odometry_note: str
+    kidnap_stamp_ns: int | None = None  # a kidnap scenario's jump (drive metadata)
 
 
 def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
@@ -143,7 +146,8 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
             r = noise(o.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
             odometry.append((o.stamp_ns, r.speed_mps, r.yaw_rate_radps))
     fixes = posenet_hypotheses([im.image_bgr for im in images], frame, checkpoint, hypotheses)
-    return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note)
+    kidnap = extra.get("kidnap_stamp_ns")
+    return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None)
 
 
 def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hypotheses: int,
@@ -176,8 +180,19 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
             d = data.truth_en_m[k] - np.array([pose.east_m, pose.north_m])
             err[k] = float(np.hypot(*d))
             inside[k] = float(d @ np.linalg.solve(np.array(pose.cov_enu_m2).reshape(2, 2), d)) < CHI2_2DOF_95
-    return {"err": err, "inside": inside, "tracking": status == Status.TRACKING,
-            "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us))}
+    out = {"err": err, "inside": inside, "tracking": status == Status.TRACKING,
+           "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us))}
+    if data.kidnap_stamp_ns is not None:
+        # Kidnap: was LOST reported, and how long until TRACKING within 5 m (and staying so for 1 s)?
+        after = np.flatnonzero(data.stamps_ns >= data.kidnap_stamp_ns)
+        out["kidnap_lost_reported"] = bool(np.any(status[after] == Status.LOST))
+        good = (status == Status.TRACKING) & (np.nan_to_num(err, nan=np.inf) <= 5.0)
+        fps = 1e9 / float(np.median(np.diff(data.stamps_ns)))
+        hold = max(1, int(round(fps)))
+        recovered = [k for k in after if good[k:k + hold].all() and k + hold <= len(good)]
+        out["kidnap_recover_s"] = ((data.stamps_ns[recovered[0]] - data.kidnap_stamp_ns) * 1e-9 if recovered
+                                   else float("nan"))
+    return out
 
 
 def raw_scores(data: DriveData) -> dict:
@@ -237,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, params in (("fused", fused_params), ("plain-ekf", plain)):
             results[name] = run_filter(data, params, use_odometry=not args.no_odometry,
                                        hypotheses=args.hypotheses, fix_std_m=args.fix_std_m)
-        per_drive[data.name] = {k: {**summarize(v), **({"relocalisations": v["relocalisations"],
-                                                         "update_us_median": v["update_us_median"]}
-                                                        if "relocalisations" in v else {})}
+        extra_keys = ("relocalisations", "update_us_median", "kidnap_lost_reported", "kidnap_recover_s")
+        per_drive[data.name] = {k: {**summarize(v), **{e: v[e] for e in extra_keys if e in v}}
                                 for k, v in results.items()}
         for k, v in results.items():
             rows[k].append(v)
@@ -262,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             s = table[row] if table else merged[row]
             relocs = str(s.get("relocalisations", "")) if table else ""
             cost = f"{s['update_us_median']:.0f}" if table and "update_us_median" in s else ""
+            kidnap = (f"  kidnap: LOST {'reported' if s['kidnap_lost_reported'] else 'not reported'}, tracking "
+                      f"within 5 m {s['kidnap_recover_s']:.1f} s after" if table and "kidnap_recover_s" in s else "")
             print(f"  {row:22s}{s['median_m']:10.1f}{s['p95_m']:10.1f}{s['over_20m']:8.1%}"
-                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}")
+                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}{kidnap}")
     return 0
 
 
