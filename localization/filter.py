@@ -142,9 +142,9 @@ class FilterParams:
     gate_odometry_chi2: float = CHI2_2DOF_9999  # speed + yaw rate, 2 dof, p = 0.9999
     use_gps: bool = False  # GPS fixes are used only when True (users with a part-time receiver); else counted
     # Initialisation and relocalisation chains of fixes (see the module docstring).
-    init_min_fixes: int = 3
-    reloc_min_fixes: int = 12
-    reloc_min_span_s: float = 2.5
+    init_min_fixes: int = 3  # fixes that agree with each other (and the odometer) start the filter
+    reloc_min_fixes: int = 12  # a chain of gated but mutually consistent fixes this long ...
+    reloc_min_span_s: float = 2.5  # ... spanning at least this many seconds ...
     reloc_min_travel_m: float = 25.0  # ... and the robot moved this far along it (a look-alike seen from a
     #   stopped vehicle stays consistent for ever; measured: look-alike runs of 12 fixes over 15 m happen)
     lost_min_fixes: int = 5  # a chain this long makes the status LOST
