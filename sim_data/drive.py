@@ -7,8 +7,9 @@ as a streetloc drive (MCAP; see ``perception.drives``).
 >>> write_drive(SimConfig(route="train"), "train.mcap")                # or straight to a file
 
 Ground truth is exact: the GPS fix of each frame is the rendering camera's pose (``horizontal_std_m``
-0.1 m only so that consumers that invert a covariance can), odometry is the vehicle's true speed and
-yaw rate, boxes and masks come from the renderer's own pixels.
+0.1 m only so that consumers that invert a covariance can), boxes and masks come from the renderer's own
+pixels. Odometry is the vehicle's speed and yaw rate through a wheel/gyro error model
+(`sim_data.odometry`, preset ``SimConfig.odometry_noise``; ``none`` writes the truth).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from perception import classes as C
 from .camera import CameraPose, PinholeCamera
 from .city import SIGNAL_CYCLE_S, SIGNAL_GREEN_S, City, generate_city
 from .lighting import Lighting, lighting_for
+from .odometry import DEFAULT_ODOMETRY_NOISE, OdometryNoise, odometry_noise_model
 from .render import Renderer, RenderResult
 from .routes import ROUTES, RoutePlan, kidnap_tour, plan_route
 from .scene import Scene
@@ -75,6 +77,7 @@ class SimConfig:
     overcast: bool | None = None  # None: the route's default
     camera_noise: bool = False  # sensor noise, stronger in the dark
     motion_blur: bool = False  # horizontal blur while turning (half-frame exposure)
+    odometry_noise: str = DEFAULT_ODOMETRY_NOISE  # sim_data.odometry preset: none | typical | poor
     origin: GeoOrigin = field(default_factory=default_origin)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class SimConfig:
         if len(self.blocks) != 2 or not all(1 <= int(b) <= 8 for b in self.blocks):
             raise ValueError(f"blocks={self.blocks!r}: the district is 1..8 blocks on each side")
         PinholeCamera.from_hfov(self.width_px, self.height_px, self.hfov_deg)  # validates the FOV
+        odometry_noise_model(self.odometry_noise)  # validates the preset
 
 
 @dataclass
@@ -272,6 +276,11 @@ class SimDrive:
         span = min(ego.s_m, ds) + ds
         return float(-math.radians(dh / span) * ego.speed_mps)
 
+    def odometry_noise(self) -> OdometryNoise:
+        """The odometry error model of this drive, seeded by the drive (equal configs, equal errors)."""
+        c = self.config
+        return OdometryNoise(c.odometry_noise, seed=[c.city_seed, self.plan.seed, ROUTES_INDEX[c.route], 0x0D0])
+
     # -------------------------------------------------------------------------------------- metadata
 
     def describe(self) -> dict:
@@ -298,6 +307,7 @@ class SimDrive:
             "class_names": list(C.CLASS_NAMES),
             "detectable_classes": [C.CLASS_NAMES[k] for k in C.DETECTABLE_CLASSES],
             "gps_is_ground_truth": True,
+            "odometry_noise": c.odometry_noise,
             "start_stamp_ns": self.start_stamp_ns,
         }
         if plan.blackout_s is not None:
@@ -358,13 +368,16 @@ def write_drive(config: SimConfig, path: str | Path, *, jpeg_quality: int = 90,
     t_start = time.perf_counter()
     n = 0
     last_t = 0.0
+    odometry = drive.odometry_noise()
     with DriveWriter(path, meta, jpeg_quality=jpeg_quality, flush_interval_s=None) as w:
         for frame in drive:
             s = frame.stamp_ns
             w.add_image(s, frame.image_bgr)
             w.add_gps(s, lat_deg=frame.lat_deg, lon_deg=frame.lon_deg, alt_m=frame.alt_m, heading_deg=frame.heading_deg,
                       horizontal_std_m=GPS_STD_M, vertical_std_m=GPS_STD_M, heading_std_deg=0.1, speed_mps=frame.speed_mps)
-            w.add_odometry(s, speed_mps=frame.speed_mps, yaw_rate_radps=frame.yaw_rate_radps)
+            odo = odometry(s, speed_mps=frame.speed_mps, yaw_rate_radps=frame.yaw_rate_radps)
+            w.add_odometry(s, speed_mps=odo.speed_mps, yaw_rate_radps=odo.yaw_rate_radps,
+                           speed_std_mps=odo.speed_std_mps, yaw_rate_std_radps=odo.yaw_rate_std_radps)
             w.add_boxes(s, frame.boxes_xyxy, frame.box_class_ids, names)
             w.add_label_mask(s, frame.label_mask, names)
             if on_frame is not None:

@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sky.add_argument("--clear", dest="overcast", action="store_false", help="clear sky")
     p.add_argument("--noise", action="store_true", help="add camera noise (stronger in the dark)")
     p.add_argument("--motion-blur", action="store_true", help="blur frames while turning")
+    p.add_argument("--odometry-noise", default="typical", choices=("none", "typical", "poor"), metavar="PRESET",
+                   help="wheel-speed/gyro error model of the odometry channel: none (the truth), typical, poor "
+                   "(typical); see sim_data/odometry.py")
     p.add_argument("--origin", default=None, metavar="LAT,LON[,ALT]",
                    help="geo origin of the city (default: downtown Los Angeles)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames (90)")
@@ -88,6 +91,7 @@ def handler(args: argparse.Namespace) -> int:
         overcast=args.overcast,
         camera_noise=args.noise,
         motion_blur=args.motion_blur,
+        odometry_noise=args.odometry_noise,
         origin=_origin(args.origin) if args.origin else default_origin(),
     )
     sampler = PreviewSampler(args.preview_frames)

@@ -1,0 +1,287 @@
+"""Offline fusion scoring (no bus): PoseNet frame by frame on drives, its fixes and the drive's (noisy)
+odometry through `localization.filter.PoseFilter`, raw and fused compared with the ``gps/fix`` truth.
+
+    .venv/bin/python benchmarks/fusion_eval.py                                   # demo_city
+    .venv/bin/python benchmarks/fusion_eval.py sim_data/drives/demo_city.mcap held_out.mcap --json
+    .venv/bin/python benchmarks/fusion_eval.py DRIVE --no-odometry               # camera only
+    .venv/bin/python benchmarks/fusion_eval.py DRIVE --hypotheses 5              # top-5 anchors as a mixture
+
+Rows: ``posenet`` (the raw top-1 fixes), ``fused`` (the filter), ``plain-ekf`` (the same filter with no
+gates and no relocalisation: what trusting every fix gives). Figures per row: median / p95 position error
+over frames with an estimate, share > 20 m, share of frames whose truth lies inside the reported 95 %
+ellipse, availability (fused: share of frames TRACKING; raw: share of frames with a fix), filter cost per
+``handle`` call (median µs). A kidnap drive (``kidnap_stamp_ns`` in its metadata) also gets whether LOST was
+reported after the jump and the time until TRACKING within 5 m (held for 1 s).
+
+Odometry: a drive written with an ``odometry_noise`` preset (sim_data.odometry) is used as it is; an older
+drive (true odometry) gets ``--odometry-noise`` (typical) applied here with the same model, seeded by the
+drive. ``--hypotheses K`` (K > 1) stands in for the PoseNet output of issue 11 until it is on the wire:
+the top-K anchor candidates with their softmax weights and the offset covariance (uncalibrated for "this
+hypothesis is the right one"), all with the one heading the model predicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from localization.filter import FilterParams, PoseFilter, Status  # noqa: E402
+from localization.geodesy import LocalFrame  # noqa: E402
+from localization.measurements import FixMeasurement, Hypothesis, OdometryMeasurement  # noqa: E402
+
+DEFAULT_DRIVES = ["sim_data/drives/demo_city.mcap"]
+CHI2_2DOF_95 = 5.991
+
+
+@dataclasses.dataclass
+class DriveData:
+    name: str
+    stamps_ns: np.ndarray  # int64 [T], camera frames
+    truth_en_m: np.ndarray  # [T, 2] truth at the frames, drive ENU
+    odometry: list[tuple[int, float, float]]  # (stamp_ns, speed_mps, yaw_rate_radps), stamp order
+    fixes: list[list[Hypothesis]]  # [T] PoseNet hypotheses per frame, drive ENU
+    odometry_note: str
+    kidnap_stamp_ns: int | None = None  # a kidnap scenario's jump (drive metadata)
+
+
+def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
+                       batch: int = 32) -> list[list[Hypothesis]]:
+    """PoseNet on BGR frames -> per frame a list of hypotheses in ``frame``'s ENU (best first). The one
+    place that calls the model: k=1 is today's wire (top anchor, moment-matched covariance); k>1 opens
+    the anchor mixture (see the module docstring)."""
+    import torch
+
+    from perception.models.posenet import decode
+
+    predictor = _predictor(checkpoint)
+    out: list[list[Hypothesis]] = []
+    for i in range(0, len(images_bgr), batch):
+        chunk = torch.from_numpy(np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]]))
+        raw = predictor.predict_raw(chunk)
+        est = predictor.estimates(raw)
+        e, n, _ = frame.to_enu(est.lat_deg, est.lon_deg)
+        d = decode(raw, predictor.anchors, predictor.offset_scale) if k > 1 else None
+        for j in range(len(est)):
+            top = Hypothesis(float(e[j]), float(n[j]), float(est.heading_deg[j]), est.cov_enu_m2[j],
+                             float(est.heading_std_deg[j]), 1.0)
+            if d is None:
+                out.append([top])
+                continue
+            prob = d.prob[j].double().numpy()
+            order = np.argsort(-prob)[:k]
+            cand = d.candidates[j].double().numpy()[order] * predictor.scale_m + np.array(predictor.center_enu_m)
+            lat, lon, _ = predictor.frame.to_geodetic(cand[:, 0], cand[:, 1])
+            ce, cn, _ = frame.to_enu(lat, lon)
+            cov = d.offset_covariance()[j].double().numpy() * predictor.scale_m**2
+            out.append([Hypothesis(float(ce[m]), float(cn[m]), top.heading_deg, cov, top.heading_std_deg,
+                                   float(prob[o])) for m, o in enumerate(order)])
+    return out
+
+
+_PREDICTORS: dict = {}
+
+
+def _predictor(checkpoint: str | None):
+    from perception.models import PosePredictor
+
+    if checkpoint not in _PREDICTORS:
+        _PREDICTORS[checkpoint] = PosePredictor(checkpoint, device="cpu")
+    return _PREDICTORS[checkpoint]
+
+
+def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str,
+               cache_dir: str | None = None) -> DriveData:
+    """A drive's truth, odometry and PoseNet hypotheses (from ``cache_dir`` when run before on the same
+    drive file, checkpoint, hypothesis count and noise preset)."""
+    import hashlib
+    import pickle
+
+    cache = None
+    if cache_dir:
+        st = Path(path).stat()
+        key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{hypotheses}|{odometry_noise}"
+        cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+        if cache.is_file():
+            return DriveData(**pickle.loads(cache.read_bytes()))
+    data = _load_drive(path, checkpoint=checkpoint, hypotheses=hypotheses, odometry_noise=odometry_noise)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(vars(data)))
+    return data
+
+
+def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str) -> DriveData:
+    from perception.drives import DriveReader
+    from sim_data.odometry import OdometryNoise
+
+    with DriveReader(path) as drive:
+        meta = drive.metadata
+        frame = LocalFrame(meta.geo_origin)
+        images = list(drive.images(decode=True))
+        truth = list(drive.fixes())
+        odo = list(drive.odometry())
+        extra = meta.extra or {}
+    t_stamps = np.array([f.stamp_ns for f in truth])
+    te, tn, _ = frame.to_enu([f.lat_deg for f in truth], [f.lon_deg for f in truth])
+    stamps = np.array([im.stamp_ns for im in images], dtype=np.int64)
+    # Truth at each frame: the sim writes one fix per frame at the same stamp; interpolate otherwise.
+    truth_en = np.stack([np.interp(stamps, t_stamps, te), np.interp(stamps, t_stamps, tn)], axis=1)
+    if "odometry_noise" in extra:
+        note = f"as recorded ({extra['odometry_noise']})"
+        odometry = [(o.stamp_ns, o.speed_mps, o.yaw_rate_radps) for o in odo]
+    else:
+        note = f"true odometry + {odometry_noise} noise applied here"
+        seed = [int(extra.get("city_seed", 0)), int(extra.get("route_seed", 0) or 0), 0x0D0]
+        noise = OdometryNoise(odometry_noise, seed=seed)
+        odometry = []
+        for o in odo:
+            r = noise(o.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
+            odometry.append((o.stamp_ns, r.speed_mps, r.yaw_rate_radps))
+    fixes = posenet_hypotheses([im.image_bgr for im in images], frame, checkpoint, hypotheses)
+    kidnap = extra.get("kidnap_stamp_ns")
+    return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None)
+
+
+def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hypotheses: int,
+               fix_std_m: float | None) -> dict:
+    """Feed one drive through a filter in stamp order; per frame the pose after that frame's inputs."""
+    f = PoseFilter(params)
+    events = [(s, 0, "odometry", OdometryMeasurement(v, w)) for s, v, w in data.odometry] if use_odometry else []
+    for k, (s, hyps) in enumerate(zip(data.stamps_ns, data.fixes, strict=True)):
+        hyps = hyps[:hypotheses]
+        if fix_std_m is not None:
+            hyps = [h._replace(cov_enu_m2=np.eye(2) * fix_std_m**2) for h in hyps]
+        events.append((int(s), 1, "posenet", (k, FixMeasurement(hyps))))
+    events.sort(key=lambda e: (e[0], e[1]))
+    err = np.full(len(data.stamps_ns), np.nan)
+    inside = np.zeros(len(data.stamps_ns), bool)
+    status = np.empty(len(data.stamps_ns), object)
+    update_us = []
+    for s, _, kind, m in events:
+        k = None
+        if kind == "posenet":
+            k, m = m
+        t0 = time.perf_counter()
+        f.handle(kind, s, m)
+        update_us.append((time.perf_counter() - t0) * 1e6)
+        if k is None:
+            continue
+        pose = f.pose(s)
+        status[k] = pose.status
+        if pose.valid:
+            d = data.truth_en_m[k] - np.array([pose.east_m, pose.north_m])
+            err[k] = float(np.hypot(*d))
+            inside[k] = float(d @ np.linalg.solve(np.array(pose.cov_enu_m2).reshape(2, 2), d)) < CHI2_2DOF_95
+    out = {"err": err, "inside": inside, "tracking": status == Status.TRACKING,
+           "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us))}
+    if data.kidnap_stamp_ns is not None:
+        # Kidnap: was LOST reported, and how long until TRACKING within 5 m (and staying so for 1 s)?
+        after = np.flatnonzero(data.stamps_ns >= data.kidnap_stamp_ns)
+        out["kidnap_lost_reported"] = bool(np.any(status[after] == Status.LOST))
+        good = (status == Status.TRACKING) & (np.nan_to_num(err, nan=np.inf) <= 5.0)
+        fps = 1e9 / float(np.median(np.diff(data.stamps_ns)))
+        hold = max(1, int(round(fps)))
+        recovered = [k for k in after if good[k:k + hold].all() and k + hold <= len(good)]
+        out["kidnap_recover_s"] = ((data.stamps_ns[recovered[0]] - data.kidnap_stamp_ns) * 1e-9 if recovered
+                                   else float("nan"))
+    return out
+
+
+def raw_scores(data: DriveData) -> dict:
+    est = np.array([[h[0].east_m, h[0].north_m] for h in data.fixes])
+    err = np.hypot(*(data.truth_en_m - est).T)
+    inside = np.array([float(d @ np.linalg.solve(h[0].cov_enu_m2, d)) < CHI2_2DOF_95
+                       for d, h in zip(data.truth_en_m - est, data.fixes, strict=True)])
+    return {"err": err, "inside": inside, "tracking": np.ones(len(err), bool)}
+
+
+def summarize(r: dict) -> dict:
+    err = r["err"]
+    ok = np.isfinite(err)
+    e = err[ok]
+    return {"median_m": float(np.median(e)) if len(e) else float("nan"),
+            "p95_m": float(np.percentile(e, 95)) if len(e) else float("nan"),
+            "over_20m": float(np.mean(e > 20.0)) if len(e) else float("nan"),
+            "in_95_ellipse": float(np.mean(r["inside"][ok])) if len(e) else float("nan"),
+            "availability": float(np.mean(r["tracking"])),
+            "frames": int(len(err))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("drives", nargs="*", default=DEFAULT_DRIVES, help="drive files (default: demo_city)")
+    ap.add_argument("--checkpoint", default=None, help="PoseNet checkpoint (default: the default weights)")
+    ap.add_argument("--odometry-noise", default="typical", choices=("none", "typical", "poor"),
+                    help="noise applied to drives that carry true odometry (typical)")
+    ap.add_argument("--no-odometry", action="store_true", help="camera only")
+    ap.add_argument("--hypotheses", type=int, default=1, help="hypotheses per fix (1: today's top-1 fix)")
+    ap.add_argument("--fix-std-m", type=float, default=None,
+                    help="replace each hypothesis's covariance by this std (m) on both axes")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a FilterParams field of the fused filter (repeatable), e.g. min_fix_std_m=2")
+    ap.add_argument("--cache", metavar="DIR", default=None, help="keep PoseNet's outputs per drive here (reruns skip it)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+
+    overrides = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        if name not in FilterParams.__dataclass_fields__ or not value:
+            raise SystemExit(f"--param {item!r}: expected NAME=VALUE with NAME a FilterParams field")
+        kind = type(getattr(FilterParams(), name))
+        overrides[name] = kind(value)
+    fused_params = FilterParams(**overrides)
+    rows: dict[str, list[dict]] = {"posenet": [], "fused": [], "plain-ekf": []}
+    plain = FilterParams(gate_posenet_chi2=float("inf"), gate_heading_chi2=float("inf"),
+                         gate_odometry_chi2=float("inf"), reloc_min_fixes=10**9, lost_min_fixes=10**9)
+    notes = {}
+    per_drive = {}
+    for path in args.drives:
+        data = load_drive(path, checkpoint=args.checkpoint, hypotheses=args.hypotheses,
+                          odometry_noise=args.odometry_noise, cache_dir=args.cache)
+        notes[data.name] = data.odometry_note if not args.no_odometry else "no odometry"
+        results = {"posenet": raw_scores(data)}
+        for name, params in (("fused", fused_params), ("plain-ekf", plain)):
+            results[name] = run_filter(data, params, use_odometry=not args.no_odometry,
+                                       hypotheses=args.hypotheses, fix_std_m=args.fix_std_m)
+        extra_keys = ("relocalisations", "update_us_median", "kidnap_lost_reported", "kidnap_recover_s")
+        per_drive[data.name] = {k: {**summarize(v), **{e: v[e] for e in extra_keys if e in v}}
+                                for k, v in results.items()}
+        for k, v in results.items():
+            rows[k].append(v)
+    merged = {k: summarize({f: np.concatenate([r[f] for r in v]) for f in ("err", "inside", "tracking")})
+              for k, v in rows.items()}
+    report = {"drives": args.drives, "odometry": notes, "hypotheses": args.hypotheses, "fix_std_m": args.fix_std_m,
+              **{f"{k}.{m}": v for k, s in merged.items() for m, v in s.items()}, "per_drive": per_drive}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"hypotheses per fix: {args.hypotheses}; fix covariance: "
+          f"{'PoseNet' if args.fix_std_m is None else f'{args.fix_std_m:g} m std'}")
+    for name, note in notes.items():
+        print(f"  {name}: odometry {note}")
+    header = (f"{'':24s}{'median m':>10s}{'p95 m':>10s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}{'relocs':>8s}"
+              f"{'us/update':>10s}")
+    for name, table in [*per_drive.items(), ("all drives", None)]:
+        print(f"\n{name}\n{header}")
+        for row in ("posenet", "fused", "plain-ekf"):
+            s = table[row] if table else merged[row]
+            relocs = str(s.get("relocalisations", "")) if table else ""
+            cost = f"{s['update_us_median']:.0f}" if table and "update_us_median" in s else ""
+            kidnap = (f"  kidnap: LOST {'reported' if s['kidnap_lost_reported'] else 'not reported'}, tracking "
+                      f"within 5 m {s['kidnap_recover_s']:.1f} s after" if table and "kidnap_recover_s" in s else "")
+            print(f"  {row:22s}{s['median_m']:10.1f}{s['p95_m']:10.1f}{s['over_20m']:8.1%}"
+                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}{kidnap}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
