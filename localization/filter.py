@@ -235,7 +235,7 @@ class PoseFilter:
     """EKF over (east, north, yaw, speed, yaw rate, gyro bias, speed scale error); see the module docstring.
 
     >>> f = PoseFilter(origin=GeoOrigin())
-    >>> f.handle("odometry", t_ns, OdometryMeasurement(speed_mps=8.0, yaw_rate_radps=0.0))
+    >>> f.handle("odom", t_ns, OdometryMeasurement(speed_mps=8.0, yaw_rate_radps=0.0))
     >>> f.handle("posenet", t_ns, single_fix(120.0, 40.0, np.diag([25.0, 25.0]), heading_deg=90.0, heading_std_deg=5))
     >>> pose = f.pose(t_ns)     # FusedPose: east/north, lat/lon, heading, covariance, status, reason
 

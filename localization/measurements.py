@@ -17,7 +17,7 @@ import numpy as np
 # Measurement kinds `PoseFilter.handle` understands.
 POSENET = "posenet"
 GPS = "gps"
-ODOMETRY = "odometry"
+ODOMETRY = "odom"  # a measurement kind, not the bus topic of the same concept
 KINDS = (POSENET, GPS, ODOMETRY)
 
 

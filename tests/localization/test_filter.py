@@ -71,7 +71,7 @@ def measurements(truth: Truth, seed: int, *, odometry: str | None = "typical", f
     for k, t in enumerate(truth.stamp_ns):
         if noise is not None:
             r = noise(int(t), speed_mps=float(truth.speed_mps[k]), yaw_rate_radps=float(truth.yaw_rate_radps[k]))
-            out.append((int(t), "odometry", OdometryMeasurement(r.speed_mps, r.yaw_rate_radps)))
+            out.append((int(t), "odom", OdometryMeasurement(r.speed_mps, r.yaw_rate_radps)))
         if k % FIX_EVERY == 0:
             de, dn = rng.normal(0.0, fix_std_m, 2)
             if outliers and k in outliers:
@@ -192,12 +192,12 @@ def test_heading_wraps_between_359_and_1_degrees():
     t0 = 1_700_000_000 * NS
     cov = np.eye(2) * 4.0
     for k in range(4):  # a robot heading 359 deg (just west of north) standing still
-        f.handle("odometry", t0 + k * NS // 5, OdometryMeasurement(0.0, 0.0))
+        f.handle("odom", t0 + k * NS // 5, OdometryMeasurement(0.0, 0.0))
         f.handle("posenet", t0 + k * NS // 5, single_fix(0.0, 0.0, cov, 359.0, 3.0))
     assert f.status == Status.TRACKING
     out = None
     for k in range(4, 20):  # fixes now say 1 deg: a 2 deg change, not 358
-        f.handle("odometry", t0 + k * NS // 5, OdometryMeasurement(0.0, 0.0))
+        f.handle("odom", t0 + k * NS // 5, OdometryMeasurement(0.0, 0.0))
         out = f.handle("posenet", t0 + k * NS // 5, single_fix(0.0, 0.0, cov, 1.0, 3.0))
     assert out == "used" and f.gated_counts.get("posenet_heading", 0) == 0
     heading = f.pose().heading_deg
@@ -221,21 +221,21 @@ def test_late_measurements_are_applied_in_stamp_order():
     # Equal stamps (odometry and fix of one frame) may be applied in either order: equal to a few mm.
     np.testing.assert_allclose(f_late.x, f_ordered.x, atol=5e-3)
     np.testing.assert_allclose(f_late.P, f_ordered.P, rtol=1e-3, atol=1e-9)
-    out = f_late.handle("odometry", int(truth.stamp_ns[-1]) - 5 * NS, OdometryMeasurement(8.0, 0.0))
-    assert out == "rejected:too_old" and f_late.counters["too_old:odometry"] == 1
+    out = f_late.handle("odom", int(truth.stamp_ns[-1]) - 5 * NS, OdometryMeasurement(8.0, 0.0))
+    assert out == "rejected:too_old" and f_late.counters["too_old:odom"] == 1
 
 
 def test_bad_input_is_rejected_and_counted_not_raised():
     f = PoseFilter()
     t0 = 1_700_000_000 * NS
-    assert f.handle("odometry", t0, OdometryMeasurement(float("nan"), 0.0)) == "rejected:invalid"
+    assert f.handle("odom", t0, OdometryMeasurement(float("nan"), 0.0)) == "rejected:invalid"
     assert f.handle("posenet", t0, single_fix(float("inf"), 0.0, np.eye(2))) == "rejected:invalid"
     assert f.handle("posenet", t0, single_fix(0.0, 0.0, -np.eye(2))) == "rejected:invalid"
     assert "not positive definite" in f.last_rejection
-    f.handle("odometry", t0, OdometryMeasurement(1.0, 0.0))
-    assert f.handle("odometry", t0 + 3600 * NS, OdometryMeasurement(1.0, 0.0)) == "rejected:future"
-    assert f.counters == {"invalid:odometry": 1, "invalid:posenet": 2, "future:odometry": 1}
-    assert f.pose(t0).inputs_gated == {"odometry": 2, "posenet": 2}
+    f.handle("odom", t0, OdometryMeasurement(1.0, 0.0))
+    assert f.handle("odom", t0 + 3600 * NS, OdometryMeasurement(1.0, 0.0)) == "rejected:future"
+    assert f.counters == {"invalid:odom": 1, "invalid:posenet": 2, "future:odom": 1}
+    assert f.pose(t0).inputs_gated == {"odom": 2, "posenet": 2}
 
 
 @pytest.mark.parametrize("mixture", ["max", "moment_match"])
@@ -274,7 +274,7 @@ def test_covariance_stays_symmetric_positive_definite_over_a_long_run():
 def _standing_still(f: PoseFilter, seconds: float, *, gyro_radps: float = 0.0, fix=None, t0: int = 1_700_000_000 * NS):
     for k in range(int(seconds * RATE_HZ)):
         t = t0 + int(k * NS / RATE_HZ)
-        f.handle("odometry", t, OdometryMeasurement(0.0, gyro_radps))
+        f.handle("odom", t, OdometryMeasurement(0.0, gyro_radps))
         if fix is not None and k % FIX_EVERY == 0:
             f.handle("posenet", t, fix)
     return t0 + int(seconds * NS)
