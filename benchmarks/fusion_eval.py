@@ -35,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localization.filter import FilterParams, PoseFilter, Status  # noqa: E402
 from localization.geodesy import LocalFrame  # noqa: E402
-from localization.measurements import FixMeasurement, Hypothesis, OdometryMeasurement  # noqa: E402
+from localization.measurements import (  # noqa: E402
+    ODOMETRY,
+    POSENET,
+    FixMeasurement,
+    Hypothesis,
+    OdometryMeasurement,
+)
 
 DEFAULT_DRIVES = ["sim_data/drives/demo_city.mcap"]
 CHI2_2DOF_95 = 5.991
@@ -59,7 +65,7 @@ def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoi
     the anchor mixture (see the module docstring)."""
     import torch
 
-    from perception.models.posenet import decode
+    from perception.models.posenet.network import decode
 
     predictor = _predictor(checkpoint)
     out: list[list[Hypothesis]] = []
@@ -129,23 +135,23 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
         truth = list(drive.fixes())
         odo = list(drive.odometry())
         extra = meta.extra or {}
-    t_stamps = np.array([f.stamp_ns for f in truth])
+    t_stamps = np.array([f.header.stamp_ns for f in truth])
     te, tn, _ = frame.to_enu([f.lat_deg for f in truth], [f.lon_deg for f in truth])
-    stamps = np.array([im.stamp_ns for im in images], dtype=np.int64)
+    stamps = np.array([im.header.stamp_ns for im in images], dtype=np.int64)
     # Truth at each frame: the sim writes one fix per frame at the same stamp; interpolate otherwise.
     truth_en = np.stack([np.interp(stamps, t_stamps, te), np.interp(stamps, t_stamps, tn)], axis=1)
     if "odometry_noise" in extra:
         note = f"as recorded ({extra['odometry_noise']})"
-        odometry = [(o.stamp_ns, o.speed_mps, o.yaw_rate_radps) for o in odo]
+        odometry = [(o.header.stamp_ns, o.speed_mps, o.yaw_rate_radps) for o in odo]
     else:
         note = f"true odometry + {odometry_noise} noise applied here"
         seed = [int(extra.get("city_seed", 0)), int(extra.get("route_seed", 0) or 0), 0x0D0]
         noise = OdometryNoise(odometry_noise, seed=seed)
         odometry = []
         for o in odo:
-            r = noise(o.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
-            odometry.append((o.stamp_ns, r.speed_mps, r.yaw_rate_radps))
-    fixes = posenet_hypotheses([im.image_bgr for im in images], frame, checkpoint, hypotheses)
+            r = noise(o.header.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
+            odometry.append((o.header.stamp_ns, r.speed_mps, r.yaw_rate_radps))
+    fixes = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
     kidnap = extra.get("kidnap_stamp_ns")
     return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None)
 
@@ -154,12 +160,12 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
                fix_std_m: float | None) -> dict:
     """Feed one drive through a filter in stamp order; per frame the pose after that frame's inputs."""
     f = PoseFilter(params)
-    events = [(s, 0, "odometry", OdometryMeasurement(v, w)) for s, v, w in data.odometry] if use_odometry else []
+    events = [(s, 0, ODOMETRY, OdometryMeasurement(v, w)) for s, v, w in data.odometry] if use_odometry else []
     for k, (s, hyps) in enumerate(zip(data.stamps_ns, data.fixes, strict=True)):
         hyps = hyps[:hypotheses]
         if fix_std_m is not None:
             hyps = [h._replace(cov_enu_m2=np.eye(2) * fix_std_m**2) for h in hyps]
-        events.append((int(s), 1, "posenet", (k, FixMeasurement(hyps))))
+        events.append((int(s), 1, POSENET, (k, FixMeasurement(hyps))))
     events.sort(key=lambda e: (e[0], e[1]))
     err = np.full(len(data.stamps_ns), np.nan)
     inside = np.zeros(len(data.stamps_ns), bool)
@@ -167,7 +173,7 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
     update_us = []
     for s, _, kind, m in events:
         k = None
-        if kind == "posenet":
+        if kind == POSENET:
             k, m = m
         t0 = time.perf_counter()
         f.handle(kind, s, m)
