@@ -15,6 +15,7 @@ from nodes.bus.messages import (
     CameraInfo,
     Detections,
     Diagnostics,
+    FixHypothesis,
     GeoFix,
     Header,
     Hop,
@@ -31,7 +32,7 @@ from nodes.bus.wire import Codec, DecodeError
 
 __all__ = [
     "MESSAGE_TYPES", "SCHEMA_VERSION", "TOPICS", "BusConfig", "CameraInfo", "Codec", "DecodeError",
-    "Delivery", "Detections", "Diagnostics", "GeoFix", "Header", "Hop", "Image", "Odometry", "Pose",
+    "Delivery", "Detections", "Diagnostics", "FixHypothesis", "GeoFix", "Header", "Hop", "Image", "Odometry", "Pose",
     "PoseStatus", "Publisher", "Segmentation", "Subscriber", "Topic", "TopicStats", "get_topic",
     "next_message", "subscribe",
 ]

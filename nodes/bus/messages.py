@@ -7,6 +7,7 @@ from perception.drives.messages import (
     CameraInfo,
     Detections,
     Diagnostics,
+    FixHypothesis,
     GeoFix,
     Header,
     Hop,
@@ -19,6 +20,6 @@ from perception.drives.messages import (
 )
 
 __all__ = [
-    "MESSAGE_TYPES", "SCHEMA_VERSION", "CameraInfo", "Detections", "Diagnostics", "GeoFix",
+    "MESSAGE_TYPES", "SCHEMA_VERSION", "CameraInfo", "Detections", "Diagnostics", "FixHypothesis", "GeoFix",
     "Header", "Hop", "Image", "Odometry", "Pose", "PoseStatus", "Segmentation", "TopicStats",
 ]

@@ -169,8 +169,29 @@ class Image(msgspec.Struct):
                          f"{tuple(data.shape)} is not an image (bgr8 [H,W,3], mono8 [H,W], jpeg, png)")
 
 
+class FixHypothesis(msgspec.Struct, frozen=True):
+    """One place a fix may be: a mode of PoseNet's mixture (a look-alike street is a second mode).
+
+    ``cov_enu_m2`` (2x2 row-major, east/north, m^2) is the spread of this position *if this hypothesis is
+    the right one*; ``weight`` is the source's probability that it is the right one (a fix's weights sum
+    to at most 1).
+    """
+
+    lat_deg: float
+    lon_deg: float
+    weight: float
+    cov_enu_m2: tuple[float, float, float, float] = (math.nan, 0.0, 0.0, math.nan)
+    heading_deg: float | None = None
+    heading_std_deg: float | None = None
+
+
 class GeoFix(msgspec.Struct):
-    """A position + heading fix: from PoseNet (``source`` = model id) or a GPS receiver (``gps``)."""
+    """A position + heading fix: from PoseNet (``source`` = model id) or a GPS receiver (``gps``).
+
+    The top-level position is the best single estimate that plain consumers read; ``hypotheses`` (best
+    first, empty for a receiver) is the mixture a filter should use. ``valid=False`` comes with a
+    ``reason`` (e.g. ``black_frame``, ``out_of_area``): the source says it should not be trusted.
+    """
 
     header: Header
     lat_deg: float
@@ -184,6 +205,8 @@ class GeoFix(msgspec.Struct):
     speed_mps: float | None = None  # ground speed when the source knows it (GPS receivers do)
     source: str = ""  # model id for PoseNet, receiver name for GPS
     valid: bool = True
+    reason: str = ""  # why valid is False (words separated by ","); "" when valid
+    hypotheses: list[FixHypothesis] = []
 
     @property
     def horizontal_std_m(self) -> float:
