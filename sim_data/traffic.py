@@ -34,11 +34,6 @@ MAX_SIM_STEP_S = 0.1
 STOP_LINE_SETBACK_M = citymod.CROSSWALK_GAP_M + citymod.CROSSWALK_M + citymod.STOP_LINE_GAP_M + 0.3
 
 
-def _unit(h_deg: float) -> np.ndarray:
-    h = math.radians(h_deg)
-    return np.array([math.sin(h), math.cos(h)])
-
-
 def _right(d: np.ndarray) -> np.ndarray:
     """Right-hand perpendicular of a direction in (east, north)."""
     return np.array([d[1], -d[0]])

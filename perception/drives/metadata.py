@@ -23,7 +23,7 @@ from localization.geodesy import GeoOrigin
 
 from .messages import CameraInfo
 
-_UTC = dt.timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; 3.10 is supported
+_UTC = dt.UTC
 FORMAT_NAME = "streetloc-drive"
 FORMAT_VERSION = 1
 

@@ -299,11 +299,6 @@ class DriveReader:
         self.close()
 
     @property
-    def metadata_records(self) -> dict[str, dict[str, str]]:
-        """Every MCAP metadata record, by name."""
-        return {k: dict(v) for k, v in self._metadata_records.items()}
-
-    @property
     def topics(self) -> list[str]:
         return sorted(self._topic_ids)
 

@@ -149,11 +149,6 @@ class DriveWriter:
         # Finish the file even when the producer failed: what was written stays readable and indexed.
         self.close()
 
-    @property
-    def message_counts(self) -> dict[str, int]:
-        """Messages written so far, by topic."""
-        return dict(self._sequence)
-
     def _channel(self, topic: str, schema_name: str, metadata: Mapping[str, str] | None = None) -> int:
         known = self._channels.get(topic)
         if known is not None:

@@ -26,7 +26,7 @@ from perception.drives.writer import DriveWriter
 
 from ._common import ImportResult, resize_to_width
 
-_UTC = dt.timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; 3.10 is supported
+_UTC = dt.UTC
 _GPS_IFD = 0x8825
 _EXIF_IFD = 0x8769
 _TAG_ORIENTATION = 0x0112

@@ -10,7 +10,7 @@ import pytest
 from nodes.cli import main
 from perception.drives.trackio import read_gpx
 
-START = dt.datetime(2024, 5, 1, 10, 0, 0, tzinfo=dt.timezone.utc)  # noqa: UP017 - Python 3.10
+START = dt.datetime(2024, 5, 1, 10, 0, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from perception.drives import CAMERA_TOPIC, GPS_TOPIC, DriveReader
 from perception.drives.importers import import_kitti, import_photos, import_video
 from perception.drives.trackio import write_gpx
 
-UTC = dt.timezone.utc  # noqa: UP017 - Python 3.10 has no datetime.UTC
+UTC = dt.UTC
 START = dt.datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 START_NS = int(START.timestamp()) * 10**9
 LUND = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "lund" / "images"
