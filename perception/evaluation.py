@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
-import numpy as np
 from msgspec import Meta
 
 from perception.datasets import DriveSpec
@@ -95,16 +94,6 @@ def evaluate_drives(scorer: Scorer[P], drives: Sequence[DriveSpec | str | os.Pat
         result["per_drive"] = {str(spec): {**scorer.summarize(s.partial), **s.extra}
                                for spec, s in zip(specs, scores, strict=True)}
     return result
-
-
-def summary_stats(values: np.ndarray, *, name: str, unit: str) -> dict[str, float]:
-    """``{name}_{unit}_median/_mean/_p95/_max`` of the finite values (empty when none is finite)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return {}
-    return {f"{name}_{unit}_median": float(np.median(v)), f"{name}_{unit}_mean": float(np.mean(v)),
-            f"{name}_{unit}_p95": float(np.percentile(v, 95)), f"{name}_{unit}_max": float(np.max(v))}
 
 
 def record_metrics(model: str, checkpoint: str | os.PathLike | None, result: dict[str, Any]) -> None:

@@ -172,7 +172,7 @@ MUTATIONS: list[Mutation] = [
 ]
 
 
-# -- models area (helper `models`, from its list; their files are on the models branch until merged) ---------
+# -- models area: evaluation figures, segmenter IoU, the training loop ---------
 MODELS_TESTS = {
     "unsorted-median": ["tests/perception/test_posenet.py", "-k", "summary_of_known_errors or position_error_is"],
     "position-error": ["tests/perception/test_posenet.py", "-k", "position_error_is_the_horizontal"],
@@ -187,11 +187,11 @@ MODELS_TESTS = {
 MUTATIONS += [
     mutation(f"models-{name}", description, [(file, old, new)], MODELS_TESTS[tests])
     for name, tests, (file, old, new, description) in [
-        ("median-unsorted", "unsorted-median", ("perception/evaluation.py", "float(np.median(v))",
+        ("median-unsorted", "unsorted-median", ("localization/metrics.py", "float(np.median(v))",
          "float(v[len(v) // 2])", "median of errors taken as the middle element of the unsorted list")),
-        ("error-east-only", "position-error", ("perception/models/posenet/evaluation.py",
+        ("error-east-only", "position-error", ("localization/metrics.py",
          "np.hypot(err[:, 0], err[:, 1])", "np.abs(err[:, 0])", "position error computed from east only")),
-        ("p95-is-p90", "summary", ("perception/evaluation.py", "float(np.percentile(v, 95))",
+        ("p95-is-p90", "summary", ("localization/metrics.py", "float(np.percentile(v, 95))",
          "float(np.percentile(v, 90))", "p95 figure is really the 90th percentile")),
         ("iou-not-union", "iou", ("perception/models/segmenter/evaluation.py", "union = cm.sum(0) + cm.sum(1) - tp",
          "union = cm.sum(0) + cm.sum(1)", "IoU divides by TP+FP+FN+TP (a Dice-like figure), not the union")),

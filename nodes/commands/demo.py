@@ -61,8 +61,8 @@ def _wait_ready(sub, node: str, timeout_s: float, launcher: subprocess.Popen) ->
 def score(drive: str, fixes: list) -> dict:
     """Errors of ``fixes`` (GeoFix messages) against the drive's GPS at their stamps."""
     from localization.geodesy import LocalFrame
+    from localization.metrics import pose_errors, summarize_pose_errors
     from perception.drives import DriveReader
-    from perception.models.posenet.evaluation import pose_errors, summarize_pose_errors
 
     reader = DriveReader(drive)
     truth = {f.stamp_ns: f.gps for f in reader.frames(gps="interpolate") if f.gps is not None}

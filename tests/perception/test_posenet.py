@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from localization.geodesy import GeoOrigin, LocalFrame
+from localization.metrics import summary_stats
 from nodes.cli import main as cli
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
-from perception.evaluation import summary_stats
 from perception.models import Checkpoint, PosePredictor, get_model, list_models, resolve_checkpoint
 from perception.models.posenet.anchors import fit_anchors
 from perception.models.posenet.data import load_pose_frames
