@@ -17,8 +17,9 @@ Outputs:
 
 Every pose says the filter's status and why (``status``, ``reason``), the inputs used and gated since the
 previous pose (topic names; ``posenet/fix:heading`` when only a fix's heading was gated), whether it is
-usable (``valid``: TRACKING or DEGRADED), and carries the header trace of the newest input it used, so
-camera -> pose latency can be read off any pose (``trace[-1].pub_ns - stamp_ns``).
+usable (``valid``: TRACKING or DEGRADED), and carries the header trace of the newest fix the filter took
+(used or gated), so camera -> pose latency can be read off any pose (``trace[-1].pub_ns - stamp_ns`` of
+a per-fix pose).
 
 The ENU frame is anchored at the first usable fix (no pose is published before one: there is nothing to
 say where). A fix marked ``valid=False`` by its source is skipped and counted by its reason; a fix or
@@ -186,7 +187,7 @@ class FusionNode(Node):
         self.filter = PoseFilter(p.filter_params())
         self.frame: LocalFrame | None = None
         self.skipped: dict[str, int] = {}  # "<topic>:<reason>" -> inputs skipped before the filter
-        self._trace: list[Hop] = []  # trace of the newest input used
+        self._trace: list[Hop] = []  # trace of the newest fix handed to the filter
         self._errors: list[tuple[str, str]] = []
         self.poses_out = 0
 
@@ -231,7 +232,7 @@ class FusionNode(Node):
             outcome = self.filter.handle(kind, stamp_ns, measurement)
         if outcome.startswith("rejected"):
             return self._rejected(topic, outcome)
-        if outcome != "gated":
+        if kind != ODOMETRY:  # the camera (or receiver) path: what pose latency is measured along
             self._trace = list(msg.header.trace)  # type: ignore[attr-defined]
         if kind == POSENET and self.params.pose_on_fix and self.frame is not None:
             return [(POSE_TOPIC, self._pose(max(stamp_ns, self.filter.stamp_ns or stamp_ns)))]
