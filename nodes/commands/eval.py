@@ -4,7 +4,7 @@ Compares what a graph published during a replay (``localization/pose``, the fuse
 ``posenet/fix``, the raw fixes) with the drive's ``gps/fix`` ground truth. RUN.mcap is made with
 
     streetloc record -o RUN.mcap --topics localization/pose,posenet/fix,gps/fix,odometry &
-    streetloc replay DRIVE --lockstep --launch launch/replay.toml --start-delay-s 5
+    streetloc replay DRIVE --lockstep --launch launch/replay.toml --start-delay-s 25
     kill -INT %1                                   # the recorder finishes an indexed file
 
 Truth: RUN's own ``gps/fix`` (the replay publishes it), else ``--drive``'s. ``--drive`` also gives the ENU
