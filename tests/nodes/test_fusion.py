@@ -33,6 +33,8 @@ class Scenario:
     odometry_loss_s: tuple[float, float] | None = None  # no odometry in [a, b)
     kidnap_at_s: float | None = None  # the vehicle is moved 400 m east at this time
     nan_fix_at_s: list[float] = field(default_factory=list)  # fixes with a NaN latitude at these times
+    stop_s: tuple[float, float] | None = None  # stopped at a light in [a, b): wheels read 0, the camera
+    #   sees the same image (the same fix error) again and again
     seed: int = 0
 
 
@@ -40,6 +42,8 @@ def truth_en_m(s: Scenario, t_s: float) -> tuple[float, float, float]:
     """(east_m, north_m, yaw_rad) of the vehicle at ``t_s``: north for 15 s, a 90 deg left turn over 5 s,
     then west; after a kidnap, the same path 400 m east."""
     v = s.speed_mps
+    if s.stop_s is not None and t_s >= s.stop_s[0]:
+        t_s = max(s.stop_s[0], t_s - (s.stop_s[1] - s.stop_s[0]))  # time spent driving
     if t_s < 15.0:
         e, n, yaw = 0.0, v * t_s, math.pi / 2
     elif t_s < 20.0:
@@ -54,7 +58,15 @@ def truth_en_m(s: Scenario, t_s: float) -> tuple[float, float, float]:
     return e, n, yaw
 
 
+def stopped(s: Scenario, t_s: float) -> bool:
+    return s.stop_s is not None and s.stop_s[0] <= t_s < s.stop_s[1]
+
+
 def yaw_rate_radps(s: Scenario, t_s: float) -> float:
+    if stopped(s, t_s):
+        return 0.0
+    if s.stop_s is not None and t_s >= s.stop_s[1]:
+        t_s -= s.stop_s[1] - s.stop_s[0]
     return (math.pi / 2) / 5.0 if 15.0 <= t_s < 20.0 else 0.0
 
 
@@ -66,13 +78,16 @@ def messages(s: Scenario) -> list[tuple[str, GeoFix | Odometry]]:
         t = k / ODOMETRY_HZ
         if s.odometry_loss_s and s.odometry_loss_s[0] <= t < s.odometry_loss_s[1]:
             continue
-        speed = s.speed_mps * 1.02 + rng.normal(0, 0.05)  # 2 % scale error + white noise
+        speed = 0.0 if stopped(s, t) else s.speed_mps * 1.02 + rng.normal(0, 0.05)  # 2 % scale error + noise
         w = yaw_rate_radps(s, t) + 0.002 + rng.normal(0, 0.005)  # gyro bias + white noise
         out.append((t, 0, ODOMETRY_TOPIC, Odometry(Header(stamp_ns(t)), speed, w)))
     for k in range(int(s.duration_s * FIX_HZ)):
         t = k / FIX_HZ
         e, n, yaw = truth_en_m(s, t)
-        e, n = e + rng.normal(0, s.fix_std_m), n + rng.normal(0, s.fix_std_m)
+        noise = rng.normal(0, s.fix_std_m, 2)
+        if stopped(s, t):
+            noise = np.random.default_rng([s.seed, 7]).normal(0, s.fix_std_m, 2)  # the same image each time
+        e, n = e + noise[0], n + noise[1]
         lat, lon, _ = FRAME.to_geodetic(e, n)
         heading = (90.0 - math.degrees(yaw)) % 360.0 + rng.normal(0, 5.0)
         header = Header(stamp_ns(t), frame_id="posenet", trace=[Hop("camera", stamp_ns(t), stamp_ns(t) + 1_000_000)])
@@ -275,3 +290,16 @@ def test_a_look_alike_second_hypothesis_does_not_pull_the_track():
             m.lat_deg, m.lon_deg = m.hypotheses[0].lat_deg, m.hypotheses[0].lon_deg
     ps = poses(run_offline(FusionNode(), msgs))
     assert max(error_m(s, p) for p in between(ps, 8.0, 30.0)) < 5.0
+
+
+def test_stop_at_a_light_holds_still_without_drift():
+    s = Scenario(duration_s=40.0, stop_s=(10.0, 25.0))  # 15 s stopped, the same fix error every frame
+    _, ps = run(s)
+    # the synthetic car stops from 8 m/s at once, which the odometry gate refuses for a moment: from 11.5 s on
+    still = between(ps, 11.5, 25.0)
+    en = np.array([FRAME.to_enu(p.lat_deg, p.lon_deg)[:2] for p in still], float)
+    assert np.ptp(en, axis=0).max() < 1.0  # no creep: odometry says 0, the repeated fix adds no certainty
+    assert error_m(s, still[-1]) <= error_m(s, still[0])
+    assert np.ptp([p.heading_deg for p in still]) < 2.0  # the gyro bias does not turn it
+    assert all(p.status == "tracking" for p in still) and max(error_m(s, p) for p in still) < 3.0
+    assert max(error_m(s, p) for p in between(ps, 27.0, 40.0)) < 5.0  # and drives off on the right street
