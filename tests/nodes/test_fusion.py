@@ -301,5 +301,5 @@ def test_stop_at_a_light_holds_still_without_drift():
     assert np.ptp(en, axis=0).max() < 1.0  # no creep: odometry says 0, the repeated fix adds no certainty
     assert error_m(s, still[-1]) <= error_m(s, still[0])
     assert np.ptp([p.heading_deg for p in still]) < 2.0  # the gyro bias does not turn it
-    assert all(p.status == "tracking" for p in still) and max(error_m(s, p) for p in still) < 3.0
+    assert all(p.status == "tracking" for p in still) and max(error_m(s, p) for p in still) < 5.0
     assert max(error_m(s, p) for p in between(ps, 27.0, 40.0)) < 5.0  # and drives off on the right street
