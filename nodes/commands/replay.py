@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "xN, as fast as possible, or lock-step with the graph).")
     add_params_arguments(p, ReplayParams, positional=("drive",), aliases=ALIASES)
     p.add_argument("--launch", metavar="FILE", help="launch this graph first, stop it when the replay ends")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="an [args] value of the --launch file, as `streetloc launch --arg` (repeatable)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
     replay = Replay(params)
     t0 = time.monotonic()
     # the launched graph runs on the drive's time (nodes.clock)
-    with launched(args.launch, env={**os.environ, USE_SIM_TIME_ENV: "1"}) if args.launch else contextlib.nullcontext():
+    launch_args = {}
+    for item in args.arg:
+        name, sep, value = item.partition("=")
+        if not sep or not args.launch:
+            raise ValueError(f"--arg {item!r}: expected NAME=VALUE, with --launch FILE")
+        launch_args[name.strip()] = value
+    env = {**os.environ, USE_SIM_TIME_ENV: "1"}
+    with launched(args.launch, env=env, launch_args=launch_args) if args.launch else contextlib.nullcontext():
         serve(NodeRunner(replay))
     elapsed = time.monotonic() - t0
     print(f"replayed {replay.frames_published} frames of {params.drive} in {elapsed:.1f} s"

@@ -191,6 +191,10 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
         proto.velocity.z = 0.0
         meta += [("status", msg.status), ("yaw_rate_radps", repr(float(msg.yaw_rate_radps))),
                  ("speed_std_mps", repr(float(msg.speed_std_mps))), ("inputs_used", json.dumps(msg.inputs_used))]
+        if msg.reason:
+            meta.append(("reason", msg.reason))
+        if msg.inputs_gated:
+            meta.append(("inputs_gated", json.dumps(msg.inputs_gated)))
     else:
         if heading is not None and msg.speed_mps is not None:
             # ENU velocity from compass heading: east = v sin(h), north = v cos(h)
@@ -422,8 +426,11 @@ def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -
             fields[key] = value
     if "status" in meta:
         fields["status"] = meta["status"]
-    if "inputs_used" in meta:
-        fields["inputs_used"] = list(json.loads(meta["inputs_used"]))
+    for key in ("inputs_used", "inputs_gated"):
+        if key in meta:
+            fields[key] = list(json.loads(meta[key]))
+    if "reason" in meta:
+        fields["reason"] = meta["reason"]
     return Pose(header, **fields)
 
 

@@ -276,6 +276,10 @@ class Pose(msgspec.Struct):
     status: str = PoseStatus.INITIALIZING
     inputs_used: list[str] = []  # topics whose measurements went into this pose since the last one
     valid: bool = False
+    reason: str = ""  # why the status is what it is (one line: "no fix accepted for 3.2 s")
+    # topics whose measurements were gated or rejected since the last pose ("posenet/fix:heading": a fix's
+    # heading alone)
+    inputs_gated: list[str] = []
 
     @property
     def horizontal_std_m(self) -> float:

@@ -64,7 +64,8 @@ def records(jpeg: bytes) -> dict[str, list[msgspec.Struct]]:
         POSENET_TOPIC: [GeoFix(_header(3, "enu"), 55.71, 13.2, 0.0, 10.0, (9.0, 1.5, 1.5, 16.0), 7.5, None,
                                "posenet-v3", False)],
         POSE_TOPIC: [Pose(_header(4, "enu"), 55.72, 13.21, 41.0, 90.0, 4.5, (4.5, 0.25), 0.125,
-                          (2.0, 0.1, 0.1, 3.0), 12.0, 0.5, "degraded", [POSENET_TOPIC, ODOMETRY_TOPIC], True)],
+                          (2.0, 0.1, 0.1, 3.0), 12.0, 0.5, "degraded", [POSENET_TOPIC, ODOMETRY_TOPIC], True,
+                          "no fix accepted for 2.5 s", [f"{POSENET_TOPIC}:heading"])],
         ODOMETRY_TOPIC: [
             Odometry(_header(5, "base_link"), 5.5, -0.25, 0.2, 0.02),
             Odometry(_header(6, "base_link"), 1.0, 0.0),  # stds unknown

@@ -1,0 +1,287 @@
+"""The fusion node: ``posenet/fix`` + ``odometry`` (+ ``gps/fix`` when enabled) in, ``localization/pose`` out.
+
+A thin shell around the pure `localization.filter.PoseFilter` (openpilot locationd's shape): it turns bus
+messages into measurements in a local ENU frame, hands them to the filter in capture-time order, and turns
+the filter's estimate into ``Pose`` records. All the estimation lives in the filter; this module only
+converts, counts and paces.
+
+Inputs are merged by stamp (``nodes.clock.StampMerge``, ``late="deliver"``: the filter re-runs from a
+late stamp within its ``history_s``). In a replay the node runs on the graph clock.
+
+Outputs:
+
+* one pose at ``tick_hz`` on the graph clock (default 20 Hz), predicted from the last measurement to the
+  tick's time: the steady stream a planner or the NMEA node reads;
+* one pose at each PoseNet fix's stamp (``pose_on_fix``): the per-frame answer, which a lock-step replay
+  waits for on ``posenet/fix`` anyway (see ``nodes.clock``) and `streetloc eval` scores frame by frame.
+
+Every pose says the filter's status and why (``status``, ``reason``), the inputs used and gated since the
+previous pose (topic names; ``posenet/fix:heading`` when only a fix's heading was gated), whether it is
+usable (``valid``: TRACKING or DEGRADED), and carries the header trace of the newest fix the filter took
+(used or gated), so camera -> pose latency can be read off any pose (``trace[-1].pub_ns - stamp_ns`` of
+a per-fix pose).
+
+The ENU frame is anchored at the first usable fix (no pose is published before one: there is nothing to
+say where). A fix marked ``valid=False`` by its source is skipped and counted by its reason; a fix or
+odometry message with NaN/inf values is rejected by the filter and counted (``counters``, and the
+diagnostics' ``errors`` as ``reject:<topic>``); the node keeps running.
+
+    python -m nodes.fusion --param tick_hz=20 --param use_gps=false
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Annotated
+
+import msgspec
+import numpy as np
+
+from localization.filter import FilterParams, FusedPose, PoseFilter
+from localization.geodesy import GeoOrigin, LocalFrame
+from localization.measurements import (
+    GPS,
+    ODOMETRY,
+    POSENET,
+    FixMeasurement,
+    Hypothesis,
+    OdometryMeasurement,
+)
+from nodes.bus.messages import GeoFix, Header, Hop, Odometry, Pose
+from nodes.bus.pubsub import Delivery
+from nodes.clock import StampMerge
+from nodes.runtime import Node, Outputs, node_main
+from perception.drives.topics import GPS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
+
+log = logging.getLogger("streetloc.fusion")
+
+KIND_TOPIC = {POSENET: POSENET_TOPIC, ODOMETRY: ODOMETRY_TOPIC, GPS: GPS_TOPIC}
+TOPIC_KIND = {t: k for k, t in KIND_TOPIC.items()}
+_DEFAULT_FILTER = FilterParams()
+
+
+class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    tick_hz: Annotated[float, msgspec.Meta(
+        ge=0, le=1000, description="rate of the steady pose stream, Hz, on the graph clock; 0: poses only "
+                                   "at fixes")] = 20.0
+    pose_on_fix: Annotated[bool, msgspec.Meta(
+        description="also publish a pose at each PoseNet fix's stamp (the per-frame answer)")] = True
+    use_odometry: Annotated[bool, msgspec.Meta(
+        description="subscribe to odometry (wheel speed + gyro); false for a camera-only robot, whose "
+                    "inputs would otherwise wait max_delay_s for odometry that never comes")] = True
+    use_gps: Annotated[bool, msgspec.Meta(
+        description="subscribe to gps/fix and fuse it (a part-time receiver); false in a replay, where "
+                    "gps/fix is the ground truth")] = False
+    gps_std_m: Annotated[float, msgspec.Meta(
+        gt=0, description="1-sigma per axis of a GPS fix that carries no covariance, m")] = 5.0
+    max_delay_s: Annotated[float, msgspec.Meta(
+        ge=0, le=10, description="wall time an input waits for the other inputs to catch up with its stamp, "
+                                 "s (the latency accepted to get inputs in capture-time order)")] = 0.1
+    max_hypotheses: Annotated[int, msgspec.Meta(
+        ge=1, le=64, description="hypotheses of a fix used at most (best first)")] = _DEFAULT_FILTER.max_hypotheses
+    mixture: Annotated[str, msgspec.Meta(
+        pattern="^(max|moment_match)$",
+        description="how hypotheses inside the gate combine: max (max-mixture) or moment_match (PDA)")] = (
+        _DEFAULT_FILTER.mixture)
+    gate_posenet_chi2: Annotated[float, msgspec.Meta(
+        gt=0, description="Mahalanobis gate of a PoseNet position, squared distance (chi2 2 dof; "
+                          "13.82: p = 0.999)")] = _DEFAULT_FILTER.gate_posenet_chi2
+    gate_gps_chi2: Annotated[float, msgspec.Meta(
+        gt=0, description="Mahalanobis gate of a GPS position, squared distance (chi2 2 dof)")] = (
+        _DEFAULT_FILTER.gate_gps_chi2)
+    fix_decorrelation_m: Annotated[float, msgspec.Meta(
+        ge=0, description="fixes closer together than this (distance travelled), m, share their error: "
+                          "their covariance is inflated")] = _DEFAULT_FILTER.fix_decorrelation_m
+    reloc_min_fixes: Annotated[int, msgspec.Meta(
+        ge=2, description="gated but mutually consistent fixes that relocalise the filter (a kidnap)")] = (
+        _DEFAULT_FILTER.reloc_min_fixes)
+    reloc_min_travel_m: Annotated[float, msgspec.Meta(
+        ge=0, description="distance driven along such a chain before relocalising, m")] = (
+        _DEFAULT_FILTER.reloc_min_travel_m)
+    lost_min_fixes: Annotated[int, msgspec.Meta(
+        ge=1, description="a chain of this many consistent gated fixes makes the status LOST")] = (
+        _DEFAULT_FILTER.lost_min_fixes)
+    degraded_after_s: Annotated[float, msgspec.Meta(
+        ge=0, description="no fix accepted for this long: status DEGRADED, s")] = _DEFAULT_FILTER.degraded_after_s
+    degraded_std_m: Annotated[float, msgspec.Meta(
+        ge=0, description="position std (largest axis) over this: DEGRADED, m")] = _DEFAULT_FILTER.degraded_std_m
+    lost_std_m: Annotated[float, msgspec.Meta(
+        ge=0, description="position std (largest axis) over this: LOST, m")] = _DEFAULT_FILTER.lost_std_m
+    history_s: Annotated[float, msgspec.Meta(
+        ge=0, le=60, description="late inputs up to this much older than the newest are re-ordered, s; "
+                                 "older ones are rejected and counted")] = _DEFAULT_FILTER.history_s
+    odometry_speed_std_mps: Annotated[float, msgspec.Meta(
+        gt=0, description="white noise of the wheel speed, m/s (its scale error is estimated)")] = (
+        _DEFAULT_FILTER.odometry_speed_std_mps)
+    odometry_yaw_rate_std_radps: Annotated[float, msgspec.Meta(
+        gt=0, description="white noise of the gyro, rad/s (its bias is estimated)")] = (
+        _DEFAULT_FILTER.odometry_yaw_rate_std_radps)
+
+    def filter_params(self) -> FilterParams:
+        """The filter's parameters: these values, the filter's defaults for the rest."""
+        shared = {name: getattr(self, name) for name in (
+            "max_hypotheses", "mixture", "gate_posenet_chi2", "gate_gps_chi2", "fix_decorrelation_m",
+            "reloc_min_fixes", "reloc_min_travel_m", "lost_min_fixes", "degraded_after_s", "degraded_std_m",
+            "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}
+        return FilterParams(**shared)
+
+
+def fix_measurement(fix: GeoFix, frame: LocalFrame, *, default_std_m: float | None = None) -> FixMeasurement:
+    """A bus ``GeoFix`` as the filter's mixture of hypotheses in ``frame``'s ENU.
+
+    Uses ``fix.hypotheses`` (best first) when present, else the top-level fix as one hypothesis. A
+    hypothesis without a covariance (NaN) takes the fix's; a fix without one takes ``default_std_m`` per
+    axis (a GPS receiver) or keeps NaN, which the filter rejects as invalid. A hypothesis without a
+    heading takes the fix's (with its std)."""
+    top_cov = np.asarray(fix.cov_enu_m2, float).reshape(2, 2)
+    if not np.all(np.isfinite(top_cov)) and default_std_m is not None:
+        top_cov = np.eye(2) * default_std_m**2
+    top_heading_std = fix.heading_std_deg if fix.heading_std_deg is not None else 180.0
+    entries = fix.hypotheses or [None]
+    lats = np.array([fix.lat_deg if h is None else h.lat_deg for h in entries], float)
+    lons = np.array([fix.lon_deg if h is None else h.lon_deg for h in entries], float)
+    east, north, _ = frame.to_enu(lats, lons)
+    out = []
+    for k, h in enumerate(entries):
+        cov, heading, heading_std, weight = top_cov, fix.heading_deg, top_heading_std, 1.0
+        if h is not None:
+            own = np.asarray(h.cov_enu_m2, float).reshape(2, 2)
+            cov = own if np.all(np.isfinite(own)) else top_cov
+            if h.heading_deg is not None:
+                heading = h.heading_deg
+                heading_std = h.heading_std_deg if h.heading_std_deg is not None else top_heading_std
+            weight = h.weight
+        out.append(Hypothesis(float(east[k]), float(north[k]), heading, cov, float(heading_std), float(weight)))
+    return FixMeasurement(out)
+
+
+def _finite_position(fix: GeoFix) -> bool:
+    return math.isfinite(fix.lat_deg) and math.isfinite(fix.lon_deg) and -90 <= fix.lat_deg <= 90 \
+        and -180 <= fix.lon_deg <= 180
+
+
+class FusionNode(Node):
+    """Fuses PoseNet fixes, odometry and (optionally) GPS into ``localization/pose``."""
+
+    name = "fusion"
+    Params = FusionParams
+    subscribes = {ODOMETRY_TOPIC: Delivery.EVERY, POSENET_TOPIC: Delivery.EVERY}
+    publishes = (POSE_TOPIC,)
+
+    @classmethod
+    def declared_topics(cls, params: msgspec.Struct):
+        assert isinstance(params, FusionParams)
+        # odometry first: at equal stamps the merger hands over odometry before the fix (as fusion_eval)
+        subs = {ODOMETRY_TOPIC: Delivery.EVERY} if params.use_odometry else {}
+        subs[POSENET_TOPIC] = Delivery.EVERY
+        if params.use_gps:
+            subs[GPS_TOPIC] = Delivery.EVERY
+        return subs, cls.publishes
+
+    def __init__(self, params: FusionParams | None = None) -> None:
+        super().__init__(params)
+        p: FusionParams = self.params
+        self.subscribes, self.publishes = self.declared_topics(p)
+        self.merge_inputs_by_stamp = StampMerge(max_delay_s=p.max_delay_s, late="deliver")
+        self.filter = PoseFilter(p.filter_params())
+        self.frame: LocalFrame | None = None
+        self.skipped: dict[str, int] = {}  # "<topic>:<reason>" -> inputs skipped before the filter
+        self._trace: list[Hop] = []  # trace of the newest fix handed to the filter
+        self._errors: list[tuple[str, str]] = []
+        self.poses_out = 0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Inputs not used, by why: skipped here (``<topic>:<reason>``) or rejected by the filter
+        (``invalid:<kind>``, ``too_old:<kind>``, ``future:<kind>``, ``disabled:<kind>``)."""
+        return {**self.skipped, **self.filter.counters}
+
+    def tick_hz(self) -> float:
+        return float(self.params.tick_hz)
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        errors, self._errors = self._errors, []
+        return errors
+
+    def _skip(self, topic: str, reason: str) -> Outputs:
+        key = f"{topic}:{reason or 'invalid'}"
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        return ()
+
+    def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
+        stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
+        kind = TOPIC_KIND[topic]
+        if isinstance(msg, Odometry):
+            if not msg.valid:
+                return self._skip(topic, "not_valid")
+            outcome = self.filter.handle(ODOMETRY, stamp_ns, OdometryMeasurement(msg.speed_mps, msg.yaw_rate_radps))
+        else:
+            assert isinstance(msg, GeoFix)
+            if not msg.valid:  # the source says do not trust it (black frame, out of area)
+                for reason in (msg.reason or "not_valid").split(","):
+                    self._skip(topic, reason.strip() or "not_valid")
+                return ()
+            if self.frame is None:
+                if not _finite_position(msg):
+                    outcome = self.filter.handle(kind, stamp_ns, FixMeasurement([]))  # counted as invalid
+                    return self._rejected(topic, outcome)
+                self.frame = LocalFrame(GeoOrigin(msg.lat_deg, msg.lon_deg))
+                log.info("ENU frame at the first fix: %.7f, %.7f", msg.lat_deg, msg.lon_deg)
+            measurement = fix_measurement(msg, self.frame, default_std_m=self.params.gps_std_m if kind == GPS else None)
+            outcome = self.filter.handle(kind, stamp_ns, measurement)
+        if outcome.startswith("rejected"):
+            return self._rejected(topic, outcome)
+        if kind != ODOMETRY:  # the camera (or receiver) path: what pose latency is measured along
+            self._trace = list(msg.header.trace)  # type: ignore[attr-defined]
+        if kind == POSENET and self.params.pose_on_fix and self.frame is not None:
+            return [(POSE_TOPIC, self._pose(max(stamp_ns, self.filter.stamp_ns or stamp_ns)))]
+        return ()
+
+    def _rejected(self, topic: str, outcome: str) -> Outputs:
+        self._errors.append((f"reject:{topic}", f"{outcome}: {self.filter.last_rejection}"))
+        return ()
+
+    def on_tick(self, now_ns: int) -> Outputs:
+        if self.frame is None or self.filter.stamp_ns is None:
+            return ()  # no fix yet: no frame to say where
+        return [(POSE_TOPIC, self._pose(max(now_ns, self.filter.stamp_ns)))]
+
+    def _pose(self, stamp_ns: int) -> Pose:
+        fused = self.filter.pose(stamp_ns)
+        self.poses_out += 1
+        return pose_message(fused, self.frame, self._trace)
+
+    def close(self) -> None:
+        log.info("fusion: %d poses out, %d relocalisations, not used: %s", self.poses_out,
+                 self.filter.relocalisations, self.counters or "none")
+
+
+def _topics(counts: dict[str, int]) -> list[str]:
+    out = []
+    for kind in sorted(counts):
+        base, _, part = kind.partition("_")
+        topic = KIND_TOPIC.get(base, base)
+        out.append(f"{topic}:{part}" if part else topic)
+    return out
+
+
+def pose_message(fused: FusedPose, frame: LocalFrame | None, trace: list[Hop]) -> Pose:
+    """The filter's estimate as the bus ``Pose`` (lat/lon from ``frame``)."""
+    lat, lon = fused.lat_deg, fused.lon_deg
+    if frame is not None:
+        la, lo, _ = frame.to_geodetic(fused.east_m, fused.north_m)
+        lat, lon = float(la), float(lo)
+    return Pose(
+        header=Header(stamp_ns=int(fused.stamp_ns), frame_id="enu", trace=list(trace)),
+        lat_deg=lat, lon_deg=lon, heading_deg=fused.heading_deg, speed_mps=fused.speed_mps,
+        velocity_enu_mps=fused.velocity_enu_mps, yaw_rate_radps=fused.yaw_rate_radps,
+        cov_enu_m2=fused.cov_enu_m2, heading_std_deg=fused.heading_std_deg, speed_std_mps=fused.speed_std_mps,
+        status=fused.status, reason=fused.reason, inputs_used=_topics(fused.inputs_used),
+        inputs_gated=_topics(fused.inputs_gated), valid=fused.valid)
+
+
+NODE = FusionNode
+
+if __name__ == "__main__":
+    raise SystemExit(node_main(FusionNode))
