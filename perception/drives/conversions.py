@@ -18,7 +18,10 @@ What a drive does not hold, once for every reader (these are the record's own de
   unknown. Never identity: a filter must not trust a made-up 1 m^2;
 - odometry stds (no velocity_covariance, or a variance <= 0): None, unknown;
 - heading: None for a GeoFix; a Pose keeps 0 deg with its default heading_std_deg of 180 (no heading);
-- ``valid`` of a fix or pose: True (a stored measurement counts unless marked ``valid=false``);
+- ``valid`` of a fix or pose: True (a stored measurement counts unless marked ``valid=false``, with the
+  fix's ``reason`` beside it);
+- ``hypotheses`` of a fix: the metadata value ``hypotheses``, a JSON list of `FixHypothesis` objects
+  (field names as in the record); absent when the fix has none;
 - ``source`` of a GeoFix: ""; header ``frame_id``: the message's Foxglove frame id;
 - scores of boxes on ground-truth channels (drive only, written without scores): 1.0;
 - ``class_fractions`` of a mask: computed from the mask;
@@ -39,7 +42,17 @@ import numpy as np
 
 from . import _proto as pb
 from .jpeg import encode_jpeg, jpeg_size, looks_like_jpeg
-from .messages import CameraInfo, Detections, GeoFix, Header, Image, Odometry, Pose, Segmentation
+from .messages import (
+    CameraInfo,
+    Detections,
+    FixHypothesis,
+    GeoFix,
+    Header,
+    Image,
+    Odometry,
+    Pose,
+    Segmentation,
+)
 from .topics import (
     BODY_FRAME_ID,
     CAMERA_FRAME_ID,
@@ -199,8 +212,12 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
             proto.velocity.z = 0.0
         if msg.source:
             meta.append(("source", msg.source))
+        if msg.hypotheses:
+            meta.append(("hypotheses", _encode_hypotheses(msg.hypotheses, stamp_ns)))
     if not msg.valid:
         meta.append(("valid", "false"))
+        if getattr(msg, "reason", ""):  # a Pose has none
+            meta.append(("reason", msg.reason))
     proto.metadata.extend(_kv(k, v) for k, v in meta)
     return SCHEMA_LOCATION_FIX, proto
 
@@ -403,10 +420,29 @@ def _location_common(header: Header, proto: Any) -> dict[str, Any]:
     return fields
 
 
+def _encode_hypotheses(hypotheses: list[FixHypothesis], stamp_ns: int) -> str:
+    """A fix's hypotheses as the JSON list of `FixHypothesis` objects (the metadata value ``hypotheses``)."""
+    for h in hypotheses:
+        values = (h.lat_deg, h.lon_deg, h.weight, *h.cov_enu_m2)
+        if not all(math.isfinite(float(v)) for v in values):
+            # JSON has no NaN: a hypothesis that cannot be written must not be silently altered
+            raise ValueError(f"fix at stamp_ns={stamp_ns}: hypothesis {h!r} has a non-finite number")
+    return msgspec.json.encode(hypotheses).decode()
+
+
 def _decode_fix(header: Header, schema: str, data: bytes, ctx: DecodeContext) -> GeoFix:
     proto = pb.LocationFix.FromString(data)
     header.frame_id = proto.frame_id or GPS_FRAME_ID
-    return GeoFix(header, source=_metadata(proto).get("source", ""), **_location_common(header, proto))
+    meta = _metadata(proto)
+    hypotheses: list[FixHypothesis] = []
+    if "hypotheses" in meta:
+        try:
+            hypotheses = msgspec.json.decode(meta["hypotheses"], type=list[FixHypothesis])
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"fix at stamp_ns={header.stamp_ns}: metadata 'hypotheses' is not a list of "
+                             f"hypotheses ({exc})") from None
+    return GeoFix(header, source=meta.get("source", ""), reason=meta.get("reason", ""), hypotheses=hypotheses,
+                  **_location_common(header, proto))
 
 
 def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -> Pose:

@@ -4,14 +4,29 @@ Position error in metres (median, mean, 95th percentile, max), heading error in 
 the uncertainty is honest: the share of frames whose true position lies inside the predicted 95%
 ellipse (should be near 0.95: much lower means over-confident fixes that a filter would trust too much;
 much higher means fixes it would underuse) and the same for the heading's 95% interval.
+
+Hypotheses (the mixture a filter reads, `perception.models.posenet.predictor`): top-1 and top-k recall
+(truth within 5 / 10 m of the best / of some hypothesis), and whether the weights are probabilities:
+a hypothesis is *right* when it is the one nearest the truth and within the calibration radius (10 m);
+the reliability table bins the weights and compares each bin's mean weight with its share of right
+hypotheses (expected calibration error, ECE: the frame-weighted mean gap). The right hypothesis' 95 %
+ellipse should hold the truth 95 % of the time. Coverages are called "too narrow" below 90 %, "too
+wide" above 98 %, "calibrated" between.
+
+Drives that carry their conditions in the metadata (`streetloc sim`: time of day, traffic, sky, camera
+noise, city) are also reported per condition.
+
+`fit_hypothesis_calibration` (``streetloc calibrate posenet``) fits the hypotheses' softmax temperature
+and covariance scale on validation drives and stores them in the checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,10 +35,32 @@ from localization.geodesy import heading_difference_deg
 from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics, summary_stats
 from perception.models.posenet.data import load_pose_frames
-from perception.models.posenet.predictor import PoseEstimates, PosePredictor
+from perception.models.posenet.predictor import (
+    HypothesisCalibration,
+    PoseEstimates,
+    PosePredictor,
+    raw_to_estimates,
+)
 
 CHI2_2DOF_95 = 5.991464547107979  # 95% quantile of chi-square, 2 dof: the 95% ellipse
 CHI2_1DOF_95 = 3.841458820694124
+RECALL_RADII_M = (5.0, 10.0)
+FAR_M = 20.0  # a fix this far off is on another street: the "> 20 m" share
+RELIABILITY_BINS = 10
+# coverage of a 95 % ellipse called calibrated between these (300 frames give about +-2.5 %)
+COVERAGE_NARROW, COVERAGE_WIDE = 0.90, 0.98
+
+
+def coverage_verdict(coverage: float) -> str:
+    """"too narrow" (over-confident), "too wide" (under-used) or "calibrated", from the share of truths
+    inside the 95 % ellipses; "-" when unknown."""
+    if not np.isfinite(coverage):
+        return "-"
+    if coverage < COVERAGE_NARROW:
+        return "too narrow"
+    if coverage > COVERAGE_WIDE:
+        return "too wide"
+    return "calibrated"
 
 
 @dataclass
@@ -37,6 +74,12 @@ class PoseErrors:
         heading_error_deg: float [N], |predicted - true| wrapped to [0, 180]; NaN where truth is unknown.
         heading_z2: float [N], (heading error / predicted std)^2; NaN where truth is unknown.
         horizontal_std_m: float [N], sqrt of the mean of the predicted east and north variances.
+        hyp_distance_m: float [N, k], distance of each hypothesis to the truth (NaN where absent).
+        hyp_weight: float [N, k], its weight (0 where absent).
+        hyp_mahalanobis2: float [N, k], squared Mahalanobis distance of the truth under its covariance.
+        valid: bool [N], the fix's own verdict (False: flagged; `PoseEstimates.valid` when the predictor
+            gives one, else finite outputs).
+        reason: str [N], why flagged ("" when valid).
     """
 
     position_error_m: np.ndarray
@@ -45,6 +88,29 @@ class PoseErrors:
     heading_error_deg: np.ndarray
     heading_z2: np.ndarray
     horizontal_std_m: np.ndarray
+    hyp_distance_m: np.ndarray
+    hyp_weight: np.ndarray
+    hyp_mahalanobis2: np.ndarray
+    valid: np.ndarray
+    reason: np.ndarray
+
+    def right_hypothesis(self, radius_m: float) -> np.ndarray:
+        """bool [N, k]: the hypothesis nearest the truth, when within ``radius_m`` (at most one per frame)."""
+        d = np.where(np.isfinite(self.hyp_distance_m), self.hyp_distance_m, np.inf)
+        out = np.zeros(d.shape, bool)
+        if d.shape[1]:
+            j = d.argmin(1)
+            rows = np.arange(len(d))
+            out[rows, j] = d[rows, j] <= radius_m
+        return out
+
+
+def _mahalanobis2(err: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """err [..., 2], cov [..., 2, 2] -> e' S^-1 e [...] (NaN where cov is NaN), solved, not inverted."""
+    a, b, c = cov[..., 0, 0], cov[..., 0, 1], cov[..., 1, 1]
+    det = a * c - b * b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c * err[..., 0] ** 2 - 2 * b * err[..., 0] * err[..., 1] + a * err[..., 1] ** 2) / det
 
 
 def pose_errors(est: PoseEstimates, east_m: np.ndarray, north_m: np.ndarray, heading_deg: np.ndarray) -> PoseErrors:
@@ -57,14 +123,80 @@ def pose_errors(est: PoseEstimates, east_m: np.ndarray, north_m: np.ndarray, hea
     dh = np.abs(heading_difference_deg(est.heading_deg, heading_deg))
     z2 = (dh / np.maximum(est.heading_std_deg, 1e-6)) ** 2
     hstd = np.sqrt(np.maximum(0.0, (cov[:, 0, 0] + cov[:, 1, 1]) / 2.0))
-    return PoseErrors(np.hypot(err[:, 0], err[:, 1]), err, m2, dh, z2, hstd)
+    n = len(err)
+    if est.hyp_weight is not None:
+        herr = np.stack([np.asarray(east_m)[:, None] - est.hyp_east_m, np.asarray(north_m)[:, None] - est.hyp_north_m],
+                        axis=-1)  # [N, k, 2]
+        hdist = np.hypot(herr[..., 0], herr[..., 1])
+        hweight = np.asarray(est.hyp_weight, np.float64)
+        hm2 = _mahalanobis2(herr, est.hyp_cov_enu_m2)
+    else:
+        hdist = hweight = hm2 = np.zeros((n, 0))
+    finite = np.isfinite(est.east_m) & np.isfinite(est.north_m) & np.all(np.isfinite(cov), axis=(1, 2))
+    valid = np.asarray(getattr(est, "valid", None) if getattr(est, "valid", None) is not None else finite, bool)
+    reason = getattr(est, "reason", None)
+    reason = (np.asarray(reason, dtype=object) if reason is not None
+              else np.where(finite, "", "non_finite").astype(object))
+    return PoseErrors(np.hypot(err[:, 0], err[:, 1]), err, m2, dh, z2, hstd, hdist, hweight, hm2, valid, reason)
 
 
 def merge_pose_errors(parts: Sequence[PoseErrors]) -> PoseErrors:
-    return PoseErrors(*(np.concatenate([getattr(e, f) for e in parts]) for f in PoseErrors.__dataclass_fields__))
+    k = max((e.hyp_weight.shape[1] for e in parts), default=0)
+
+    def padded(e: PoseErrors, f: str) -> np.ndarray:
+        a = getattr(e, f)
+        if f.startswith("hyp_") and a.shape[1] < k:  # drives scored with fewer hypotheses: pad as absent
+            fill = 0.0 if f == "hyp_weight" else np.nan
+            a = np.concatenate([a, np.full((len(a), k - a.shape[1]), fill)], axis=1)
+        return a
+
+    return PoseErrors(*(np.concatenate([padded(e, f) for e in parts]) for f in PoseErrors.__dataclass_fields__))
 
 
-def summarize_pose_errors(e: PoseErrors) -> dict[str, Any]:
+def reliability(weight: np.ndarray, right: np.ndarray, *, bins: int = RELIABILITY_BINS) -> tuple[list[dict], float]:
+    """Reliability table of probabilities ``weight`` [M] against outcomes ``right`` [M] (bool): per bin of
+    equal width on [0, 1] its range, count, mean weight and share right; and the expected calibration
+    error (count-weighted mean |share right - mean weight|; NaN without samples)."""
+    weight, right = np.asarray(weight, np.float64), np.asarray(right, bool)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(weight, edges[1:-1]), 0, bins - 1)
+    table, gap = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        conf = float(weight[sel].mean()) if n else float("nan")
+        acc = float(right[sel].mean()) if n else float("nan")
+        table.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n, "mean_weight": conf,
+                      "fraction_right": acc})
+        if n:
+            gap += n * abs(acc - conf)
+    return table, (gap / len(weight) if len(weight) else float("nan"))
+
+
+def hypothesis_figures(e: PoseErrors, *, radius_m: float) -> dict[str, Any]:
+    """Recall, weight calibration and right-hypothesis ellipse coverage of ``e``'s hypotheses."""
+    out: dict[str, Any] = {"hypotheses_k": int(e.hyp_weight.shape[1]), "hypothesis_radius_m": float(radius_m)}
+    n = len(e.position_error_m)
+    nearest = (np.nanmin(np.where(np.isfinite(e.hyp_distance_m), e.hyp_distance_m, np.inf), axis=1)
+               if e.hyp_weight.shape[1] else np.full(n, np.inf))
+    for r in RECALL_RADII_M:
+        out[f"top1_recall_{r:g}m"] = float(np.mean(e.position_error_m <= r)) if n else float("nan")
+        out[f"topk_recall_{r:g}m"] = float(np.mean(nearest <= r)) if n and e.hyp_weight.shape[1] else float("nan")
+    present = np.isfinite(e.hyp_distance_m)
+    right = e.right_hypothesis(radius_m)
+    table, ece = reliability(e.hyp_weight[present], right[present])
+    out["hypothesis_weight_ece"] = ece
+    out["hypothesis_weight_reliability"] = table
+    has = right.any(1)
+    m2 = e.hyp_mahalanobis2[right]
+    out["frames_with_right_hypothesis"] = int(has.sum())
+    out["right_hypothesis_within_95_ellipse"] = float(np.mean(m2 <= CHI2_2DOF_95)) if m2.size else float("nan")
+    out["right_hypothesis_ellipse"] = coverage_verdict(out["right_hypothesis_within_95_ellipse"])
+    out["mean_hypothesis_weight_sum"] = float(np.mean(e.hyp_weight.sum(1))) if n else float("nan")
+    return out
+
+
+def summarize_pose_errors(e: PoseErrors, *, radius_m: float = HypothesisCalibration.radius_m) -> dict[str, Any]:
     """The figures ``streetloc evaluate posenet`` prints (flat, JSON-ready)."""
     out: dict[str, Any] = {"frames": int(len(e.position_error_m))}
     out.update(summary_stats(e.position_error_m, name="position_error", unit="m"))
@@ -74,6 +206,16 @@ def summarize_pose_errors(e: PoseErrors) -> dict[str, Any]:
     out["heading_within_95"] = float(np.mean(hz <= CHI2_1DOF_95)) if hz.size else float("nan")
     out["frames_with_heading"] = int(hz.size)
     out["predicted_std_m_median"] = float(np.median(e.horizontal_std_m)) if len(e.horizontal_std_m) else float("nan")
+    n = len(e.position_error_m)
+    out[f"position_error_over_{FAR_M:g}m"] = float(np.mean(e.position_error_m > FAR_M)) if n else float("nan")
+    out["ellipse"] = coverage_verdict(out["within_95_ellipse"])
+    out["valid_fraction"] = float(np.mean(e.valid)) if n else float("nan")
+    reasons: dict[str, int] = {}
+    for r in e.reason[~e.valid]:
+        for word in str(r).split(",") if r else ["unspecified"]:
+            reasons[word] = reasons.get(word, 0) + 1
+    out["flag_reasons"] = reasons
+    out.update(hypothesis_figures(e, radius_m=radius_m))
     return out
 
 
@@ -93,8 +235,27 @@ def calibrate_scales(e: PoseErrors, *, min_scale: float = 1.0) -> dict[str, floa
 
 
 
+def drive_condition(extra: dict[str, Any]) -> str:
+    """A drive's conditions from its metadata (``streetloc sim`` writes them), e.g. "dusk, heavy traffic";
+    "" when the drive does not say."""
+    if "time_of_day_h" not in extra:
+        return ""
+    h = float(extra["time_of_day_h"]) % 24.0
+    words = ["day" if 7.0 <= h < 17.0 else "dusk" if 5.0 <= h < 20.0 else "night"]
+    if extra.get("traffic", "normal") != "normal":
+        words.append(f"{extra['traffic']} traffic")
+    if extra.get("camera_noise"):
+        words.append("noise")
+    if extra.get("motion_blur"):
+        words.append("blur")
+    if int(extra.get("city_seed", 0)) != 0:
+        words.append(f"city seed {extra['city_seed']}")
+    return ", ".join(words)
+
+
 class PoseScorer:
-    """PoseNet's `perception.evaluation.Scorer`: per-frame errors of a checkpoint on each drive."""
+    """PoseNet's `perception.evaluation.Scorer`: per-frame errors of a checkpoint on each drive (kept in
+    ``scored``, with each drive's condition, for the per-condition tables)."""
 
     model = "posenet"
 
@@ -103,11 +264,17 @@ class PoseScorer:
         self.model_id = predictor.model_id
         self.device = predictor.device
         self.cache_dir = cache_dir
+        self.radius_m = predictor.calibration.radius_m
+        self.scored: list[tuple[str, PoseErrors]] = []
         self._warm = False
 
     def score_drive(self, spec: DriveSpec) -> DriveScore[PoseErrors]:
+        from perception.drives import DriveReader
+
         p = self.predictor
         frames = load_pose_frames([spec], size_px=p.input_size_px, frame=p.frame, cache_dir=self.cache_dir)
+        with DriveReader(spec.path) as reader:
+            condition = drive_condition(reader.metadata.extra)
         if not self._warm:
             p.predict_raw(frames.images[:1])  # warm-up (lazy init, allocator): not part of the rate
             self._warm = True
@@ -115,40 +282,155 @@ class PoseScorer:
         est = p.predict(frames.images)
         infer_s = time.perf_counter() - t0
         errors = pose_errors(est, frames.east_m, frames.north_m, frames.heading_deg)
-        return DriveScore(errors, len(frames), infer_s,
-                          {"source": frames.drives[0]["source"], "skipped": frames.skipped})
+        self.scored.append((condition, errors))
+        extra = {"source": frames.drives[0]["source"], "skipped": frames.skipped}
+        if condition:
+            extra["condition"] = condition
+        return DriveScore(errors, len(frames), infer_s, extra)
 
     def merge(self, partials: list[PoseErrors]) -> PoseErrors:
         return merge_pose_errors(partials)
 
     def summarize(self, partial: PoseErrors) -> dict[str, Any]:
-        return summarize_pose_errors(partial)
+        return summarize_pose_errors(partial, radius_m=self.radius_m)
+
+    def per_condition(self) -> dict[str, dict[str, Any]]:
+        """Figures per drive condition (drives without conditions left out)."""
+        groups: dict[str, list[PoseErrors]] = {}
+        for condition, errors in self.scored:
+            if condition:
+                groups.setdefault(condition, []).append(errors)
+        return {c: {**self.summarize(self.merge(parts)), "drives": len(parts)} for c, parts in groups.items()}
 
 
 def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
              device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
              cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
-             record: bool = EvalConfig.record) -> dict[str, Any]:
+             record: bool = EvalConfig.record, hypotheses: int = 5) -> dict[str, Any]:
     """Score a PoseNet checkpoint (file, weights name, None: the default) on drives (each ``PATH`` or
-    ``PATH@START:STOP:STEP``).
+    ``PATH@START:STOP:STEP``), with its top-``hypotheses`` modes.
 
-    Returns `perception.evaluation.evaluate_drives`'s report with the figures of `summarize_pose_errors`.
-    With ``record`` the figures are written into the checkpoint file's ``meta.metrics`` under
-    ``"eval:<drive>"`` (its measured accuracy).
+    Returns `perception.evaluation.evaluate_drives`'s report with the figures of `summarize_pose_errors`,
+    ``per_condition`` (condition -> figures) when the drives carry conditions, and ``calibration`` (the
+    checkpoint's hypothesis calibration). With ``record`` the figures are written into the checkpoint
+    file's ``meta.metrics`` under ``"eval:<drive>"`` (its measured accuracy).
     """
-    predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, max_batch=batch_size)
-    result = evaluate_drives(PoseScorer(predictor, cache_dir=cache_dir), drives, checkpoint=checkpoint)
+    predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, max_batch=batch_size,
+                              hypotheses=hypotheses)
+    scorer = PoseScorer(predictor, cache_dir=cache_dir)
+    result = evaluate_drives(scorer, drives, checkpoint=checkpoint)
+    per_condition = scorer.per_condition()
+    if per_condition:
+        result["per_condition"] = per_condition
+    result["calibration"] = asdict(predictor.calibration)
     if record:
         record_metrics("posenet", checkpoint, result)
     return result
 
 
+# ------------------------------------------------------------------------------- hypothesis calibration
+
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+
+
+def _log_loss(weight: np.ndarray, right: np.ndarray) -> float:
+    w = np.clip(weight, 1e-6, 1 - 1e-6)
+    return float(-np.mean(np.where(right, np.log(w), np.log1p(-w))))
+
+
+def fit_hypothesis_calibration(predictor: PosePredictor, drives: Sequence[str | DriveSpec], *, k: int = 5,
+                               radius_m: float = HypothesisCalibration.radius_m,
+                               merge_m: float = HypothesisCalibration.merge_m,
+                               cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Fit the hypotheses' softmax temperature (least log-loss of "this hypothesis is the right one")
+    and covariance scale (95 % of right hypotheses' truths inside their 95 % ellipse) on ``drives``.
+
+    Returns the ``meta.calibration.hypotheses`` record: the `HypothesisCalibration` fields, ``fitted_on``
+    (the drives), ``frames``, and the figures before/after (ECE, coverage) on these drives.
+    """
+    frames = load_pose_frames(drives, size_px=predictor.input_size_px, frame=predictor.frame, cache_dir=cache_dir)
+    raw = predictor.predict_raw(frames.images)
+    base = replace(HypothesisCalibration(), radius_m=float(radius_m), merge_m=float(merge_m), fitted=True)
+
+    def errors(cal: HypothesisCalibration) -> PoseErrors:
+        p = predictor
+        est = raw_to_estimates(raw, p.anchors, p.offset_scale, frame=p.frame, center_enu_m=p.center_enu_m,
+                               scale_m=p.scale_m, cov_scale=p.cov_scale, heading_var_scale=p.heading_var_scale,
+                               hypotheses=k, calibration=cal)
+        return pose_errors(est, frames.east_m, frames.north_m, frames.heading_deg)
+
+    def loss(e: PoseErrors) -> float:
+        present = np.isfinite(e.hyp_distance_m)
+        return _log_loss(e.hyp_weight[present], e.right_hypothesis(radius_m)[present])
+
+    before = errors(base)
+    losses = [loss(errors(replace(base, temperature=float(t)))) for t in TEMPERATURES]
+    temperature = float(TEMPERATURES[int(np.argmin(losses))])
+    fitted = errors(replace(base, temperature=temperature))
+    m2 = fitted.hyp_mahalanobis2[fitted.right_hypothesis(radius_m)]
+    # both ways: these drives are validation drives no weight was trained on, so shrinking is as
+    # justified as widening
+    cov_scale = float(np.percentile(m2, 95) / CHI2_2DOF_95) if m2.size >= 20 else 1.0
+    cal = replace(base, temperature=temperature, cov_scale=cov_scale)
+    after = errors(cal)
+    fb, fa = hypothesis_figures(before, radius_m=radius_m), hypothesis_figures(after, radius_m=radius_m)
+    return {**asdict(cal), "fitted_on": [str(d) for d in drives], "frames": int(len(frames)), "k": int(k),
+            "before": {key: fb[key] for key in ("hypothesis_weight_ece", "right_hypothesis_within_95_ellipse")},
+            "after": {key: fa[key] for key in ("hypothesis_weight_ece", "right_hypothesis_within_95_ellipse")}}
+
+
+def calibrate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], output: str | os.PathLike,
+              *, k: int = 5, radius_m: float = HypothesisCalibration.radius_m,
+              merge_m: float = HypothesisCalibration.merge_m, device: str = "auto",
+              cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Fit the hypothesis calibration of ``checkpoint`` on validation ``drives`` and write the checkpoint
+    with it (``meta.calibration.hypotheses``) to ``output`` (may be the same file). ValueError when a
+    drive is one the checkpoint was trained on: calibration on training views flatters the model."""
+    from pathlib import Path
+
+    predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, hypotheses=k)
+    ckpt = predictor.checkpoint
+    trained = {Path(str(d.get("path", "")).split("@")[0]).name for d in ckpt.meta.get("trained_on", [])}
+    for d in drives:
+        name = Path(str(d).split("@")[0]).name
+        if name in trained:
+            raise ValueError(f"drive {d}: the checkpoint was trained on {name}; calibrate on validation drives")
+    record = fit_hypothesis_calibration(predictor, drives, k=k, radius_m=radius_m, merge_m=merge_m,
+                                        cache_dir=cache_dir)
+    calib = dict(ckpt.meta.get("calibration", {}))
+    calib["hypotheses"] = record
+    ckpt.meta["calibration"] = calib
+    ckpt.save(output)
+    return record
+
+
+def _fmt(v: Any, fmt: str = "{:.2f}") -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+
+
+def _condition_table(rows: dict[str, dict[str, Any]], title: str) -> list[str]:
+    """One line per drive or condition: the figures a reader compares across conditions."""
+    k = next((d.get("hypotheses_k", 0) for d in rows.values()), 0)
+    head = (f"{title:<28} {'frames':>6} {'median':>7} {'p95':>7} {'>20 m':>6} {'in 95%':>7} {'ellipse':>11} "
+            f"{'top1@5':>6} {'top' + str(k) + '@10':>7} {'ECE':>5} {'valid':>6}")
+    lines = [head]
+    for name, d in rows.items():
+        lines.append(
+            f"{name[-28:]:<28} {d['frames']:>6} {_fmt(d.get('position_error_m_median')):>7} "
+            f"{_fmt(d.get('position_error_m_p95'), '{:.1f}'):>7} {_fmt(d.get('position_error_over_20m'), '{:.0%}'):>6} "
+            f"{_fmt(d.get('within_95_ellipse'), '{:.1%}'):>7} {d.get('ellipse', '-'):>11} "
+            f"{_fmt(d.get('top1_recall_5m'), '{:.0%}'):>6} {_fmt(d.get('topk_recall_10m'), '{:.0%}'):>7} "
+            f"{_fmt(d.get('hypothesis_weight_ece'), '{:.3f}'):>5} {_fmt(d.get('valid_fraction'), '{:.0%}'):>6}")
+    return lines
+
+
 def format_report(r: dict[str, Any]) -> str:
     """The human-readable form of `evaluate`'s result."""
     def f(key: str, fmt: str = "{:.2f}") -> str:
-        v = r.get(key)
-        return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+        return _fmt(r.get(key), fmt)
 
+    k = r.get("hypotheses_k", 0)
+    cal = r.get("calibration", {})
     lines = [
         f"PoseNet {r['model_id']} on {', '.join(r['drives'])}: {r['frames']} frames",
         "                       median     mean      p95      max",
@@ -156,14 +438,65 @@ def format_report(r: dict[str, Any]) -> str:
         f"{f('position_error_m_p95'):>8} {f('position_error_m_max'):>8}",
         f"heading error (deg)  {f('heading_error_deg_median'):>8} {f('heading_error_deg_mean'):>8} "
         f"{f('heading_error_deg_p95'):>8} {f('heading_error_deg_max'):>8}",
-        f"truth inside predicted 95% ellipse: {f('within_95_ellipse', '{:.1%}')} (honest: ~95%); "
-        f"heading inside 95% interval: {f('heading_within_95', '{:.1%}')}",
+        f"more than 20 m off: {f('position_error_over_20m', '{:.1%}')}; valid (not flagged): "
+        f"{f('valid_fraction', '{:.1%}')}"
+        + (f" (flagged: {', '.join(f'{w} {n}' for w, n in r['flag_reasons'].items())})" if r.get("flag_reasons") else ""),
+        f"truth inside predicted 95% ellipse: {f('within_95_ellipse', '{:.1%}')} ({r.get('ellipse', '-')}); "
+        f"heading inside 95% interval: {f('heading_within_95', '{:.1%}')} "
+        f"({coverage_verdict(r.get('heading_within_95') if r.get('heading_within_95') is not None else math.nan)})",
         f"median predicted 1-sigma: {f('predicted_std_m_median')} m; "
         f"{f('images_per_s', '{:.0f}')} images/s on {r.get('device', '?')}",
     ]
-    for name, d in r.get("per_drive", {}).items():
-        lines.append(f"  {name}: median {d.get('position_error_m_median', float('nan')):.2f} m, "
-                     f"p95 {d.get('position_error_m_p95', float('nan')):.2f} m, heading median "
-                     f"{d.get('heading_error_deg_median', float('nan')):.1f} deg, "
-                     f"in ellipse {d.get('within_95_ellipse', float('nan')):.1%} ({d['frames']} frames)")
+    if k:
+        lines += [
+            f"hypotheses (top {k}, merged within {_fmt(cal.get('merge_m'), '{:g}')} m; "
+            f"{'calibrated' if cal.get('fitted') else 'NOT calibrated: streetloc calibrate posenet'}):",
+            f"  recall within 5 m: top-1 {f('top1_recall_5m', '{:.1%}')}, top-{k} {f('topk_recall_5m', '{:.1%}')}; "
+            f"within 10 m: top-1 {f('top1_recall_10m', '{:.1%}')}, top-{k} {f('topk_recall_10m', '{:.1%}')}",
+            f"  weights as P(nearest and within {f('hypothesis_radius_m', '{:g}')} m): ECE "
+            f"{f('hypothesis_weight_ece', '{:.3f}')}; right hypothesis' 95% ellipse holds the truth "
+            f"{f('right_hypothesis_within_95_ellipse', '{:.1%}')} ({r.get('right_hypothesis_ellipse', '-')}, "
+            f"{r.get('frames_with_right_hypothesis', 0)} frames)",
+            "  reliability: " + "  ".join(
+                f"[{b['lo']:.1f},{b['hi']:.1f}) {_fmt(b['mean_weight'])}->{_fmt(b['fraction_right'])} n={b['count']}"
+                for b in r.get("hypothesis_weight_reliability", []) if b["count"]),
+        ]
+    if r.get("per_condition"):
+        lines += ["", *_condition_table(r["per_condition"], "condition")]
+    if r.get("per_drive"):
+        lines += ["", *_condition_table(r["per_drive"], "drive")]
     return "\n".join(lines)
+
+
+def plot_reliability(r: dict[str, Any], path: str | os.PathLike) -> None:
+    """The hypothesis weights' reliability diagram of `evaluate`'s result as a PNG: per bin the share of
+    right hypotheses against the mean weight (the diagonal is perfect calibration), bar shade by count."""
+    import cv2
+
+    size, pad = 480, 60
+    img = np.full((size + 2 * pad, size + 2 * pad, 3), 255, np.uint8)
+
+    def xy(w: float, a: float) -> tuple[int, int]:
+        return int(pad + w * size), int(pad + (1.0 - a) * size)
+
+    table = r.get("hypothesis_weight_reliability", [])
+    total = max(1, sum(b["count"] for b in table))
+    for b in table:
+        if not b["count"]:
+            continue
+        shade = int(230 - 180 * min(1.0, 5 * b["count"] / total))
+        cv2.rectangle(img, xy(b["lo"], b["fraction_right"]), xy(b["hi"], 0.0), (shade, shade, 255), -1)
+        cv2.rectangle(img, xy(b["lo"], b["fraction_right"]), xy(b["hi"], 0.0), (0, 0, 160), 1)
+        cv2.circle(img, xy(b["mean_weight"], b["fraction_right"]), 4, (0, 0, 0), -1)
+    cv2.line(img, xy(0, 0), xy(1, 1), (120, 120, 120), 1, cv2.LINE_AA)
+    cv2.rectangle(img, xy(0, 1), xy(1, 0), (0, 0, 0), 1)
+    for t in np.linspace(0, 1, 6):
+        cv2.putText(img, f"{t:.1f}", (xy(t, 0)[0] - 12, pad + size + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(img, f"{t:.1f}", (pad - 35, xy(0, t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cal = "calibrated" if r.get("calibration", {}).get("fitted") else "uncalibrated"
+    title = f"hypothesis weights ({cal}): ECE {_fmt(r.get('hypothesis_weight_ece'), '{:.3f}')}, {r['frames']} frames"
+    cv2.putText(img, title, (pad, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "weight", (pad + size // 2 - 20, pad + size + 45), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(img, "share right", (5, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"{path}: could not write the PNG")

@@ -1,5 +1,18 @@
 """PoseNet inference: a checkpoint ready to localize images (preprocessing, batching, device and
-precision), and the conversion of raw outputs to metres, lat/lon and calibrated covariances."""
+precision), and the conversion of raw outputs to metres, lat/lon and calibrated covariances.
+
+Hypotheses: the anchor mixture opened rather than collapsed. The ``pool`` most probable anchors'
+candidates are taken best first; one closer than ``merge_m`` to a stronger kept one is merged into it (its
+probability added: neighbouring anchors learn to point at the same place, so the raw top 5 are often
+one place three times); the first ``k`` kept are the hypotheses. Each carries the offset covariance
+(scaled by ``cov_scale``) as its covariance *if it is the right one*, and its weight is the merged
+softmax probability at ``temperature``. Both figures are fitted on validation drives by
+`perception.models.posenet.evaluation.fit_hypothesis_calibration` and stored in the checkpoint's
+``meta.calibration.hypotheses`` (`HypothesisCalibration`).
+
+Input geometry (`fit_to_input`): a frame of another aspect than the input is centre-cropped to the
+input's aspect, then resized; never stretched (a stretched street is another street to the network).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +29,65 @@ from perception.models._api import Checkpoint, resolve_checkpoint
 from perception.models.posenet.network import NUM_FIXED, decode, posenet
 from perception.transforms import normalize, resize_to_input
 
+# A frame whose aspect is within this of the input's is resized as is (a pixel of rounding, 320x240 vs
+# 321x240, is no stretch); beyond it, centre-cropped first.
+ASPECT_TOLERANCE = 0.01
+
+
+def crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred window of ``image`` [H, W, ...] with width/height = ``aspect`` (a view, no copy)."""
+    h, w = image.shape[:2]
+    if h == 0 or w == 0 or abs(w / h - aspect) <= ASPECT_TOLERANCE * aspect:
+        return image
+    if w / h > aspect:  # too wide: cut the sides
+        new_w = max(1, int(round(h * aspect)))
+        x0 = (w - new_w) // 2
+        return image[:, x0:x0 + new_w]
+    new_h = max(1, int(round(w / aspect)))  # too tall: cut top and bottom
+    y0 = (h - new_h) // 2
+    return image[y0:y0 + new_h]
+
+
+def fit_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """One BGR frame (any size, or mono) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height):
+    centre-cropped to the input's aspect, then resized (the one geometry rule of the node and
+    ``evaluate``). ValueError when it is not an image."""
+    if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim not in (2, 3):
+        raise ValueError(f"image must be uint8 [H, W, 3] BGR; got {getattr(image_bgr, 'shape', type(image_bgr))}")
+    return resize_to_input(crop_to_aspect(image_bgr, size_px[0] / size_px[1]), size_px)
+
+
+def cropped_hfov_deg(width_px: int, height_px: int, fx_px: float, size_px: tuple[int, int]) -> float:
+    """Horizontal field of view (deg) left after `crop_to_aspect` of a ``width_px`` x ``height_px`` frame
+    with focal length ``fx_px`` to the input's aspect."""
+    aspect = size_px[0] / size_px[1]
+    w = min(float(width_px), height_px * aspect) if width_px / height_px > aspect else float(width_px)
+    return float(np.degrees(2.0 * np.arctan2(w / 2.0, fx_px)))
+
+
+@dataclass(frozen=True)
+class HypothesisCalibration:
+    """How raw anchors become hypotheses (stored as ``meta.calibration.hypotheses``).
+
+    temperature: softmax temperature of the anchor scores (> 1 softens over-confident weights).
+    cov_scale: factor on the offset covariance so that the right hypothesis' 95 % ellipse holds the truth
+        95 % of the time. radius_m: a hypothesis is *right* when it is the one nearest to the truth and
+        within this distance; weights estimate that probability. merge_m: modes closer than this merge.
+    pool: anchors considered before merging. fitted: False for the uncalibrated defaults.
+    """
+
+    temperature: float = 1.0
+    cov_scale: float = 1.0
+    radius_m: float = 10.0
+    merge_m: float = 5.0
+    pool: int = 32
+    fitted: bool = False
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> HypothesisCalibration:
+        d = dict(meta.get("calibration", {}).get("hypotheses", {}))
+        return cls(**{k: type(getattr(cls, k))(d[k]) for k in cls.__dataclass_fields__ if k in d})
+
 
 @dataclass
 class PoseEstimates:
@@ -27,6 +99,10 @@ class PoseEstimates:
         cov_enu_m2: float64 [N, 2, 2] east/north covariance (calibrated).
         heading_deg: float64 [N] clockwise from north in [0, 360).
         heading_std_deg: float64 [N] 1-sigma (calibrated), at most 180.
+        hyp_east_m, hyp_north_m, hyp_lat_deg, hyp_lon_deg: float64 [N, k] the hypotheses, best first
+            (hypothesis 0 is the top-level position); NaN where a frame has fewer than k.
+        hyp_weight: float64 [N, k] probability that each is the right one; 0 where absent.
+        hyp_cov_enu_m2: float64 [N, k, 2, 2] covariance of each if it is the right one.
     """
 
     east_m: np.ndarray
@@ -36,6 +112,18 @@ class PoseEstimates:
     cov_enu_m2: np.ndarray
     heading_deg: np.ndarray
     heading_std_deg: np.ndarray
+    hyp_east_m: np.ndarray | None = None
+    hyp_north_m: np.ndarray | None = None
+    hyp_lat_deg: np.ndarray | None = None
+    hyp_lon_deg: np.ndarray | None = None
+    hyp_weight: np.ndarray | None = None
+    hyp_cov_enu_m2: np.ndarray | None = None
+
+    def hypothesis_count(self) -> np.ndarray:
+        """int [N] hypotheses per frame."""
+        if self.hyp_weight is None:
+            return np.zeros(len(self), np.int64)
+        return np.sum(np.isfinite(self.hyp_east_m), axis=1)
 
     def __len__(self) -> int:
         return len(self.east_m)
@@ -63,7 +151,8 @@ class PosePredictor:
     """
 
     def __init__(self, checkpoint: Checkpoint | str | Path | None = None, *, device: str | torch.device = "auto",
-                 half: bool | None = None, channels_last: bool | None = None, max_batch: int = 64) -> None:
+                 half: bool | None = None, channels_last: bool | None = None, max_batch: int = 64,
+                 hypotheses: int = 5, calibration: HypothesisCalibration | None = None) -> None:
         from perception.training import resolve_device
 
         self.checkpoint = resolve_checkpoint(checkpoint if not isinstance(checkpoint, Path) else str(checkpoint),
@@ -82,6 +171,10 @@ class PosePredictor:
         calib = meta.get("calibration", {})
         self.cov_scale = float(calib.get("position_cov_scale", 1.0))
         self.heading_var_scale = float(calib.get("heading_var_scale", 1.0))
+        if hypotheses < 0:
+            raise ValueError(f"hypotheses={hypotheses!r} must be at least 0")
+        self.hypotheses = int(hypotheses)
+        self.calibration = calibration or HypothesisCalibration.from_meta(meta)
         norm = meta["normalization"]
         self.mean = torch.tensor(norm["mean"], device=self.device)
         self.std = torch.tensor(norm["std"], device=self.device)
@@ -95,7 +188,7 @@ class PosePredictor:
     def prepare_bgr(self, image_bgr: np.ndarray) -> np.ndarray:
         """One BGR frame (any size, or mono) -> uint8 RGB [3, H, W] at the input size; ValueError when
         it is not an image."""
-        return resize_to_input(image_bgr, self.input_size_px)
+        return fit_to_input(image_bgr, self.input_size_px)
 
     def predict_bgr(self, images_bgr: Sequence[np.ndarray]) -> PoseEstimates:
         return self.predict(torch.from_numpy(np.stack([self.prepare_bgr(im) for im in images_bgr])))
@@ -120,14 +213,61 @@ class PosePredictor:
     def estimates(self, raw: torch.Tensor) -> PoseEstimates:
         return raw_to_estimates(raw, self.anchors, self.offset_scale, frame=self.frame,
                                 center_enu_m=self.center_enu_m, scale_m=self.scale_m,
-                                cov_scale=self.cov_scale, heading_var_scale=self.heading_var_scale)
+                                cov_scale=self.cov_scale, heading_var_scale=self.heading_var_scale,
+                                hypotheses=self.hypotheses, calibration=self.calibration)
+
+
+def select_hypotheses(logits: torch.Tensor, candidates: torch.Tensor, *, k: int, merge: float, pool: int,
+                      temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixture's top-``k`` modes per image.
+
+    logits [N, K] anchor scores; candidates [N, K, 2] their positions (any unit); ``merge`` in that unit.
+    Returns (index [N, k] long, the anchor of each mode, -1 where a frame has fewer; weight [N, k] float64,
+    softmax(logits / temperature) summed over the anchors merged into the mode, 0 where absent).
+    Best first by merged weight: mode 0 is the most probable place (most often the top anchor's).
+    """
+    n, num = logits.shape
+    m = min(num, max(k, pool))
+    prob = (logits.double() / temperature).softmax(1)
+    p, idx = prob.topk(m, dim=1)  # [N, M], sorted
+    c = candidates.double().gather(1, idx[:, :, None].expand(n, m, 2))  # [N, M, 2]
+    dist = torch.cdist(c, c)  # [N, M, M]
+    owner = torch.arange(m).expand(n, m).clone()  # the kept mode each candidate merged into
+    kept = torch.ones(n, m, dtype=torch.bool)
+    for j in range(1, m):
+        # candidates are sorted by probability: a near stronger kept one absorbs this one
+        near = (dist[:, j, :j] < merge) & kept[:, :j]
+        has = near.any(1)
+        kept[:, j] = ~has
+        owner[has, j] = near[has].float().argmax(1)  # the strongest near one
+    weight = torch.zeros(n, m, dtype=torch.float64).scatter_add_(1, owner, p)
+    # best first by merged weight (a place three anchors agree on beats one anchor a little stronger)
+    order = torch.where(kept, weight, torch.full_like(weight, -1.0)).argsort(dim=1, descending=True, stable=True)
+    kept, weight, idx = kept.gather(1, order), weight.gather(1, order), idx.gather(1, order)
+    rank = kept.long().cumsum(1) - 1  # position among the kept
+    take = kept & (rank < k)
+    out_idx = torch.full((n, k), -1, dtype=torch.long)
+    out_w = torch.zeros(n, k, dtype=torch.float64)
+    rows, cols = take.nonzero(as_tuple=True)
+    out_idx[rows, rank[rows, cols]] = idx[rows, cols]
+    out_w[rows, rank[rows, cols]] = weight[rows, cols]
+    return out_idx, out_w
 
 
 def raw_to_estimates(raw: torch.Tensor, anchors: torch.Tensor, offset_scale: torch.Tensor | float, *,
                      frame: LocalFrame, center_enu_m: Sequence[float], scale_m: float, cov_scale: float = 1.0,
-                     heading_var_scale: float = 1.0) -> PoseEstimates:
-    """Raw outputs [N, NUM_FIXED + 3K] -> metres, degrees, lat/lon (see `PoseEstimates`)."""
+                     heading_var_scale: float = 1.0, hypotheses: int = 0,
+                     calibration: HypothesisCalibration | None = None) -> PoseEstimates:
+    """Raw outputs [N, NUM_FIXED + 3K] -> metres, degrees, lat/lon (see `PoseEstimates`), with the
+    top-``hypotheses`` modes of the mixture (`select_hypotheses`, figures from ``calibration``)."""
     d = decode(raw, anchors.cpu(), float(offset_scale))
+    hyp = None
+    if hypotheses > 0:
+        cal = calibration or HypothesisCalibration()
+        hyp = select_hypotheses(d.logits, d.candidates, k=hypotheses, merge=cal.merge_m / scale_m,
+                                pool=cal.pool, temperature=cal.temperature)
+        # the top-level fix is the best hypothesis: the mixture's heaviest place
+        d.position = d.candidates[torch.arange(len(raw)), hyp[0][:, 0]]
     pos = d.position.double().numpy()
     east = center_enu_m[0] + scale_m * pos[:, 0]
     north = center_enu_m[1] + scale_m * pos[:, 1]
@@ -135,7 +275,21 @@ def raw_to_estimates(raw: torch.Tensor, anchors: torch.Tensor, offset_scale: tor
     heading_var = np.exp(d.heading_log_var.double().numpy()) * heading_var_scale
     heading_std_deg = np.minimum(np.degrees(np.sqrt(heading_var)), 180.0)
     lat, lon, _ = frame.to_geodetic(east, north)
-    return PoseEstimates(east, north, np.atleast_1d(lat), np.atleast_1d(lon), cov,
-                         np.mod(np.degrees(d.heading_rad.double().numpy()), 360.0), heading_std_deg)
+    est = PoseEstimates(east, north, np.atleast_1d(lat), np.atleast_1d(lon), cov,
+                        np.mod(np.degrees(d.heading_rad.double().numpy()), 360.0), heading_std_deg)
+    if hyp is not None:
+        idx, weight = hyp
+        present = (idx >= 0).numpy()
+        cand = d.candidates.double().gather(1, idx.clamp_min(0)[:, :, None].expand(-1, -1, 2)).numpy()
+        he = np.where(present, center_enu_m[0] + scale_m * cand[:, :, 0], np.nan)
+        hn = np.where(present, center_enu_m[1] + scale_m * cand[:, :, 1], np.nan)
+        hlat, hlon, _ = frame.to_geodetic(he, hn)
+        # the network has one offset covariance per image: every mode shares it
+        off = d.offset_covariance().double().numpy() * (scale_m**2) * cal.cov_scale  # [N, 2, 2]
+        hcov = np.where(present[:, :, None, None], off[:, None], np.nan)
+        est.hyp_east_m, est.hyp_north_m = he, hn
+        est.hyp_lat_deg, est.hyp_lon_deg = np.asarray(hlat, np.float64), np.asarray(hlon, np.float64)
+        est.hyp_weight, est.hyp_cov_enu_m2 = weight.numpy(), hcov
+    return est
 
 
