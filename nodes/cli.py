@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("nodes.commands.record", "record bus topics into a drive (.mcap) until Ctrl-C"),
     "train": ("nodes.commands.train", "train a model (posenet, ...) on drives; --resume; DDP via torchrun"),
     "evaluate": ("nodes.commands.evaluate", "score a trained model on drives (errors, honest uncertainty)"),
+    "calibrate": ("nodes.commands.calibrate", "fit a checkpoint's uncertainty on validation drives (no training)"),
 }
 
 

@@ -31,11 +31,15 @@ def _run(args: argparse.Namespace) -> int:
 
     module = get_model_entry(args.model_name).evaluation_module()
     config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
+    if args.plot and not hasattr(module, "plot_report"):
+        raise SystemExit(f"streetloc evaluate {args.model_name}: --plot is not available for this model")
     result = module.evaluate(args.model, args.data, **asdict(config))
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
         print(module.format_report(result))
+    if args.plot:
+        module.plot_report(result, args.plot)
     return 0
 
 
@@ -59,5 +63,9 @@ def add_parser(subparsers) -> None:
         # device, batch size, frame cache, --record: declared once in perception.evaluation.EvalConfig
         add_params_arguments(p, EvalConfig, dest="eval")
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
+        if hasattr(entry.evaluation_module(), "plot_report"):
+            p.add_argument("--plot", default="", metavar="PNG",
+                           help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
+        p.set_defaults(plot="")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

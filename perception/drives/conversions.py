@@ -21,7 +21,7 @@ What a drive does not hold, once for every reader (these are the record's own de
 - ``valid`` of a fix or pose: True (a stored measurement counts unless marked ``valid=false``, with the
   fix's ``reason`` beside it);
 - ``hypotheses`` of a fix: the metadata value ``hypotheses``, a JSON list of `FixHypothesis` objects
-  (field names as in the record); absent when the fix has none;
+  (field names as in the record; an unknown covariance entry null); absent when the fix has none;
 - ``source`` of a GeoFix: ""; header ``frame_id``: the message's Foxglove frame id;
 - scores of boxes on ground-truth channels (drive only, written without scores): 1.0;
 - ``class_fractions`` of a mask: computed from the mask;
@@ -421,26 +421,35 @@ def _location_common(header: Header, proto: Any) -> dict[str, Any]:
 
 
 def _encode_hypotheses(hypotheses: list[FixHypothesis], stamp_ns: int) -> str:
-    """A fix's hypotheses as the JSON list of `FixHypothesis` objects (the metadata value ``hypotheses``)."""
+    """A fix's hypotheses as the JSON list of `FixHypothesis` objects (the metadata value ``hypotheses``);
+    an unknown (NaN) covariance entry is written as null, JSON having no NaN."""
+    out = []
     for h in hypotheses:
-        values = (h.lat_deg, h.lon_deg, h.weight, *h.cov_enu_m2)
-        if not all(math.isfinite(float(v)) for v in values):
-            # JSON has no NaN: a hypothesis that cannot be written must not be silently altered
-            raise ValueError(f"fix at stamp_ns={stamp_ns}: hypothesis {h!r} has a non-finite number")
-    return msgspec.json.encode(hypotheses).decode()
+        if not all(math.isfinite(float(v)) for v in (h.lat_deg, h.lon_deg, h.weight)):
+            # a hypothesis that cannot be written must not be silently altered
+            raise ValueError(f"fix at stamp_ns={stamp_ns}: hypothesis {h!r} has a non-finite position or weight")
+        d = msgspec.to_builtins(h)
+        d["cov_enu_m2"] = [float(c) if math.isfinite(float(c)) else None for c in h.cov_enu_m2]
+        out.append(d)
+    return json.dumps(out, separators=(",", ":"), allow_nan=False)
+
+
+def _decode_hypotheses(text: str, stamp_ns: int) -> list[FixHypothesis]:
+    try:
+        items = json.loads(text)
+        for d in items:
+            d["cov_enu_m2"] = [math.nan if c is None else c for c in d.get("cov_enu_m2", UNKNOWN_COV)]
+        return msgspec.convert(items, type=list[FixHypothesis])
+    except (ValueError, TypeError, AttributeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"fix at stamp_ns={stamp_ns}: metadata 'hypotheses' is not a list of hypotheses "
+                         f"({exc})") from None
 
 
 def _decode_fix(header: Header, schema: str, data: bytes, ctx: DecodeContext) -> GeoFix:
     proto = pb.LocationFix.FromString(data)
     header.frame_id = proto.frame_id or GPS_FRAME_ID
     meta = _metadata(proto)
-    hypotheses: list[FixHypothesis] = []
-    if "hypotheses" in meta:
-        try:
-            hypotheses = msgspec.json.decode(meta["hypotheses"], type=list[FixHypothesis])
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"fix at stamp_ns={header.stamp_ns}: metadata 'hypotheses' is not a list of "
-                             f"hypotheses ({exc})") from None
+    hypotheses = _decode_hypotheses(meta["hypotheses"], header.stamp_ns) if "hypotheses" in meta else []
     return GeoFix(header, source=meta.get("source", ""), reason=meta.get("reason", ""), hypotheses=hypotheses,
                   **_location_common(header, proto))
 

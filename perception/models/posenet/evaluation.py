@@ -468,7 +468,7 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_reliability(r: dict[str, Any], path: str | os.PathLike) -> None:
+def plot_report(r: dict[str, Any], path: str | os.PathLike) -> None:
     """The hypothesis weights' reliability diagram of `evaluate`'s result as a PNG: per bin the share of
     right hypotheses against the mean weight (the diagonal is perfect calibration), bar shade by count."""
     import cv2
