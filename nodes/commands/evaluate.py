@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict
 
 from nodes.commands import OneLineErrorParser
@@ -32,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     module = get_model_entry(args.model_name).evaluation_module()
     config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
     if args.plot and not hasattr(module, "plot_report"):
-        raise SystemExit(f"streetloc evaluate {args.model_name}: --plot is not available for this model")
+        print(f"streetloc evaluate {args.model_name}: --plot is not available for this model", file=sys.stderr)
+        return 2
     result = module.evaluate(args.model, args.data, **asdict(config))
     if args.json:
         print(json.dumps(_clean(result), indent=1))
@@ -63,9 +65,7 @@ def add_parser(subparsers) -> None:
         # device, batch size, frame cache, --record: declared once in perception.evaluation.EvalConfig
         add_params_arguments(p, EvalConfig, dest="eval")
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
-        if hasattr(entry.evaluation_module(), "plot_report"):
-            p.add_argument("--plot", default="", metavar="PNG",
-                           help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
-        p.set_defaults(plot="")
+        p.add_argument("--plot", default="", metavar="PNG",
+                       help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

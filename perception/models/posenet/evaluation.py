@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -386,8 +387,6 @@ def calibrate(checkpoint: str | os.PathLike | None, drives: Sequence[str | Drive
     """Fit the hypothesis calibration of ``checkpoint`` on validation ``drives`` and write the checkpoint
     with it (``meta.calibration.hypotheses``) to ``output`` (may be the same file). ValueError when a
     drive is one the checkpoint was trained on: calibration on training views flatters the model."""
-    from pathlib import Path
-
     predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, hypotheses=k)
     ckpt = predictor.checkpoint
     trained = {Path(str(d.get("path", "")).split("@")[0]).name for d in ckpt.meta.get("trained_on", [])}
@@ -414,9 +413,13 @@ def _condition_table(rows: dict[str, dict[str, Any]], title: str) -> list[str]:
     head = (f"{title:<28} {'frames':>6} {'median':>7} {'p95':>7} {'>20 m':>6} {'in 95%':>7} {'ellipse':>11} "
             f"{'top1@5':>6} {'top' + str(k) + '@10':>7} {'ECE':>5} {'valid':>6}")
     lines = [head]
+
+    def label(name: str) -> str:  # a drive by its file name (the table's width is for the figures)
+        return (Path(name.split("@")[0]).name if title == "drive" else name)[-28:]
+
     for name, d in rows.items():
         lines.append(
-            f"{name[-28:]:<28} {d['frames']:>6} {_fmt(d.get('position_error_m_median')):>7} "
+            f"{label(name):<28} {d['frames']:>6} {_fmt(d.get('position_error_m_median')):>7} "
             f"{_fmt(d.get('position_error_m_p95'), '{:.1f}'):>7} {_fmt(d.get('position_error_over_20m'), '{:.0%}'):>6} "
             f"{_fmt(d.get('within_95_ellipse'), '{:.1%}'):>7} {d.get('ellipse', '-'):>11} "
             f"{_fmt(d.get('top1_recall_5m'), '{:.0%}'):>6} {_fmt(d.get('topk_recall_10m'), '{:.0%}'):>7} "
