@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import cv2
 import numpy as np
@@ -279,3 +280,32 @@ def test_calibrating_on_a_training_drive_is_refused(tmp_path, capsys):
 def test_plot_needs_no_hypotheses_to_draw(tmp_path):
     plot_report({"frames": 0, "hypothesis_weight_reliability": []}, tmp_path / "empty.png")
     assert cv2.imread(str(tmp_path / "empty.png")).shape[2] == 3
+
+
+def test_fusion_eval_feeds_the_filter_what_the_node_publishes(tmp_path):
+    """benchmarks/fusion_eval.py's hypotheses are the predictor's (weights, covariances, order), in the
+    drive's ENU; its raw row is the top-level fix."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "fusion_eval", Path(__file__).resolve().parents[2] / "benchmarks" / "fusion_eval.py")
+    fusion_eval = importlib.util.module_from_spec(spec)
+    sys.modules["fusion_eval"] = fusion_eval  # its dataclasses look their module up
+    spec.loader.exec_module(fusion_eval)
+    ckpt = save_tiny_posenet(tmp_path / "tiny.pt", origin=ORIGIN.to_dict(), anchor_spacing_m=20.0)
+    images = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(4)]
+    frame = LocalFrame(GeoOrigin(55.7001, 13.1899, 0.0))  # another origin than the checkpoint's
+    hyps, summary = fusion_eval.posenet_hypotheses(images, frame, ckpt, 3)
+    est = PosePredictor(ckpt, device="cpu", hypotheses=3).predict_bgr(images)
+    for i in range(4):
+        n = int(est.hypothesis_count()[i])
+        assert len(hyps[i]) == n
+        np.testing.assert_allclose([h.weight for h in hyps[i]], est.hyp_weight[i, :n])
+        np.testing.assert_allclose(hyps[i][0].cov_enu_m2, est.hyp_cov_enu_m2[i, 0])
+        e, nn, _ = frame.to_enu(est.lat_deg[i], est.lon_deg[i])
+        assert (hyps[i][0].east_m, hyps[i][0].north_m) == pytest.approx((float(e), float(nn)), abs=1e-6)
+        assert (summary[i].east_m, summary[i].north_m) == pytest.approx((float(e), float(nn)), abs=1e-6)
+        np.testing.assert_allclose(summary[i].cov_enu_m2, est.cov_enu_m2[i])
+    one, _ = fusion_eval.posenet_hypotheses(images, frame, ckpt, 1)
+    assert all(len(h) == 1 and h[0].weight == 1.0 for h in one)
