@@ -125,7 +125,7 @@ def pose_errors(est: PoseEstimates, east_m: np.ndarray, north_m: np.ndarray, hea
     z2 = (dh / np.maximum(est.heading_std_deg, 1e-6)) ** 2
     hstd = np.sqrt(np.maximum(0.0, (cov[:, 0, 0] + cov[:, 1, 1]) / 2.0))
     n = len(err)
-    if est.hyp_weight is not None:
+    if getattr(est, "hyp_weight", None) is not None:  # a bare record (the demo's fixes) has none
         herr = np.stack([np.asarray(east_m)[:, None] - est.hyp_east_m, np.asarray(north_m)[:, None] - est.hyp_north_m],
                         axis=-1)  # [N, k, 2]
         hdist = np.hypot(herr[..., 0], herr[..., 1])
