@@ -129,6 +129,15 @@ def test_recall_counts_the_nearest_hypothesis_and_right_means_nearest_within_the
     assert s["position_error_over_20m"] == 0.5 and s["hypotheses_k"] == 2
 
 
+def test_flagged_fixes_are_counted_by_reason():
+    e = _errors(np.full((4, 1), 3.0), np.full((4, 1), 0.9), np.ones((4, 1)))
+    e.valid = np.array([True, False, False, True])
+    e.reason = np.array(["", "black_frame", "black_frame,out_of_area", ""], dtype=object)
+    s = summarize_pose_errors(e, radius_m=10.0)
+    assert s["valid_fraction"] == 0.5
+    assert s["flag_reasons"] == {"black_frame": 2, "out_of_area": 1}
+
+
 def test_coverage_is_called_too_narrow_too_wide_or_calibrated():
     assert coverage_verdict(0.80) == "too narrow"
     assert coverage_verdict(0.95) == "calibrated"
