@@ -228,6 +228,15 @@ def test_evaluate_reads_a_16_9_drive_the_way_the_node_sees_it(tmp_path):
     assert frames.images[0][2].max() < 40  # no blue band squeezed in
 
 
+def test_evaluate_says_when_it_crops_and_when_the_view_is_narrower():
+    from perception.models.posenet.evaluation import geometry_note
+
+    wide = geometry_note(CameraInfo.from_hfov(426, 240, 70.0), (128, 96), 70.0)
+    assert "426x240" in wide and "4:3" in wide and "55 deg" in wide and "70 deg" in wide
+    assert "deg" not in geometry_note(CameraInfo.from_hfov(426, 240, 90.0), (128, 96), 70.0)  # same view after crop
+    assert geometry_note(CameraInfo.from_hfov(320, 240, 70.0), (128, 96), 70.0) == ""  # nothing done
+
+
 # ------------------------------------------------------------------------------------------ reports
 
 

@@ -37,9 +37,11 @@ from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics, summary_stats
 from perception.models.posenet.data import load_pose_frames
 from perception.models.posenet.predictor import (
+    ASPECT_TOLERANCE,
     HypothesisCalibration,
     PoseEstimates,
     PosePredictor,
+    cropped_hfov_deg,
     raw_to_estimates,
 )
 
@@ -254,6 +256,22 @@ def drive_condition(extra: dict[str, Any]) -> str:
     return ", ".join(words)
 
 
+def geometry_note(camera: Any, size_px: tuple[int, int], model_hfov_deg: float | None) -> str:
+    """What `fit_to_input` does to a drive's frames, when it crops: e.g. "426x240 frames centre-cropped
+    to the model's 4:3 aspect; the view keeps 55 deg across, the model's camera 70 deg"; "" otherwise."""
+    if camera is None or not camera.width_px or not camera.height_px:
+        return ""
+    w, h = size_px
+    if abs(camera.width_px / camera.height_px - w / h) <= ASPECT_TOLERANCE * w / h:
+        return ""
+    g = math.gcd(w, h)
+    note = f"{camera.width_px}x{camera.height_px} frames centre-cropped to the model's {w // g}:{h // g} aspect"
+    hfov = cropped_hfov_deg(camera.width_px, camera.height_px, camera.fx_px, size_px)
+    if model_hfov_deg is not None and abs(hfov - model_hfov_deg) > 0.1 * model_hfov_deg:
+        note += f"; the view keeps {hfov:.0f} deg across, the model's camera {model_hfov_deg:.0f} deg (a zoom)"
+    return note
+
+
 class PoseScorer:
     """PoseNet's `perception.evaluation.Scorer`: per-frame errors of a checkpoint on each drive (kept in
     ``scored``, with each drive's condition, for the per-condition tables)."""
@@ -267,6 +285,7 @@ class PoseScorer:
         self.cache_dir = cache_dir
         self.radius_m = predictor.calibration.radius_m
         self.scored: list[tuple[str, PoseErrors]] = []
+        self.geometry: list[str] = []  # per drive whose frames are cropped: what the model sees
         self._warm = False
 
     def score_drive(self, spec: DriveSpec) -> DriveScore[PoseErrors]:
@@ -276,6 +295,7 @@ class PoseScorer:
         frames = load_pose_frames([spec], size_px=p.input_size_px, frame=p.frame, cache_dir=self.cache_dir)
         with DriveReader(spec.path) as reader:
             condition = drive_condition(reader.metadata.extra)
+            geometry = geometry_note(reader.metadata.camera, p.input_size_px, p.camera_hfov_deg)
         if not self._warm:
             p.predict_raw(frames.images[:1])  # warm-up (lazy init, allocator): not part of the rate
             self._warm = True
@@ -287,6 +307,9 @@ class PoseScorer:
         extra = {"source": frames.drives[0]["source"], "skipped": frames.skipped}
         if condition:
             extra["condition"] = condition
+        if geometry:
+            extra["geometry"] = geometry
+            self.geometry.append(f"{spec.path.name}: {geometry}")
         return DriveScore(errors, len(frames), infer_s, extra)
 
     def merge(self, partials: list[PoseErrors]) -> PoseErrors:
@@ -323,6 +346,8 @@ def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveS
     per_condition = scorer.per_condition()
     if per_condition:
         result["per_condition"] = per_condition
+    if scorer.geometry:
+        result["geometry"] = scorer.geometry
     result["calibration"] = asdict(predictor.calibration)
     if record:
         record_metrics("posenet", checkpoint, result)
@@ -464,6 +489,7 @@ def format_report(r: dict[str, Any]) -> str:
                 f"[{b['lo']:.1f},{b['hi']:.1f}) {_fmt(b['mean_weight'])}->{_fmt(b['fraction_right'])} n={b['count']}"
                 for b in r.get("hypothesis_weight_reliability", []) if b["count"]),
         ]
+    lines += [f"input geometry: {g}" for g in r.get("geometry", [])]
     if r.get("per_condition"):
         lines += ["", *_condition_table(r["per_condition"], "condition")]
     if r.get("per_drive"):
