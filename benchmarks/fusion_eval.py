@@ -15,9 +15,10 @@ reported after the jump and the time until TRACKING within 5 m (held for 1 s).
 
 Odometry: a drive written with an ``odometry_noise`` preset (sim_data.odometry) is used as it is; an older
 drive (true odometry) gets ``--odometry-noise`` (typical) applied here with the same model, seeded by the
-drive. ``--hypotheses K`` (K > 1) stands in for the PoseNet output of issue 11 until it is on the wire:
-the top-K anchor candidates with their softmax weights and the offset covariance (uncalibrated for "this
-hypothesis is the right one"), all with the one heading the model predicts.
+drive. ``--hypotheses K`` (K > 1) feeds the filter the predictor's top-K hypotheses, what the node
+publishes in ``GeoFix.hypotheses`` (merged modes of the anchor mixture, weights and covariances calibrated
+on validation drives), all with the one heading the model predicts; the ``posenet`` row stays the
+top-level fix (top anchor, moment-matched covariance).
 """
 
 from __future__ import annotations
@@ -56,40 +57,38 @@ class DriveData:
     fixes: list[list[Hypothesis]]  # [T] PoseNet hypotheses per frame, drive ENU
     odometry_note: str
     kidnap_stamp_ns: int | None = None  # a kidnap scenario's jump (drive metadata)
+    summary: list[Hypothesis] | None = None  # [T] the top-level fixes (the raw row); None: fixes[t][0]
 
 
 def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
-                       batch: int = 32) -> list[list[Hypothesis]]:
-    """PoseNet on BGR frames -> per frame a list of hypotheses in ``frame``'s ENU (best first). The one
-    place that calls the model: k=1 is today's wire (top anchor, moment-matched covariance); k>1 opens
-    the anchor mixture (see the module docstring)."""
+                       batch: int = 32) -> tuple[list[list[Hypothesis]], list[Hypothesis]]:
+    """PoseNet on BGR frames -> (per frame its hypotheses in ``frame``'s ENU, best first; per frame the
+    top-level fix). The one place that calls the model, through the predictor the node runs: k=1 is the
+    top-level fix alone (top anchor, moment-matched covariance); k>1 the predictor's top-k hypotheses
+    (merged modes, calibrated weights and covariances "if this one is right": GeoFix.hypotheses)."""
     import torch
 
-    from perception.models.posenet.network import decode
-
     predictor = _predictor(checkpoint)
+    predictor.hypotheses = k if k > 1 else 0
     out: list[list[Hypothesis]] = []
+    summary: list[Hypothesis] = []
     for i in range(0, len(images_bgr), batch):
         chunk = torch.from_numpy(np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]]))
-        raw = predictor.predict_raw(chunk)
-        est = predictor.estimates(raw)
+        est = predictor.predict(chunk)
         e, n, _ = frame.to_enu(est.lat_deg, est.lon_deg)
-        d = decode(raw, predictor.anchors, predictor.offset_scale) if k > 1 else None
+        if k > 1:
+            he, hn, _ = frame.to_enu(est.hyp_lat_deg, est.hyp_lon_deg)
         for j in range(len(est)):
             top = Hypothesis(float(e[j]), float(n[j]), float(est.heading_deg[j]), est.cov_enu_m2[j],
                              float(est.heading_std_deg[j]), 1.0)
-            if d is None:
+            summary.append(top)
+            if k <= 1:
                 out.append([top])
                 continue
-            prob = d.prob[j].double().numpy()
-            order = np.argsort(-prob)[:k]
-            cand = d.candidates[j].double().numpy()[order] * predictor.scale_m + np.array(predictor.center_enu_m)
-            lat, lon, _ = predictor.frame.to_geodetic(cand[:, 0], cand[:, 1])
-            ce, cn, _ = frame.to_enu(lat, lon)
-            cov = d.offset_covariance()[j].double().numpy() * predictor.scale_m**2
-            out.append([Hypothesis(float(ce[m]), float(cn[m]), top.heading_deg, cov, top.heading_std_deg,
-                                   float(prob[o])) for m, o in enumerate(order)])
-    return out
+            present = np.flatnonzero(np.isfinite(est.hyp_east_m[j]))
+            out.append([Hypothesis(float(he[j, m]), float(hn[j, m]), top.heading_deg, est.hyp_cov_enu_m2[j, m],
+                                   top.heading_std_deg, float(est.hyp_weight[j, m])) for m in present])
+    return out, summary
 
 
 _PREDICTORS: dict = {}
@@ -113,7 +112,9 @@ def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_n
     cache = None
     if cache_dir:
         st = Path(path).stat()
-        key = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{hypotheses}|{odometry_noise}"
+        # the calibration too: a recalibrated checkpoint of the same name gives other hypotheses
+        calib = json.dumps(dataclasses.asdict(_predictor(checkpoint).calibration), sort_keys=True)
+        key = f"v2|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{calib}|{hypotheses}|{odometry_noise}"
         cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
         if cache.is_file():
             return DriveData(**pickle.loads(cache.read_bytes()))
@@ -151,9 +152,10 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
         for o in odo:
             r = noise(o.header.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
             odometry.append((o.header.stamp_ns, r.speed_mps, r.yaw_rate_radps))
-    fixes = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
+    fixes, summary = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
     kidnap = extra.get("kidnap_stamp_ns")
-    return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None)
+    return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None,
+                     summary)
 
 
 def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hypotheses: int,
@@ -202,10 +204,12 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
 
 
 def raw_scores(data: DriveData) -> dict:
-    est = np.array([[h[0].east_m, h[0].north_m] for h in data.fixes])
+    """The top-level fixes (what a plain consumer reads) against the truth."""
+    tops = data.summary if data.summary is not None else [h[0] for h in data.fixes]
+    est = np.array([[h.east_m, h.north_m] for h in tops])
     err = np.hypot(*(data.truth_en_m - est).T)
-    inside = np.array([float(d @ np.linalg.solve(h[0].cov_enu_m2, d)) < CHI2_2DOF_95
-                       for d, h in zip(data.truth_en_m - est, data.fixes, strict=True)])
+    inside = np.array([float(d @ np.linalg.solve(h.cov_enu_m2, d)) < CHI2_2DOF_95
+                       for d, h in zip(data.truth_en_m - est, tops, strict=True)])
     return {"err": err, "inside": inside, "tracking": np.ones(len(err), bool)}
 
 

@@ -6,8 +6,16 @@ otherwise. With ``delivery = "every"`` (lock-step, or a recording) frames that q
 was busy are taken together, up to ``max_batch`` in one forward pass, so a slow model catches up
 instead of falling further behind; with ``"latest"`` (live) it always works on the newest frame.
 
-A bad frame is an answer, not a crash: a frame of another size is resized (the fix is still valid);
-one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
+Each fix carries the top-``hypotheses`` modes of the model's anchor mixture (``GeoFix.hypotheses``,
+best first: position, weight = probability it is the right one, covariance if it is, heading; calibrated
+on validation drives, `perception.models.posenet.predictor`); the top-level fields are the best one.
+
+Input geometry: a frame of another size is resized; one of another aspect (16:9 against the model's
+4:3) is first centre-cropped to the model's aspect, never stretched (counted as ``cropped``). When the
+frame's intrinsics say the cropped view's horizontal field of view differs from the model's camera by
+more than 10 %, the node says so once in its log (the fix is kept: a field-of-view change is a zoom the
+model was not trained for, which its validity check judges). A bad frame is an answer, not a crash: one
+whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
 decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
 ``reject:camera/image`` in a batch).
 
@@ -22,7 +30,7 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from nodes.bus.messages import GeoFix, Header, Image
+from nodes.bus.messages import FixHypothesis, GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
@@ -48,6 +56,8 @@ class PoseNetParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
     min_heading_std_deg: Annotated[float, msgspec.Meta(
         ge=0, description="floor of the published heading std, deg")] = 0.5
+    hypotheses: Annotated[int, msgspec.Meta(
+        ge=0, le=32, description="top hypotheses (modes of the anchor mixture) per fix; 0: none")] = 5
 
 
 class PoseNetNode(Node):
@@ -74,12 +84,15 @@ class PoseNetNode(Node):
         if p.threads:
             torch.set_num_threads(p.threads)
         # ValueError/OSError here (unknown name, missing file) is a bad parameter: node_main prints it, exit 2
-        self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch)
+        self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch,
+                                       hypotheses=p.hypotheses)
         self.model_id = self.predictor.model_id
         self.frames_in = 0
         self.fixes_out = 0
         self.rejected = 0
         self.resized = 0
+        self.cropped = 0
+        self._fov_warned = False
         self.batches = 0
         self.largest_batch = 0
         self._errors: list[tuple[str, str]] = []  # rejected frames of the last batch, for take_errors
@@ -96,9 +109,31 @@ class PoseNetNode(Node):
         image = self.image_bgr(msg)
         if (image.shape[1], image.shape[0]) != (msg.width_px, msg.height_px):
             log.debug("frame says %dx%d but holds %dx%d", msg.width_px, msg.height_px, image.shape[1], image.shape[0])
-        if (image.shape[1], image.shape[0]) != self.predictor.input_size_px:
+        w, h = image.shape[1], image.shape[0]
+        if (w, h) != self.predictor.input_size_px:
             self.resized += 1
+            from perception.models.posenet.predictor import ASPECT_TOLERANCE
+
+            iw, ih = self.predictor.input_size_px
+            if h and abs(w / h - iw / ih) > ASPECT_TOLERANCE * iw / ih:
+                self.cropped += 1
+                self._check_fov(msg, w, h)
         return self.predictor.prepare_bgr(image)
+
+    def _check_fov(self, msg: Image, width_px: int, height_px: int) -> None:
+        """Log once when the cropped view's field of view is not the model's camera's (intrinsics known)."""
+        from perception.models.posenet.predictor import cropped_hfov_deg
+
+        cam = msg.intrinsics
+        model_hfov = self.predictor.camera_hfov_deg
+        if self._fov_warned or cam is None or model_hfov is None or cam.width_px != width_px:
+            return
+        hfov = cropped_hfov_deg(width_px, height_px, cam.fx_px, self.predictor.input_size_px)
+        if abs(hfov - model_hfov) > 0.1 * model_hfov:
+            self._fov_warned = True
+            log.warning("frames of %dx%d centre-cropped to the model's aspect see %.0f deg across, the model's "
+                        "camera %.0f deg: fixes may be off (a zoom it was not trained for)",
+                        width_px, height_px, hfov, model_hfov)
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
         assert isinstance(msg, Image)
@@ -149,15 +184,36 @@ class PoseNetNode(Node):
                 heading_deg=float(est.heading_deg[i]),
                 cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),
-                source=self.model_id, valid=finite,
+                source=self.model_id, valid=finite, reason="" if finite else "non_finite",
+                hypotheses=self._hypotheses(est, i, floor),
             )
             out.append((POSENET_TOPIC, fix))
         self.fixes_out += len(out)
         return out
 
+    @staticmethod
+    def _hypotheses(est, i: int, heading_floor_deg: float) -> list[FixHypothesis]:
+        """Frame ``i``'s hypotheses as records (absent ones and non-finite ones left out)."""
+        if est.hyp_weight is None:
+            return []
+        heading = float(est.heading_deg[i])
+        heading_std = float(max(heading_floor_deg, est.heading_std_deg[i]))
+        out = []
+        for j in range(est.hyp_weight.shape[1]):
+            c = est.hyp_cov_enu_m2[i, j]
+            lat, lon = float(est.hyp_lat_deg[i, j]), float(est.hyp_lon_deg[i, j])
+            if not (np.isfinite(lat) and np.isfinite(lon) and np.all(np.isfinite(c))):
+                continue
+            # the network regresses one heading per image: every mode shares it
+            out.append(FixHypothesis(lat_deg=lat, lon_deg=lon, weight=float(est.hyp_weight[i, j]),
+                                     cov_enu_m2=(float(c[0, 0]), float(c[0, 1]), float(c[1, 0]), float(c[1, 1])),
+                                     heading_deg=heading, heading_std_deg=heading_std))
+        return out
+
     def close(self) -> None:
-        log.info("posenet: %d frames in, %d fixes out, %d rejected, %d resized, %d batches (largest %d)",
-                 self.frames_in, self.fixes_out, self.rejected, self.resized, self.batches, self.largest_batch)
+        log.info("posenet: %d frames in, %d fixes out, %d rejected, %d resized (%d cropped to the model's aspect), "
+                 "%d batches (largest %d)", self.frames_in, self.fixes_out, self.rejected, self.resized,
+                 self.cropped, self.batches, self.largest_batch)
 
 
 def _delivery(p: PoseNetParams) -> Delivery:

@@ -30,7 +30,7 @@ import torch
 from localization.geodesy import GeoOrigin
 from perception.drives import DriveReader
 from perception.drives.reader import Frame
-from perception.transforms import resize_to_input  # noqa: F401 - where frames are resized, named here too
+from perception.transforms import crop_to_aspect, resize_to_input
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -254,7 +254,10 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
                 skipped[got] = skipped.get(got, 0) + 1
                 continue
             try:
-                rgb = resize_to_input(frame.image.to_bgr(), size_px)
+                bgr = frame.image.to_bgr()
+                if getattr(truth, "crop_to_aspect", False):  # a model that never stretches (PoseNet)
+                    bgr = crop_to_aspect(bgr, size_px[0] / size_px[1])
+                rgb = resize_to_input(bgr, size_px)
             except ValueError:
                 reader.errors.note("corrupt_frames", f"frame at stamp_ns={frame.stamp_ns} does not decode")
                 continue

@@ -18,11 +18,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, on 0-1 pixels
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# A frame whose aspect is within this of the input's is resized as is (a pixel of rounding, 320x240 vs
+# 321x240, is no stretch); beyond it, centre-cropped first.
+ASPECT_TOLERANCE = 0.01
+
+
+def crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred window of ``image`` [H, W, ...] with width/height = ``aspect`` (a view, no copy)."""
+    h, w = image.shape[:2]
+    if h == 0 or w == 0 or abs(w / h - aspect) <= ASPECT_TOLERANCE * aspect:
+        return image
+    if w / h > aspect:  # too wide: cut the sides
+        new_w = max(1, int(round(h * aspect)))
+        x0 = (w - new_w) // 2
+        return image[:, x0:x0 + new_w]
+    new_h = max(1, int(round(w / aspect)))  # too tall: cut top and bottom
+    y0 = (h - new_h) // 2
+    return image[y0:y0 + new_h]
+
+
 def resize_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
     """uint8 BGR [H0, W0, 3] (or mono [H0, W0]) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height).
 
-    Any aspect ratio is stretched to the input size: the model sees what it was trained on only if the
-    camera is the same, and stretching keeps the whole field of view (cropping would cut landmarks).
+    Any aspect ratio is stretched to the input size: a caller that must not stretch (PoseNet: a
+    stretched street is another street) centre-crops first with `crop_to_aspect`.
     """
     if image_bgr.ndim == 2:
         image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)

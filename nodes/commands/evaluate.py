@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import asdict
 
 from nodes.commands import OneLineErrorParser
@@ -31,11 +32,16 @@ def _run(args: argparse.Namespace) -> int:
 
     module = get_model_entry(args.model_name).evaluation_module()
     config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
+    if args.plot and not hasattr(module, "plot_report"):
+        print(f"streetloc evaluate {args.model_name}: --plot is not available for this model", file=sys.stderr)
+        return 2
     result = module.evaluate(args.model, args.data, **asdict(config))
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
         print(module.format_report(result))
+    if args.plot:
+        module.plot_report(result, args.plot)
     return 0
 
 
@@ -59,5 +65,7 @@ def add_parser(subparsers) -> None:
         # device, batch size, frame cache, --record: declared once in perception.evaluation.EvalConfig
         add_params_arguments(p, EvalConfig, dest="eval")
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
+        p.add_argument("--plot", default="", metavar="PNG",
+                       help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

@@ -18,7 +18,10 @@ What a drive does not hold, once for every reader (these are the record's own de
   unknown. Never identity: a filter must not trust a made-up 1 m^2;
 - odometry stds (no velocity_covariance, or a variance <= 0): None, unknown;
 - heading: None for a GeoFix; a Pose keeps 0 deg with its default heading_std_deg of 180 (no heading);
-- ``valid`` of a fix or pose: True (a stored measurement counts unless marked ``valid=false``);
+- ``valid`` of a fix or pose: True (a stored measurement counts unless marked ``valid=false``, with the
+  fix's ``reason`` beside it);
+- ``hypotheses`` of a fix: the metadata value ``hypotheses``, a JSON list of `FixHypothesis` objects
+  (field names as in the record; an unknown covariance entry null); absent when the fix has none;
 - ``source`` of a GeoFix: ""; header ``frame_id``: the message's Foxglove frame id;
 - scores of boxes on ground-truth channels (drive only, written without scores): 1.0;
 - ``class_fractions`` of a mask: computed from the mask;
@@ -39,7 +42,17 @@ import numpy as np
 
 from . import _proto as pb
 from .jpeg import encode_jpeg, jpeg_size, looks_like_jpeg
-from .messages import CameraInfo, Detections, GeoFix, Header, Image, Odometry, Pose, Segmentation
+from .messages import (
+    CameraInfo,
+    Detections,
+    FixHypothesis,
+    GeoFix,
+    Header,
+    Image,
+    Odometry,
+    Pose,
+    Segmentation,
+)
 from .topics import (
     BODY_FRAME_ID,
     CAMERA_FRAME_ID,
@@ -203,8 +216,12 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
             proto.velocity.z = 0.0
         if msg.source:
             meta.append(("source", msg.source))
+        if msg.hypotheses:
+            meta.append(("hypotheses", _encode_hypotheses(msg.hypotheses, stamp_ns)))
     if not msg.valid:
         meta.append(("valid", "false"))
+        if getattr(msg, "reason", ""):  # a Pose has none
+            meta.append(("reason", msg.reason))
     proto.metadata.extend(_kv(k, v) for k, v in meta)
     return SCHEMA_LOCATION_FIX, proto
 
@@ -407,10 +424,38 @@ def _location_common(header: Header, proto: Any) -> dict[str, Any]:
     return fields
 
 
+def _encode_hypotheses(hypotheses: list[FixHypothesis], stamp_ns: int) -> str:
+    """A fix's hypotheses as the JSON list of `FixHypothesis` objects (the metadata value ``hypotheses``);
+    an unknown (NaN) covariance entry is written as null, JSON having no NaN."""
+    out = []
+    for h in hypotheses:
+        if not all(math.isfinite(float(v)) for v in (h.lat_deg, h.lon_deg, h.weight)):
+            # a hypothesis that cannot be written must not be silently altered
+            raise ValueError(f"fix at stamp_ns={stamp_ns}: hypothesis {h!r} has a non-finite position or weight")
+        d = msgspec.to_builtins(h)
+        d["cov_enu_m2"] = [float(c) if math.isfinite(float(c)) else None for c in h.cov_enu_m2]
+        out.append(d)
+    return json.dumps(out, separators=(",", ":"), allow_nan=False)
+
+
+def _decode_hypotheses(text: str, stamp_ns: int) -> list[FixHypothesis]:
+    try:
+        items = json.loads(text)
+        for d in items:
+            d["cov_enu_m2"] = [math.nan if c is None else c for c in d.get("cov_enu_m2", UNKNOWN_COV)]
+        return msgspec.convert(items, type=list[FixHypothesis])
+    except (ValueError, TypeError, AttributeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"fix at stamp_ns={stamp_ns}: metadata 'hypotheses' is not a list of hypotheses "
+                         f"({exc})") from None
+
+
 def _decode_fix(header: Header, schema: str, data: bytes, ctx: DecodeContext) -> GeoFix:
     proto = pb.LocationFix.FromString(data)
     header.frame_id = proto.frame_id or GPS_FRAME_ID
-    return GeoFix(header, source=_metadata(proto).get("source", ""), **_location_common(header, proto))
+    meta = _metadata(proto)
+    hypotheses = _decode_hypotheses(meta["hypotheses"], header.stamp_ns) if "hypotheses" in meta else []
+    return GeoFix(header, source=meta.get("source", ""), reason=meta.get("reason", ""), hypotheses=hypotheses,
+                  **_location_common(header, proto))
 
 
 def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -> Pose:

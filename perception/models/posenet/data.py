@@ -21,9 +21,10 @@ from perception.drives.reader import Frame
 class PoseTruth:
     """The `FrameTruth` of PoseNet: the GPS fix interpolated to each frame's time (lat, lon, heading)."""
 
-    key = "pose-v1"
+    key = "pose-v2"  # v2: frames of another aspect centre-cropped, not stretched
     what = "a GPS pose"
     gps = "interpolate"
+    crop_to_aspect = True  # the geometry rule of the predictor (`predictor.fit_to_input`)
 
     def open(self, reader: DriveReader, size_px: tuple[int, int]) -> Callable[[Frame], dict[str, Any] | str]:
         def read(frame: Frame) -> dict[str, Any] | str:
