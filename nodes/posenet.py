@@ -6,6 +6,10 @@ otherwise. With ``delivery = "every"`` (lock-step, or a recording) frames that q
 was busy are taken together, up to ``max_batch`` in one forward pass, so a slow model catches up
 instead of falling further behind; with ``"latest"`` (live) it always works on the newest frame.
 
+A frame the fix should not be trusted for (black, over-exposed, frozen, extreme aspect, out of the
+model's area: `perception.models.posenet.validity`) still gets its fix, with ``valid=False`` and the
+reasons in ``reason``; diagnostics count them (``flagged:<reason>``).
+
 A bad frame is an answer, not a crash: a frame of another size is resized (the fix is still valid);
 one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
 decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
@@ -26,6 +30,7 @@ from nodes.bus.messages import GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
+from perception.models.posenet.validity import FrameValidity
 
 log = logging.getLogger("streetloc.posenet")
 
@@ -76,6 +81,7 @@ class PoseNetNode(Node):
         # ValueError/OSError here (unknown name, missing file) is a bad parameter: node_main prints it, exit 2
         self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch)
         self.model_id = self.predictor.model_id
+        self.validity = FrameValidity(self.predictor)  # black/frozen/... and out-of-area; state of this stream
         self.frames_in = 0
         self.fixes_out = 0
         self.rejected = 0
@@ -135,7 +141,11 @@ class PoseNetNode(Node):
     def _infer(self, msgs: list[Image], prepared: list[np.ndarray]) -> list[tuple[str, GeoFix]]:
         import torch
 
-        est = self.predictor.predict(torch.from_numpy(np.stack(prepared)))
+        batch = np.stack(prepared)
+        est = self.predictor.predict(torch.from_numpy(batch))
+        flags = self.validity.assess(batch, [(m.width_px, m.height_px) for m in msgs])
+        self._errors += [(f"flagged:{r}", f"frame {m.header.stamp_ns}")
+                         for m, f in zip(msgs, flags, strict=True) for r in f]
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(msgs))
         floor = self.params.min_heading_std_deg
@@ -149,7 +159,8 @@ class PoseNetNode(Node):
                 heading_deg=float(est.heading_deg[i]),
                 cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),
-                source=self.model_id, valid=finite,
+                source=self.model_id, valid=finite and not flags[i],
+                reason=",".join(flags[i] + ([] if finite else ["non_finite"])),
             )
             out.append((POSENET_TOPIC, fix))
         self.fixes_out += len(out)

@@ -6,6 +6,7 @@ module (``evaluate``, ``format_report``: `perception.evaluation`) gets one."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 from dataclasses import asdict
@@ -31,7 +32,10 @@ def _run(args: argparse.Namespace) -> int:
 
     module = get_model_entry(args.model_name).evaluation_module()
     config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
-    result = module.evaluate(args.model, args.data, **asdict(config))
+    extra = {}
+    if "allow_out_of_area" in inspect.signature(module.evaluate).parameters:  # models with a training area
+        extra["allow_out_of_area"] = args.allow_out_of_area
+    result = module.evaluate(args.model, args.data, **asdict(config), **extra)
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
@@ -59,5 +63,7 @@ def add_parser(subparsers) -> None:
         # device, batch size, frame cache, --record: declared once in perception.evaluation.EvalConfig
         add_params_arguments(p, EvalConfig, dest="eval")
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
+        p.add_argument("--allow-out-of-area", action="store_true",
+                       help="score drives outside the model's training area (default: refuse, exit 2)")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

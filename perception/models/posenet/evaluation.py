@@ -21,6 +21,7 @@ from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics, summary_stats
 from perception.models.posenet.data import load_pose_frames
 from perception.models.posenet.predictor import PoseEstimates, PosePredictor
+from perception.models.posenet.validity import FrameValidity, OutOfAreaError, drives_outside_area
 
 CHI2_2DOF_95 = 5.991464547107979  # 95% quantile of chi-square, 2 dof: the 95% ellipse
 CHI2_1DOF_95 = 3.841458820694124
@@ -104,6 +105,7 @@ class PoseScorer:
         self.device = predictor.device
         self.cache_dir = cache_dir
         self._warm = False
+        self.flags: dict[str, int] = {"frames": 0, "flagged": 0}  # validity flags, per reason (validity.py)
 
     def score_drive(self, spec: DriveSpec) -> DriveScore[PoseErrors]:
         p = self.predictor
@@ -115,8 +117,13 @@ class PoseScorer:
         est = p.predict(frames.images)
         infer_s = time.perf_counter() - t0
         errors = pose_errors(est, frames.east_m, frames.north_m, frames.heading_deg)
+        validity = FrameValidity(p)  # a new stream per drive
+        flagged = sum(bool(r) for r in validity.assess(frames.images))
+        for key, n in (("frames", len(frames)), ("flagged", flagged), *validity.counts.items()):
+            self.flags[key] = self.flags.get(key, 0) + n
         return DriveScore(errors, len(frames), infer_s,
-                          {"source": frames.drives[0]["source"], "skipped": frames.skipped})
+                          {"source": frames.drives[0]["source"], "skipped": frames.skipped,
+                           "flagged": flagged / max(len(frames), 1)})
 
     def merge(self, partials: list[PoseErrors]) -> PoseErrors:
         return merge_pose_errors(partials)
@@ -128,16 +135,26 @@ class PoseScorer:
 def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
              device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
              cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
-             record: bool = EvalConfig.record) -> dict[str, Any]:
+             record: bool = EvalConfig.record, allow_out_of_area: bool = False) -> dict[str, Any]:
     """Score a PoseNet checkpoint (file, weights name, None: the default) on drives (each ``PATH`` or
     ``PATH@START:STOP:STEP``).
 
     Returns `perception.evaluation.evaluate_drives`'s report with the figures of `summarize_pose_errors`.
     With ``record`` the figures are written into the checkpoint file's ``meta.metrics`` under
-    ``"eval:<drive>"`` (its measured accuracy).
+    ``"eval:<drive>"`` (its measured accuracy). A drive whose GPS lies outside the model's training area
+    raises `OutOfAreaError` unless ``allow_out_of_area`` (then ``result["out_of_area"]`` says so); the
+    validity flags are in ``result["flag_rates"]`` (share of frames, per reason).
     """
     predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, max_batch=batch_size)
-    result = evaluate_drives(PoseScorer(predictor, cache_dir=cache_dir), drives, checkpoint=checkpoint)
+    outside = drives_outside_area(predictor, [str(d) for d in drives])
+    if outside and not allow_out_of_area:
+        raise OutOfAreaError(f"{outside[0]}; its errors would measure the distance, not the model "
+                             "(--allow-out-of-area to score it anyway)")
+    scorer = PoseScorer(predictor, cache_dir=cache_dir)
+    result = evaluate_drives(scorer, drives, checkpoint=checkpoint)
+    result["out_of_area"] = outside
+    n = max(scorer.flags["frames"], 1)
+    result["flag_rates"] = {k: v / n for k, v in scorer.flags.items() if k != "frames"}
     if record:
         record_metrics("posenet", checkpoint, result)
     return result
@@ -149,8 +166,7 @@ def format_report(r: dict[str, Any]) -> str:
         v = r.get(key)
         return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
 
-    lines = [
-        f"PoseNet {r['model_id']} on {', '.join(r['drives'])}: {r['frames']} frames",
+    lines = [*r.get("out_of_area", []), f"PoseNet {r['model_id']} on {', '.join(r['drives'])}: {r['frames']} frames",
         "                       median     mean      p95      max",
         f"position error (m)   {f('position_error_m_median'):>8} {f('position_error_m_mean'):>8} "
         f"{f('position_error_m_p95'):>8} {f('position_error_m_max'):>8}",
@@ -161,9 +177,12 @@ def format_report(r: dict[str, Any]) -> str:
         f"median predicted 1-sigma: {f('predicted_std_m_median')} m; "
         f"{f('images_per_s', '{:.0f}')} images/s on {r.get('device', '?')}",
     ]
+    if r.get("flag_rates"):
+        lines.append("flagged invalid: " + ", ".join(f"{k} {v:.1%}" for k, v in r["flag_rates"].items()))
     for name, d in r.get("per_drive", {}).items():
         lines.append(f"  {name}: median {d.get('position_error_m_median', float('nan')):.2f} m, "
                      f"p95 {d.get('position_error_m_p95', float('nan')):.2f} m, heading median "
                      f"{d.get('heading_error_deg_median', float('nan')):.1f} deg, "
-                     f"in ellipse {d.get('within_95_ellipse', float('nan')):.1%} ({d['frames']} frames)")
+                     f"in ellipse {d.get('within_95_ellipse', float('nan')):.1%}, flagged "
+                     f"{d.get('flagged', float('nan')):.1%} ({d['frames']} frames)")
     return "\n".join(lines)
