@@ -14,8 +14,13 @@ Input geometry: a frame of another size is resized; one of another aspect (16:9 
 4:3) is first centre-cropped to the model's aspect, never stretched (counted as ``cropped``). When the
 frame's intrinsics say the cropped view's horizontal field of view differs from the model's camera by
 more than 10 %, the node says so once in its log (the fix is kept: a field-of-view change is a zoom the
-model was not trained for, which its validity check judges). A bad frame is an answer, not a crash: one
-whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
+model was not trained for, which its validity check judges).
+
+A frame the fix should not be trusted for (black, over-exposed, frozen, extreme aspect, out of the
+model's area: `perception.models.posenet.validity`) still gets its fix, with ``valid=False`` and the
+reasons in ``reason``; diagnostics count them (``flagged:<reason>``).
+
+A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
 decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
 ``reject:camera/image`` in a batch).
 
@@ -34,6 +39,7 @@ from nodes.bus.messages import FixHypothesis, GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
+from perception.models.posenet.validity import FrameValidity
 
 log = logging.getLogger("streetloc.posenet")
 
@@ -87,6 +93,7 @@ class PoseNetNode(Node):
         self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch,
                                        hypotheses=p.hypotheses)
         self.model_id = self.predictor.model_id
+        self.validity = FrameValidity(self.predictor)  # black/frozen/... and out-of-area; state of this stream
         self.frames_in = 0
         self.fixes_out = 0
         self.rejected = 0
@@ -170,7 +177,11 @@ class PoseNetNode(Node):
     def _infer(self, msgs: list[Image], prepared: list[np.ndarray]) -> list[tuple[str, GeoFix]]:
         import torch
 
-        est = self.predictor.predict(torch.from_numpy(np.stack(prepared)))
+        batch = np.stack(prepared)
+        est = self.predictor.predict(torch.from_numpy(batch))
+        flags = self.validity.assess(batch, [(m.width_px, m.height_px) for m in msgs])
+        self._errors += [(f"flagged:{r}", f"frame {m.header.stamp_ns}")
+                         for m, f in zip(msgs, flags, strict=True) for r in f]
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(msgs))
         floor = self.params.min_heading_std_deg
@@ -184,7 +195,8 @@ class PoseNetNode(Node):
                 heading_deg=float(est.heading_deg[i]),
                 cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),
-                source=self.model_id, valid=finite, reason="" if finite else "non_finite",
+                source=self.model_id, valid=finite and not flags[i],
+                reason=",".join(flags[i] + ([] if finite else ["non_finite"])),
                 hypotheses=self._hypotheses(est, i, floor),
             )
             out.append((POSENET_TOPIC, fix))

@@ -6,6 +6,7 @@ module (``evaluate``, ``format_report``: `perception.evaluation`) gets one."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -35,7 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.plot and not hasattr(module, "plot_report"):
         print(f"streetloc evaluate {args.model_name}: --plot is not available for this model", file=sys.stderr)
         return 2
-    result = module.evaluate(args.model, args.data, **asdict(config))
+    extra = {}
+    if "allow_out_of_area" in inspect.signature(module.evaluate).parameters:  # models with a training area
+        extra["allow_out_of_area"] = args.allow_out_of_area
+    result = module.evaluate(args.model, args.data, **asdict(config), **extra)
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:
@@ -67,5 +71,7 @@ def add_parser(subparsers) -> None:
         p.add_argument("--json", action="store_true", help="print the figures as JSON")
         p.add_argument("--plot", default="", metavar="PNG",
                        help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
+        p.add_argument("--allow-out-of-area", action="store_true",
+                       help="score drives outside the model's training area (default: refuse, exit 2)")
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

@@ -126,7 +126,7 @@ def test_a_replayed_drive_is_localized_frame_by_frame(bus_config, checkpoint, tm
     drive = tmp_path / "d.mcap"
     with DriveWriter(drive, DriveMetadata(source="t", geo_origin=ORIGIN, camera=CameraInfo.from_hfov(64, 48, 90))) as w:
         for i in range(10):
-            w.add_image(T0_NS + i * 100_000_000, np.full((48, 64, 3), 20 * i, np.uint8))
+            w.add_image(T0_NS + i * 100_000_000, np.full((48, 64, 3), 20 * (i + 1), np.uint8))
             w.add_gps(T0_NS + i * 100_000_000, lat_deg=34.05, lon_deg=-118.24, heading_deg=0.0)
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu", delivery="every"))
     node_runner = NodeRunner(node, config=bus_config)

@@ -60,6 +60,7 @@ from perception.models.posenet.predictor import (
     cropped_hfov_deg,
     raw_to_estimates,
 )
+from perception.models.posenet.validity import FrameValidity, OutOfAreaError, drives_outside_area
 
 
 def drive_condition(extra: dict[str, Any]) -> str:
@@ -111,6 +112,7 @@ class PoseScorer:
         self.scored: list[tuple[str, PoseErrors]] = []
         self.geometry: list[str] = []  # per drive whose frames are cropped: what the model sees
         self._warm = False
+        self.flags: dict[str, int] = {"frames": 0, "flagged": 0}  # validity flags, per reason (validity.py)
 
     def score_drive(self, spec: DriveSpec) -> DriveScore[PoseErrors]:
         from perception.drives import DriveReader
@@ -134,6 +136,11 @@ class PoseScorer:
         if geometry:
             extra["geometry"] = geometry
             self.geometry.append(f"{spec.path.name}: {geometry}")
+        validity = FrameValidity(p)  # a new stream per drive
+        flagged = sum(bool(r) for r in validity.assess(frames.images))
+        for key, n in (("frames", len(frames)), ("flagged", flagged), *validity.counts.items()):
+            self.flags[key] = self.flags.get(key, 0) + n
+        extra["flagged"] = flagged / max(len(frames), 1)
         return DriveScore(errors, len(frames), infer_s, extra)
 
     def merge(self, partials: list[PoseErrors]) -> PoseErrors:
@@ -154,19 +161,30 @@ class PoseScorer:
 def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
              device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
              cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
-             record: bool = EvalConfig.record, hypotheses: int = 5) -> dict[str, Any]:
+             record: bool = EvalConfig.record, hypotheses: int = 5,
+             allow_out_of_area: bool = False) -> dict[str, Any]:
     """Score a PoseNet checkpoint (file, weights name, None: the default) on drives (each ``PATH`` or
     ``PATH@START:STOP:STEP``), with its top-``hypotheses`` modes.
 
     Returns `perception.evaluation.evaluate_drives`'s report with the figures of `summarize_pose_errors`,
     ``per_condition`` (condition -> figures) when the drives carry conditions, and ``calibration`` (the
     checkpoint's hypothesis calibration). With ``record`` the figures are written into the checkpoint
-    file's ``meta.metrics`` under ``"eval:<drive>"`` (its measured accuracy).
+    file's ``meta.metrics`` under ``"eval:<drive>"`` (its measured accuracy). A drive whose GPS lies outside
+    the model's training area raises `OutOfAreaError` unless ``allow_out_of_area`` (then
+    ``result["out_of_area"]`` says so); the validity flags are in ``result["flag_rates"]`` (share of frames,
+    per reason).
     """
     predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, max_batch=batch_size,
                               hypotheses=hypotheses)
+    outside = drives_outside_area(predictor, [str(d) for d in drives])
+    if outside and not allow_out_of_area:
+        raise OutOfAreaError(f"{outside[0]}; its errors would measure the distance, not the model "
+                             "(--allow-out-of-area to score it anyway)")
     scorer = PoseScorer(predictor, cache_dir=cache_dir)
     result = evaluate_drives(scorer, drives, checkpoint=checkpoint)
+    result["out_of_area"] = outside
+    n = max(scorer.flags["frames"], 1)
+    result["flag_rates"] = {k: v / n for k, v in scorer.flags.items() if k != "frames"}
     per_condition = scorer.per_condition()
     if per_condition:
         result["per_condition"] = per_condition
@@ -284,6 +302,7 @@ def format_report(r: dict[str, Any]) -> str:
     k = r.get("hypotheses_k", 0)
     cal = r.get("calibration", {})
     lines = [
+        *r.get("out_of_area", []),
         f"PoseNet {r['model_id']} on {', '.join(r['drives'])}: {r['frames']} frames",
         "                       median     mean      p95      max",
         f"position error (m)   {f('position_error_m_median'):>8} {f('position_error_m_mean'):>8} "
@@ -299,6 +318,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"median predicted 1-sigma: {f('predicted_std_m_median')} m; "
         f"{f('images_per_s', '{:.0f}')} images/s on {r.get('device', '?')}",
     ]
+    if r.get("flag_rates"):
+        lines.append("flagged invalid: " + ", ".join(f"{k} {v:.1%}" for k, v in r["flag_rates"].items()))
     if k:
         lines += [
             f"hypotheses (top {k}, merged within {_fmt(cal.get('merge_m'), '{:g}')} m; "

@@ -1,0 +1,380 @@
+"""When a PoseNet fix should not be trusted: cheap image checks and an out-of-area score.
+
+A fix is flagged (``GeoFix.valid = False``, ``GeoFix.reason`` = comma-separated words) for
+
+- ``black_frame``: the 99th percentile of luma (BT.601, 0-255) is at most ``black_p99_luma`` = 16: a
+  covered or dead camera (a few stray bright pixels do not make it usable). Measured: frames of a 22 h
+  night drive of the city have p99 >= 124 (lit windows, street lamps), day frames >= 170.
+- ``overexposed``: at least ``overexposed_fraction`` = 60 % of the pixels have luma >= 250: sun in the
+  lens, a blown-out sensor. Measured: day and dusk drives and the Lund photos clip at most 4 %.
+- ``frozen``: the frame (as the model sees it) is identical to the previous one of the same stream
+  (state per node / per drive): a stuck driver re-sending its last buffer. A real sensor's noise never
+  repeats a frame exactly, but the *noise-free* simulator does while the vehicle waits at a light: the
+  held-out sim drives show 1-16 % frozen frames (BENCHMARKS.md); render with ``--noise`` to avoid it.
+  Not checked on black frames (``black_frame`` already says it).
+- ``bad_aspect``: the frame's width/height differs from the trained aspect by more than
+  ``max_aspect_factor`` = 2x either way (a 1200x200 strip, not 16:9 video, which differs by 1.33x):
+  a centre crop to the trained aspect (the input-geometry rule) would keep under half of the view.
+- ``out_of_area``: the out-of-area score (below) exceeds the threshold fitted on training-area frames.
+  Not checked on black or over-exposed frames (their cause is named instead; they stay out of the window).
+
+All checks run on the uint8 RGB frame at the model's input size (128x96): ~5 ms a frame on one CPU
+thread, beside ~35 ms of the network.
+
+**Out-of-area score** (chosen by measurement: BENCHMARKS.md "PoseNet validity"): does the frame look like
+*some* frame of the training area? A gradient thumbnail of the frame (`appearance_descriptor`: where the
+edges of facades, windows and kerbs lie, 24x32 cells) is compared with a bank of training-area frames
+(PCA to 128 dimensions); the score is the cosine distance to the nearest one, averaged over the last
+``window_frames`` (10) frames of the stream, and flags above ``threshold``. Measured and rejected: the
+anchor softmax (max probability, entropy; AUROC ~0.77 against unseen city seeds), the energy of the
+logits (0.71), and k-NN / Mahalanobis distances on the network's own features (hidden layer, pooled
+backbone; AUROC 0.45-0.66): the network was trained on one city and maps another city's streets onto
+its own with the same confidence, while the pixels' layout differs.
+
+`fit_validity` builds the bank and picks the threshold (``python -m perception.models.posenet.validity``
+writes it into a checkpoint); it lives in the checkpoint's ``meta["validity"]``: ``method``,
+``threshold``, ``window_frames``, ``mean``/``projection`` (the PCA), ``bank`` (float16 [M, 128]), the
+drives it was fitted on, and the ``training_area`` (centre lat/lon, radius in metres) that ``evaluate``
+compares drives with. A checkpoint without it gets the image checks only (never ``out_of_area``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from perception.models.posenet.predictor import PosePredictor
+
+REASONS = ("black_frame", "overexposed", "frozen", "bad_aspect", "out_of_area")
+VALIDITY_VERSION = 1
+METHOD = "knn_gradient_thumbnail"
+# luma weights of ITU-R BT.601 (what "brightness" means for the checks), RGB order
+_LUMA_RGB = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class ImageCheckConfig:
+    """Thresholds of the image checks (module docstring: why these values)."""
+
+    black_p99_luma: float = 16.0  # 0-255; <= this at the 99th percentile: black
+    overexposed_luma: float = 250.0  # 0-255; a pixel at or above it is clipped
+    overexposed_fraction: float = 0.6  # share of clipped pixels that makes a frame over-exposed
+    max_aspect_factor: float = 2.0  # frame aspect / trained aspect (or its inverse) above this: bad_aspect
+
+
+def luma_stats(image_rgb: np.ndarray, clip_luma: float = 250.0) -> tuple[float, float]:
+    """uint8 RGB [3, H, W] -> (99th percentile of luma, share of pixels with luma >= clip_luma), 0-255."""
+    luma = np.tensordot(_LUMA_RGB, image_rgb.astype(np.float32), axes=1)
+    return float(np.percentile(luma, 99)), float(np.mean(luma >= clip_luma))
+
+
+class ImageChecker:
+    """Image checks of one camera stream (keeps the previous frame for ``frozen``)."""
+
+    def __init__(self, input_size_px: tuple[int, int], config: ImageCheckConfig | None = None) -> None:
+        self.config = config or ImageCheckConfig()
+        self.trained_aspect = input_size_px[0] / input_size_px[1]
+        self._previous: np.ndarray | None = None
+
+    def check(self, image_rgb: np.ndarray, frame_size_px: tuple[int, int] | None = None) -> list[str]:
+        """Reasons (from `REASONS`, image ones) for one frame: uint8 RGB [3, H, W] at the input size, as the
+        model sees it; ``frame_size_px`` = (width, height) of the frame before resizing, when known."""
+        c = self.config
+        reasons = []
+        p99, clipped = luma_stats(image_rgb, c.overexposed_luma)
+        if p99 <= c.black_p99_luma:
+            reasons.append("black_frame")
+        if clipped >= c.overexposed_fraction:
+            reasons.append("overexposed")
+        # a black stream repeats one frame too; "black_frame" already says all there is to say
+        if self._previous is not None and not reasons and np.array_equal(self._previous, image_rgb):
+            reasons.append("frozen")
+        self._previous = image_rgb
+        if frame_size_px is not None and frame_size_px[1] > 0:
+            factor = (frame_size_px[0] / frame_size_px[1]) / self.trained_aspect
+            if max(factor, 1.0 / max(factor, 1e-9)) > c.max_aspect_factor:
+                reasons.append("bad_aspect")
+        return reasons
+
+    def reset(self) -> None:
+        self._previous = None
+
+
+# ---------------------------------------------------------------------------------------------- appearance
+
+
+DESCRIPTOR_GRID = (24, 32)  # (rows, columns) of the gradient thumbnail
+
+
+def appearance_descriptor(images_rgb: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 RGB [N, 3, H, W] -> float32 [N, 2 * 24 * 32]: mean |d/dx| and |d/dy| of the grey image on a
+    48x64 thumbnail, pooled to 24x32 cells, each row centred and scaled to unit norm.
+
+    Gradients, not pixels: the layout of facade edges, windows and kerbs says *which street* and does not
+    move with the sun's colour or the exposure; the per-row scaling removes overall contrast.
+    """
+    x = torch.as_tensor(np.asarray(images_rgb) if not isinstance(images_rgb, torch.Tensor) else images_rgb)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must be uint8 [N, 3, H, W] RGB; got {tuple(x.shape)}")
+    rows, cols = DESCRIPTOR_GRID
+    grey = torch.nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), (2 * rows, 2 * cols))
+    gx = (grey[..., :, 1:] - grey[..., :, :-1]).abs()
+    gy = (grey[..., 1:, :] - grey[..., :-1, :]).abs()
+    d = torch.cat([torch.nn.functional.adaptive_avg_pool2d(gx, (rows, cols)).flatten(1),
+                   torch.nn.functional.adaptive_avg_pool2d(gy, (rows, cols)).flatten(1)], 1)
+    d = d - d.mean(1, keepdim=True)
+    return d / d.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+
+def knn_distance(features: torch.Tensor, bank: torch.Tensor, k: int = 1, *, chunk: int = 1024) -> torch.Tensor:
+    """Cosine distance [N] of each row of ``features`` [N, F] to its k-th nearest row of ``bank`` [M, F]."""
+    f = features.float() / features.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    b = bank.float() / bank.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    out = [1.0 - (f[s:s + chunk] @ b.T).topk(min(k, len(b)), dim=1).values[:, -1] for s in range(0, len(f), chunk)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each position (fewer at the start) [N]."""
+    v = np.asarray(values, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, i - window)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How `fit_validity` builds the out-of-area test."""
+
+    dims: int = 128  # PCA dimensions of the stored bank (measured: as good as the full 1536, 12x smaller)
+    window_frames: int = 10  # frames averaged (2 s at 5 fps): one occluding truck is not a new city
+    quantile: float = 0.97  # of the calibration drives' windowed scores: the threshold
+
+
+def training_area(predictor: PosePredictor, margin_m: float = 50.0) -> dict[str, float]:
+    """The area the checkpoint was trained on: centre lat/lon (degrees) and radius (metres) of its anchors
+    (k-means of the training positions) plus ``margin_m``."""
+    anchors = predictor.anchors.double().numpy()
+    east = predictor.center_enu_m[0] + predictor.scale_m * anchors[:, 0]
+    north = predictor.center_enu_m[1] + predictor.scale_m * anchors[:, 1]
+    ce, cn = float(np.mean(east)), float(np.mean(north))
+    radius = float(np.max(np.hypot(east - ce, north - cn))) + margin_m
+    lat, lon, _ = predictor.frame.to_geodetic(ce, cn)
+    return {"center_lat_deg": float(np.squeeze(lat)), "center_lon_deg": float(np.squeeze(lon)), "radius_m": radius}
+
+
+def fit_validity(predictor: PosePredictor, bank: Sequence[torch.Tensor], calibration: Sequence[torch.Tensor], *,
+                 config: FitConfig | None = None, sources: Mapping[str, Sequence[str]] | None = None
+                 ) -> dict[str, Any]:
+    """Fit the out-of-area test on frames of the training area (never on drives used to report).
+
+    Args:
+        bank: per drive, uint8 [N_i, 3, H, W] RGB at the input size: the training area as it looks (the
+            training routes: every street, both ways, several times of day).
+        calibration: per drive, frames of the same area *not* in the bank (other routes): the threshold is
+            the ``quantile`` of their windowed scores, so it reflects a new drive, not a near-copy.
+        sources: ``{"bank": [...], "calibration": [...]}`` drive names, recorded.
+
+    Returns ``meta["validity"]`` (module docstring).
+    """
+    cfg = config or FitConfig()
+    if not bank or not calibration:
+        raise ValueError("fit_validity needs bank drives and calibration drives (frames of the training area)")
+    desc = torch.cat([appearance_descriptor(b) for b in bank]).double()
+    mean = desc.mean(0)
+    _, _, vh = torch.linalg.svd(desc - mean, full_matrices=False)
+    proj = vh[: cfg.dims].T.contiguous()  # [F, dims]
+    stored = ((desc - mean) @ proj).float()
+    scores = [rolling_mean(knn_distance(((appearance_descriptor(c).double() - mean) @ proj).float(), stored)
+                           .numpy(), cfg.window_frames) for c in calibration]
+    threshold = float(np.quantile(np.concatenate(scores), cfg.quantile))
+    return {"version": VALIDITY_VERSION, "method": METHOD, "threshold": threshold,
+            "window_frames": cfg.window_frames, "quantile": cfg.quantile,
+            "mean": mean.float(), "projection": proj.half(), "bank": stored.half(),
+            "bank_frames": int(len(stored)), "calibration_frames": int(sum(len(s) for s in scores)),
+            "sources": {k: list(map(str, v)) for k, v in (sources or {}).items()},
+            "training_area": training_area(predictor)}
+
+
+# ---------------------------------------------------------------------------------------------- runtime
+
+
+class FrameValidity:
+    """Image checks and the out-of-area test of one camera stream (state: the previous frame, the window
+    of recent scores), with counts per reason. The hook of the node and the evaluation:
+
+    >>> validity = FrameValidity(predictor)
+    >>> reasons = validity.assess(batch)   # uint8 [N, 3, H, W] as the model sees it -> reasons per frame
+    """
+
+    def __init__(self, predictor: PosePredictor, checks: ImageCheckConfig | None = None) -> None:
+        self.checker = ImageChecker(predictor.input_size_px, checks)
+        self.counts: dict[str, int] = {}
+        self.frames = 0
+        meta = predictor.checkpoint.meta.get("validity") or {}
+        self.fitted = meta.get("method") == METHOD
+        if self.fitted:
+            self.mean = meta["mean"].float()
+            self.projection = meta["projection"].float()
+            self.bank = meta["bank"].float()
+            self.threshold = float(meta["threshold"])
+            self.window: deque[float] = deque(maxlen=int(meta["window_frames"]))
+        self.last_scores = np.zeros(0)
+
+    def scores(self, images_rgb: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Per-frame out-of-area scores [N] (cosine distance to the nearest bank frame); NaN unfitted."""
+        if not self.fitted or len(images_rgb) == 0:
+            return np.full(len(images_rgb), np.nan)
+        d = (appearance_descriptor(images_rgb) - self.mean) @ self.projection
+        return knn_distance(d, self.bank).double().numpy()
+
+    def assess(self, images_rgb: torch.Tensor | np.ndarray,
+               frame_sizes_px: Sequence[tuple[int, int] | None] | None = None) -> list[list[str]]:
+        """Reasons per frame (empty: valid) for frames uint8 RGB [N, 3, H, W] at the input size, in stream
+        order; ``frame_sizes_px``: each frame's (width, height) before resizing, when known. Counted."""
+        images = images_rgb.numpy() if isinstance(images_rgb, torch.Tensor) else np.asarray(images_rgb)
+        self.last_scores = self.scores(images)
+        result = []
+        for i, image in enumerate(images):
+            reasons = self.checker.check(image, None if frame_sizes_px is None else frame_sizes_px[i])
+            # a black or blown-out frame says nothing about where it was taken: keep it out of the window
+            if self.fitted and not ({"black_frame", "overexposed"} & set(reasons)):
+                self.window.append(float(self.last_scores[i]))
+                if sum(self.window) / len(self.window) > self.threshold:
+                    reasons.append("out_of_area")
+            for r in reasons:
+                self.counts[r] = self.counts.get(r, 0) + 1
+            self.frames += 1
+            result.append(reasons)
+        return result
+
+    def reset(self) -> None:
+        """Forget the stream (a new drive): previous frame and score window."""
+        self.checker.reset()
+        if self.fitted:
+            self.window.clear()
+
+
+def great_circle_m(lat1_deg: float, lon1_deg: float, lat2_deg: np.ndarray, lon2_deg: np.ndarray) -> np.ndarray:
+    """WGS84 geodesic distances [N] in metres from one point to N points (pyproj.Geod)."""
+    from pyproj import Geod
+
+    lat2 = np.atleast_1d(np.asarray(lat2_deg, dtype=np.float64))
+    lon2 = np.atleast_1d(np.asarray(lon2_deg, dtype=np.float64))
+    _, _, dist = Geod(ellps="WGS84").inv(np.full_like(lon2, lon1_deg), np.full_like(lat2, lat1_deg), lon2, lat2)
+    return np.asarray(dist, dtype=np.float64)
+
+
+def area_check(area: dict[str, float], lat_deg: np.ndarray, lon_deg: np.ndarray) -> dict[str, float]:
+    """Where a drive's GPS track lies relative to a training area: ``nearest_m``/``median_m`` (distance
+    from the area's centre), ``outside_m`` (how far the nearest point lies beyond its radius, 0 inside),
+    ``outside_fraction`` (share of points beyond the radius)."""
+    d = great_circle_m(area["center_lat_deg"], area["center_lon_deg"], lat_deg, lon_deg)
+    if d.size == 0:
+        return {"nearest_m": math.nan, "median_m": math.nan, "outside_m": 0.0, "outside_fraction": 0.0}
+    return {"nearest_m": float(d.min()), "median_m": float(np.median(d)),
+            "outside_m": float(max(0.0, d.min() - area["radius_m"])),
+            "outside_fraction": float(np.mean(d > area["radius_m"]))}
+
+
+class OutOfAreaError(ValueError):
+    """A drive lies outside the model's training area (``evaluate`` without ``--allow-out-of-area``)."""
+
+
+def drives_outside_area(predictor: PosePredictor, drives: Sequence[str | os.PathLike]) -> list[str]:
+    """One line per drive whose GPS track lies (mostly) outside the checkpoint's training area: which
+    drive, how far (WGS84 great circle from the area's centre, beyond its radius). Drives without GPS
+    are not judged here (their frames still are, by the out-of-area test)."""
+    from perception.datasets import DriveSpec
+    from perception.drives import DriveReader
+
+    meta = predictor.checkpoint.meta.get("validity") or {}
+    area = meta.get("training_area") or training_area(predictor)
+    lines = []
+    for d in drives:
+        path = DriveSpec.parse(d).path if not isinstance(d, DriveSpec) else d.path
+        with DriveReader(path) as reader:
+            track = reader.track()
+        ok = np.isfinite(track.lat_deg) & np.isfinite(track.lon_deg)
+        where = area_check(area, track.lat_deg[ok], track.lon_deg[ok])
+        if where["outside_fraction"] > 0.5:
+            lines.append(f"drive {path} lies outside {predictor.model_id}'s training area: its GPS track is "
+                         f"{_km(where['median_m'])} from the area's centre ({area['center_lat_deg']:.5f}, "
+                         f"{area['center_lon_deg']:.5f}; radius {_km(area['radius_m'])}), "
+                         f"{where['outside_fraction']:.0%} of it beyond the radius")
+    return lines
+
+
+def _km(m: float) -> str:
+    return f"{m / 1000:,.1f} km" if m >= 2000 else f"{m:,.0f} m"
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m perception.models.posenet.validity --bank D... --calibration D... [--model CKPT] [-o OUT]``:
+    fit the out-of-area test and store it in the checkpoint (the same file unless ``-o``)."""
+    from perception.datasets import load_frames
+    from perception.models.posenet.predictor import PosePredictor
+
+    ap = argparse.ArgumentParser(prog="python -m perception.models.posenet.validity",
+                                 description="fit PoseNet's out-of-area test into a checkpoint's metadata")
+    ap.add_argument("--model", default=None, help="checkpoint file or weights name (default: the shipped one)")
+    ap.add_argument("--bank", nargs="+", required=True, metavar="DRIVE", help="training-area drives (the bank)")
+    ap.add_argument("--calibration", nargs="+", required=True, metavar="DRIVE",
+                    help="other training-area drives, not used for reporting (the threshold)")
+    ap.add_argument("-o", "--output", default=None, help="checkpoint to write (default: the one read)")
+    ap.add_argument("--cache-dir", default=None, help="frame cache folder")
+    args = ap.parse_args(argv)
+    predictor = PosePredictor(args.model, device="cpu")
+    ckpt = predictor.checkpoint
+    out = Path(args.output) if args.output else (Path(args.model) if args.model and Path(args.model).is_file()
+                                                 else _registered_path(args.model))
+
+    def images(path: str) -> torch.Tensor:
+        return load_frames([path], size_px=predictor.input_size_px, truth=_AnyFrame(),
+                           cache_dir=args.cache_dir).images
+
+    meta = fit_validity(predictor, [images(d) for d in args.bank], [images(d) for d in args.calibration],
+                        sources={"bank": args.bank, "calibration": args.calibration})
+    ckpt.meta["validity"] = meta
+    ckpt.save(out)
+    print(f"wrote {out}: out-of-area threshold {meta['threshold']:.4f} over {meta['window_frames']} frames, "
+          f"bank {meta['bank_frames']} frames, calibrated on {meta['calibration_frames']}")
+    return 0
+
+
+def _registered_path(name: str | None) -> Path:
+    from perception.models._api import default_weights, get_weights
+
+    return (default_weights("posenet") if name is None else get_weights(name)).path
+
+
+class _AnyFrame:
+    """A `perception.datasets.FrameTruth` that keeps every frame, GPS or not."""
+
+    key = "any-v1"
+    what = "an image"
+    gps = "none"
+
+    def open(self, reader: Any, size_px: tuple[int, int]) -> Any:
+        return lambda frame: {"stamp_ns": frame.stamp_ns}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
