@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nodes.commands import pair_of_ints  # noqa: E402
+from perception.drives.messages import Header, Image  # noqa: E402
 from perception.models import Checkpoint, PosePredictor, default_weights, get_model  # noqa: E402
 from perception.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
@@ -73,11 +74,11 @@ def _node_path_rate(predictor: PosePredictor, seconds: float, frame_wh: tuple[in
     rng = np.random.default_rng(0)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
     jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+    msg = Image(Header(0), width_px=w, height_px=h, encoding="jpeg", data=jpeg.reshape(-1))
     predictor.max_batch = 1
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 3:
-        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-        predictor.predict_bgr([image])
+        predictor.predict_bgr([msg.to_bgr()])  # the node's decode path
         n += 1
     return n / (time.perf_counter() - t0)
 

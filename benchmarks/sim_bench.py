@@ -22,6 +22,7 @@ import platform
 import tempfile
 import time
 
+from nodes.commands import pair_of_ints
 from perception import classes as C
 from perception.drives import CameraInfo, DriveMetadata, DriveWriter
 from sim_data import SimConfig, SimDrive, generate_city, write_drive
@@ -83,12 +84,13 @@ def main() -> None:
     p.add_argument("--routes", default="train,test_reverse", help="comma-separated route names")
     p.add_argument("--frames", type=int, default=600, help="frames per route (ignored with --full)")
     p.add_argument("--full", action="store_true", help="whole routes (train: ~4000 frames)")
-    p.add_argument("--size", default="320x240", help="WxH")
-    p.add_argument("--blocks", default="3x2", help="district size ExN")
+    p.add_argument("--size", default=(320, 240), help="WxH pixels (default 320x240)",
+                   type=lambda t: pair_of_ints(t, option="--size", names="WxH"))
+    p.add_argument("--blocks", default=(3, 2), help="district size ExN blocks (default 3x2)",
+                   type=lambda t: pair_of_ints(t, option="--blocks", names="ExN", high=16))
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = p.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
-    blocks = tuple(int(v) for v in args.blocks.split("x"))
+    size, blocks = args.size, args.blocks
     rows = [bench_route(r, None if args.full else args.frames, size, blocks)  # type: ignore[arg-type]
             for r in args.routes.split(",")]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
