@@ -39,7 +39,6 @@ from nodes.bus.messages import FixHypothesis, GeoFix, Header, Image
 from nodes.bus.pubsub import Delivery
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
-from perception.models.posenet.validity import FrameValidity
 
 log = logging.getLogger("streetloc.posenet")
 
@@ -86,6 +85,7 @@ class PoseNetNode(Node):
         import torch
 
         from perception.models import PosePredictor
+        from perception.models.posenet.validity import FrameValidity
 
         if p.threads:
             torch.set_num_threads(p.threads)
