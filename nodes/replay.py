@@ -48,7 +48,8 @@ class ReplayParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     loop: Annotated[bool, msgspec.Meta(description="start over at the end")] = False
     topics: Annotated[list[str], msgspec.Meta(description="drive channels to publish")] = msgspec.field(
         default_factory=replayed_topics)
-    start_delay_s: Annotated[float, msgspec.Meta(ge=0, description="wait for subscribers to connect")] = 1.0
+    start_delay_s: Annotated[float, msgspec.Meta(
+        ge=0, description="wait for subscribers to connect, s (with --launch: after the graph is ready)")] = 1.0
 
 
 def _check_topics(params: ReplayParams) -> None:
@@ -91,7 +92,7 @@ class Replay(Node):
         self.lockstep_gave_up = 0
         self.last_corrupt = ""
         self._finished = False
-        self._start_wall = time.monotonic() + p.start_delay_s
+        self._start_wall: float | None = None  # the first tick + start_delay_s: counted once the sockets exist
         self._restart()
 
     # -- iteration over the drive ------------------------------------------------------------------
@@ -143,6 +144,8 @@ class Replay(Node):
 
     def on_tick(self, now_ns: int) -> Outputs:
         now = time.monotonic()
+        if self._start_wall is None:
+            self._start_wall = now + self.params.start_delay_s
         if now < self._start_wall or self._finished:
             return ()
         if self.params.lockstep:

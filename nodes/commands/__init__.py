@@ -9,8 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from nodes.bus.topics import BusConfig
 
 
 def positive_int(text: str) -> int:
@@ -80,6 +84,52 @@ def launched(launch_file: str | os.PathLike[str], *, launch_args: Mapping[str, s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_until_ready(launcher: subprocess.Popen, launch_file: str | os.PathLike[str], *,
+                     launch_args: Mapping[str, str] | None = None, config: BusConfig | None = None,
+                     timeout_s: float = 120.0) -> list[str]:
+    """Block until every node that the ``launched`` graph of ``launch_file`` starts on its own has said
+    ``ready`` in its diagnostics (a node publishes them only once built: PoseNet after loading its model,
+    5-25 s), at most ``timeout_s``. The one "wait for the launched graph" of the command layer (``streetloc
+    demo``, ``streetloc replay --launch``): a lock-step replay started before PoseNet listens gives up on
+    its first frames.
+
+    Nodes that wait for topics (``wait_for_topics``), or for such nodes to be ready, start only once the
+    replay publishes, so they are not waited for. Returns the names waited for; OSError naming the nodes
+    not ready (and why: no diagnostics, not ready, launcher exited) otherwise. ``config``: the bus the
+    launcher was started on (default: the environment's), before the file's ``[bus]``.
+    """
+    from nodes.bus.pubsub import Delivery, Subscriber
+    from nodes.launcher.description import load_launch
+    from nodes.launcher.graph import build_graph
+    from perception.drives.topics import DIAGNOSTICS_TOPIC
+
+    graph = build_graph(load_launch(launch_file, dict(launch_args or {})))
+    nodes = graph.part("")
+    # those that start without waiting for a topic, and whose waits are on such nodes only
+    starting = {n for n, g in nodes.items() if not g.spec.entry.wait_for_topics}
+    while True:
+        later = {n for n in starting if not set(nodes[n].spec.entry.wait_for_ready) <= starting}
+        if not later:
+            break
+        starting -= later
+    ready: dict[str, bool] = {}  # node -> its latest diagnostics said ready
+    deadline = time.monotonic() + timeout_s
+    # the launcher forwards every node's diagnostics on the graph's bus
+    with Subscriber(DIAGNOSTICS_TOPIC, delivery=Delivery.EVERY, config=graph.bus_config(base=config)) as diag:
+        while not all(ready.get(n) for n in starting):
+            if launcher.poll() is not None:
+                raise OSError(f"{launch_file}: the launcher exited (code {launcher.returncode}) before its nodes "
+                              "were ready")
+            if time.monotonic() > deadline:
+                missing = [f"{n} ({'not ready' if n in ready else 'no diagnostics'})" for n in sorted(starting)
+                           if not ready.get(n)]
+                raise OSError(f"{launch_file}: not ready after {timeout_s:g} s: {', '.join(missing)}")
+            msg = diag.recv(timeout_s=0.5)
+            if msg is not None and msg.node in starting:
+                ready[msg.node] = msg.ready
+    return sorted(starting)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

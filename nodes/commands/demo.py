@@ -22,10 +22,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from nodes.commands import launched
+from nodes.commands import launched, wait_until_ready
 from nodes.params import add_params_arguments, params_from_args
 from nodes.posenet import PoseNetParams
-from perception.drives.topics import DIAGNOSTICS_TOPIC, POSENET_TOPIC
+from perception.drives.topics import POSENET_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "replay.toml"
@@ -45,17 +45,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--realtime", action="store_true", help="play at the drive's speed instead of lock-step")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=run)
-
-
-def _wait_ready(sub, node: str, timeout_s: float, launcher: subprocess.Popen) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if launcher.poll() is not None:
-            return False
-        msg = sub.recv(timeout_s=0.5)
-        if msg is not None and msg.node == node and msg.ready:
-            return True
-    return False
 
 
 def score(drive: str, fixes: list) -> dict:
@@ -112,16 +101,17 @@ def run(args: argparse.Namespace) -> int:
         config = BusConfig(ipc_dir=ipc_dir)
         # the graph runs on the drive's time (nodes.clock)
         env = {**os.environ, **config.to_env(), "STREETLOC_LOG_LEVEL": "WARNING", USE_SIM_TIME_ENV: "1"}
-        with launched(LAUNCH_FILE, launch_args={"model": posenet.model, "device": posenet.device,
-                                                "monitor": "false"},
+        launch_args = {"model": posenet.model, "device": posenet.device, "monitor": "false"}
+        with launched(LAUNCH_FILE, launch_args=launch_args,
                       options=["--log-dir", os.path.join(ipc_dir, "logs")],
                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as launcher:
             print(f"demo: launched {LAUNCH_FILE.relative_to(ROOT)} (PoseNet {posenet.model or 'default model'}); "
                   f"replaying {drive.name} {'in real time' if args.realtime else 'lock-step'}", file=sys.stderr)
-            with Subscriber(DIAGNOSTICS_TOPIC, config=config) as diag:
-                if not _wait_ready(diag, "posenet", 120.0, launcher):
-                    err = launcher.stderr.read() if launcher.poll() is not None else ""
-                    raise OSError(f"the PoseNet node did not become ready{': ' + err.strip()[-500:] if err else ''}")
+            try:
+                wait_until_ready(launcher, LAUNCH_FILE, launch_args=launch_args, config=config, timeout_s=120.0)
+            except OSError as exc:
+                err = launcher.stderr.read() if launcher.poll() is not None else ""
+                raise OSError(f"{exc}{': ' + err.strip()[-500:] if err else ''}") from None
             fixes_sub = Subscriber(POSENET_TOPIC, delivery=Delivery.BUFFERED, config=config)
             params = ReplayParams(drive=str(drive), rate=1.0, lockstep=not args.realtime,
                                   lockstep_topics=[POSENET_TOPIC], lockstep_timeout_s=10.0, start_delay_s=0.5)

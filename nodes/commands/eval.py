@@ -3,9 +3,7 @@
 Compares what a graph published during a replay (``localization/pose``, the fused track, and
 ``posenet/fix``, the raw fixes) with the drive's ``gps/fix`` ground truth. RUN.mcap is made with
 
-    streetloc record -o RUN.mcap --topics localization/pose,posenet/fix,gps/fix,odometry &
-    streetloc replay DRIVE --lockstep --launch launch/replay.toml --start-delay-s 25
-    kill -INT %1                                   # the recorder finishes an indexed file
+    streetloc replay DRIVE --lockstep --launch launch/replay.toml --record RUN.mcap
 
 Truth: RUN's own ``gps/fix`` (the replay publishes it), else ``--drive``'s. ``--drive`` also gives the ENU
 frame and a kidnap scenario's jump (``kidnap_stamp_ns`` in its metadata); without it jumps of the truth
@@ -47,9 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="score a recorded run's poses and raw fixes against the GPS truth",
                               description="Score a recorded run's fused poses (localization/pose) and raw "
                                           "PoseNet fixes (posenet/fix) against the drive's gps/fix truth.",
-                              epilog="Make RUN.mcap: streetloc record -o RUN.mcap --topics localization/pose,"
-                                     "posenet/fix,gps/fix,odometry & streetloc replay DRIVE --lockstep --launch "
-                                     "launch/replay.toml; then stop the recorder with Ctrl-C (docs/fusion.md).")
+                              epilog="Make RUN.mcap: streetloc replay DRIVE --lockstep --launch launch/replay.toml "
+                                     "--record RUN.mcap (docs/fusion.md).")
     p.add_argument("run", help="the run's recording (.mcap): localization/pose, posenet/fix, gps/fix")
     p.add_argument("--drive", help="the replayed drive: truth when the run has no gps/fix, ENU frame, kidnap")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -17,8 +15,9 @@ import pytest
 from localization.geodesy import GeoOrigin, LocalFrame
 from nodes.bus.messages import GeoFix, Header, Pose
 from nodes.cli import main
-from perception.drives import DriveMetadata, DriveWriter
+from perception.drives import DriveMetadata, DriveReader, DriveWriter
 from perception.drives.topics import GPS_TOPIC, POSE_TOPIC, POSENET_TOPIC
+from sim_data import DEFAULT_DEMO_DRIVE
 
 REPO = Path(__file__).resolve().parents[3]
 T0_NS = 1_718_987_400_000_000_000
@@ -106,23 +105,20 @@ def test_a_run_without_truth_is_one_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_record_and_lockstep_replay_make_a_run_that_eval_scores(tmp_path):
-    """The user's path: record the graph's topics while a drive replays lock-step through launch/replay.toml."""
+def test_lockstep_replay_records_a_run_that_eval_scores(tmp_path):
+    """The user's path: a drive replayed lock-step through launch/replay.toml (the default PoseNet), the
+    graph's topics recorded by ``--record``; one fix per frame, none lost while PoseNet loads."""
     env = {**os.environ, "STREETLOC_TRANSPORT": "ipc", "STREETLOC_IPC_DIR": str(tmp_path),
            "PYTHONPATH": str(REPO)}
     run = tmp_path / "run.mcap"
     cli = [sys.executable, "-m", "nodes.cli"]
-    recorder = subprocess.Popen([*cli, "record", "-o", str(run), "--topics",
-                                 f"{POSE_TOPIC},{POSENET_TOPIC},{GPS_TOPIC}"], env=env, cwd=REPO)
-    try:
-        time.sleep(1.5)
-        subprocess.run([*cli, "replay", str(REPO / "sim_data/drives/demo_320.mcap"), "--lockstep", "--end-s", "3",
-                        "--start-delay-s", "4", "--launch", "launch/replay.toml", "--arg", "monitor=false"],
-                       env=env, cwd=REPO, check=True, timeout=240)
-    finally:
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(timeout=30)
+    # the default model's city (demo_320.mcap lies outside it: every fix would be flagged out of area)
+    subprocess.run([*cli, "replay", str(DEFAULT_DEMO_DRIVE), "--lockstep", "--end-s", "10",
+                    "--launch", "launch/replay.toml", "--arg", "monitor=false", "--record", str(run)],
+                   env=env, cwd=REPO, check=True, timeout=240)
+    with DriveReader(DEFAULT_DEMO_DRIVE) as drive:
+        frames = [s for s in drive.image_stamps() if s < drive.start_ns + 10_000_000_000]
     out = subprocess.run([*cli, "eval", str(run), "--json"], env=env, cwd=REPO, check=True, capture_output=True,
                          text=True).stdout
     r = json.loads(out)
-    assert r["posenet"]["samples"] >= 25 and r["fused"]["samples"] > r["posenet"]["samples"]
+    assert r["posenet"]["samples"] == len(frames) >= 25 and r["fused"]["samples"] > r["posenet"]["samples"]
