@@ -14,7 +14,9 @@ Problems go into the node's diagnostics (status "warn", one ``errors`` kind per 
 ``stale:camera/image``, details in ``last_error``; see ``Node.health``) and into its log when they
 appear and clear. It publishes nothing itself, so it can watch any graph without being wired into it.
 
-    python -m nodes.monitor --param 'topics=["camera/image"]' --param 'expected_rate_hz={"camera/image"=10}'
+    python -m nodes.monitor --param 'topics=["TOPIC"]' --param 'expected_rate_hz={"TOPIC"=10}'
+
+(TOPIC: a name of the topic table, `streetloc topic list`; by default the graph's main topics.)
 """
 
 from __future__ import annotations

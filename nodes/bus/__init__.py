@@ -2,8 +2,8 @@
 
 Quick start for other software (see docs/wire_format.md for other languages)::
 
-    from nodes.bus import subscribe
-    with subscribe("localization/pose", host="robot.local") as poses:
+    from nodes.bus import POSE_TOPIC, subscribe
+    with subscribe(POSE_TOPIC, host="robot.local") as poses:
         for pose in poses:
             print(pose.lat_deg, pose.lon_deg, pose.cov_enu_m2)
 """
@@ -29,8 +29,19 @@ from nodes.bus.messages import (
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import TOPICS, BusConfig, Topic, get_topic
 from nodes.bus.wire import Codec, DecodeError
+from perception.drives.topics import (  # the topic names, for subscribers
+    CAMERA_TOPIC,
+    DETECTIONS_TOPIC,
+    GPS_TOPIC,
+    ODOMETRY_TOPIC,
+    POSE_TOPIC,
+    POSENET_TOPIC,
+    SEGMENTATION_TOPIC,
+)
 
 __all__ = [
+    "CAMERA_TOPIC", "DETECTIONS_TOPIC", "GPS_TOPIC", "ODOMETRY_TOPIC", "POSENET_TOPIC", "POSE_TOPIC",
+    "SEGMENTATION_TOPIC",
     "MESSAGE_TYPES", "SCHEMA_VERSION", "TOPICS", "BusConfig", "CameraInfo", "Codec", "DecodeError",
     "Delivery", "Detections", "Diagnostics", "FixHypothesis", "GeoFix", "Header", "Hop", "Image", "Odometry", "Pose",
     "PoseStatus", "Publisher", "Segmentation", "Subscriber", "Topic", "TopicStats", "get_topic",

@@ -1,8 +1,8 @@
 """The client API for other software: decoded messages from a host and a topic name.
 
-    from nodes.bus import subscribe, next_message
-    pose = next_message("localization/pose", host="192.168.1.20", timeout_s=2.0)  # None on timeout
-    with subscribe("localization/pose", host="192.168.1.20") as poses:
+    from nodes.bus import POSE_TOPIC, subscribe, next_message     # topic names: `streetloc topic list`
+    pose = next_message(POSE_TOPIC, host="192.168.1.20", timeout_s=2.0)  # None on timeout
+    with subscribe(POSE_TOPIC, host="192.168.1.20") as poses:
         for pose in poses:                  # malformed messages are skipped and counted
             ...
 

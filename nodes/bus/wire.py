@@ -1,7 +1,7 @@
 """Encoding of messages into ZeroMQ multipart frames, and back. The layout is documented for other
 languages in docs/wire_format.md; keep the two in step.
 
-    frame 0   topic name, UTF-8 ("localization/pose")
+    frame 0   topic name, UTF-8 (the name in the topic table, perception.drives.topics)
     frame 1   MessagePack array [schema_version: int, type_name: str, body: map of the message's fields]
     frame 2+  raw bytes of each array field, C order; the body holds {"frame": k, "dtype", "shape"}
 

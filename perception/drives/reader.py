@@ -150,7 +150,7 @@ class DriveReader:
     """Read a drive file.
 
     >>> with DriveReader("drive.mcap") as drive:
-    ...     drive.metadata.geo_origin, drive.truncated, drive.channels["camera/image"].message_count
+    ...     drive.metadata.geo_origin, drive.truncated, drive.channels[CAMERA_TOPIC].message_count
     ...     for frame in drive.frames():          # Image (JPEG bytes) + GPS interpolated at the frame time
     ...         ...
 
