@@ -179,7 +179,8 @@ class PoseNetNode(Node):
 
         batch = np.stack(prepared)
         est = self.predictor.predict(torch.from_numpy(batch))
-        flags = self.validity.assess(batch, [(m.width_px, m.height_px) for m in msgs])
+        flags = self.validity.assess(batch, [(m.width_px, m.height_px) for m in msgs],
+                                     [m.header.stamp_ns for m in msgs])
         self._errors += [(f"flagged:{r}", f"frame {m.header.stamp_ns}")
                          for m, f in zip(msgs, flags, strict=True) for r in f]
         self.batches += 1

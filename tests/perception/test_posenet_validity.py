@@ -53,12 +53,21 @@ def test_black_overexposed_and_frozen_frames_are_flagged(predictor, street):
     black = np.zeros((3, h, w), np.uint8)
     black[:, :2, :2] = 40  # a few stray bright pixels do not make a frame usable
     white = np.full((3, h, w), 255, np.uint8)
-    flags = validity.assess(np.stack([black, street, street, white]))
+    s = 1_000_000_000
+    flags = validity.assess(np.stack([black, street, street, street, white]),
+                            stamps_ns=[0, 1 * s, 16 * s, 22 * s, 23 * s])
     assert flags[0] == ["black_frame"]
     assert flags[1] == []  # a street of the city, seen for the first time
-    assert flags[2] == ["frozen"]  # the same frame again: a stuck camera
-    assert flags[3] == ["overexposed"]
+    assert flags[2] == []  # the same frame 15 s later: the vehicle waits at a red light
+    assert flags[3] == ["frozen"]  # still the same frame 21 s later: a stuck camera
+    assert flags[4] == ["overexposed"]
     assert validity.counts == {"black_frame": 1, "frozen": 1, "overexposed": 1}
+
+
+def test_repeats_without_stamps_count_as_frames_a_tenth_of_a_second_apart(predictor, street):
+    validity = FrameValidity(predictor)
+    flags = validity.assess(np.stack([street] * 206))
+    assert flags[195] == [] and flags[205] == ["frozen"]  # 19.5 s, 20.5 s of repeats
 
 
 def test_an_extreme_aspect_is_flagged_a_16_9_frame_is_not(predictor, street):
@@ -135,6 +144,8 @@ def test_node_publishes_flagged_fixes_with_a_reason_and_goes_on(own_city):
     assert node.take_errors() == [("flagged:black_frame", "frame 1")]
     [(_, good)] = node.on_message("camera/image", msg(2, street), 0)
     assert good.valid and good.reason == ""
-    [(_, frozen)] = node.on_message("camera/image", msg(3, street.copy()), 0)
-    assert not frozen.valid and frozen.reason == "frozen"
+    [(_, waiting)] = node.on_message("camera/image", msg(10**10, street.copy()), 0)
+    assert waiting.valid  # the same frame 10 s later: at a standstill the fix is still right
+    [(_, frozen)] = node.on_message("camera/image", msg(3 * 10**10, street.copy()), 0)
+    assert not frozen.valid and frozen.reason == "frozen"  # 30 s of one frame: a stuck camera
     assert node.validity.counts == {"black_frame": 1, "frozen": 1}

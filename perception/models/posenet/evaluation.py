@@ -137,7 +137,7 @@ class PoseScorer:
             extra["geometry"] = geometry
             self.geometry.append(f"{spec.path.name}: {geometry}")
         validity = FrameValidity(p)  # a new stream per drive
-        flagged = sum(bool(r) for r in validity.assess(frames.images))
+        flagged = sum(bool(r) for r in validity.assess(frames.images, stamps_ns=frames.stamp_ns))
         for key, n in (("frames", len(frames)), ("flagged", flagged), *validity.counts.items()):
             self.flags[key] = self.flags.get(key, 0) + n
         extra["flagged"] = flagged / max(len(frames), 1)

@@ -7,11 +7,13 @@ A fix is flagged (``GeoFix.valid = False``, ``GeoFix.reason`` = comma-separated 
   night drive of the city have p99 >= 124 (lit windows, street lamps), day frames >= 170.
 - ``overexposed``: at least ``overexposed_fraction`` = 60 % of the pixels have luma >= 250: sun in the
   lens, a blown-out sensor. Measured: day and dusk drives and the Lund photos clip at most 4 %.
-- ``frozen``: the frame (as the model sees it) is identical to the previous one of the same stream
-  (state per node / per drive): a stuck driver re-sending its last buffer. A real sensor's noise never
-  repeats a frame exactly, but the *noise-free* simulator does while the vehicle waits at a light: the
-  held-out sim drives show 1-16 % frozen frames (BENCHMARKS.md); render with ``--noise`` to avoid it.
-  Not checked on black frames (``black_frame`` already says it).
+- ``frozen``: the frame (as the model sees it) has been identical to the previous ones of the same stream
+  (state per node / per drive) for more than ``frozen_after_s`` = 20 s: a stuck driver re-sending its
+  last buffer. Shorter runs pass: a real sensor's noise never repeats a frame exactly, but the
+  *noise-free* simulator does while the vehicle waits at a light (up to ~15 s; flagging every repeat
+  flagged 1-16 % of held-out sim frames, BENCHMARKS.md), and a repeated frame at a standstill gives the
+  right fix. A camera stuck for less than 20 s while the vehicle moves gives repeated fixes that the
+  fusion filter gates against odometry. Not checked on black frames (``black_frame`` already says it).
 - ``bad_aspect``: the frame's width/height differs from the trained aspect by more than
   ``max_aspect_factor`` = 2x either way (a 1200x200 strip, not 16:9 video, which differs by 1.33x):
   a centre crop to the trained aspect (the input-geometry rule) would keep under half of the view.
@@ -70,6 +72,8 @@ class ImageCheckConfig:
     overexposed_luma: float = 250.0  # 0-255; a pixel at or above it is clipped
     overexposed_fraction: float = 0.6  # share of clipped pixels that makes a frame over-exposed
     max_aspect_factor: float = 2.0  # frame aspect / trained aspect (or its inverse) above this: bad_aspect
+    frozen_after_s: float = 20.0  # identical frames for longer than this: frozen (longer than a red light)
+    frame_period_s: float = 0.1  # assumed spacing of frames whose capture stamps are not given
 
 
 def luma_stats(image_rgb: np.ndarray, clip_luma: float = 250.0) -> tuple[float, float]:
@@ -79,16 +83,21 @@ def luma_stats(image_rgb: np.ndarray, clip_luma: float = 250.0) -> tuple[float, 
 
 
 class ImageChecker:
-    """Image checks of one camera stream (keeps the previous frame for ``frozen``)."""
+    """Image checks of one camera stream (keeps the previous frame and how long it has repeated, for
+    ``frozen``)."""
 
     def __init__(self, input_size_px: tuple[int, int], config: ImageCheckConfig | None = None) -> None:
         self.config = config or ImageCheckConfig()
         self.trained_aspect = input_size_px[0] / input_size_px[1]
         self._previous: np.ndarray | None = None
+        self._previous_stamp_ns: int | None = None
+        self._repeated_s = 0.0  # how long the current frame has repeated
 
-    def check(self, image_rgb: np.ndarray, frame_size_px: tuple[int, int] | None = None) -> list[str]:
+    def check(self, image_rgb: np.ndarray, frame_size_px: tuple[int, int] | None = None,
+              stamp_ns: int | None = None) -> list[str]:
         """Reasons (from `REASONS`, image ones) for one frame: uint8 RGB [3, H, W] at the input size, as the
-        model sees it; ``frame_size_px`` = (width, height) of the frame before resizing, when known."""
+        model sees it; ``frame_size_px`` = (width, height) of the frame before resizing, when known;
+        ``stamp_ns`` its capture time (else frames are taken ``frame_period_s`` apart)."""
         c = self.config
         reasons = []
         p99, clipped = luma_stats(image_rgb, c.overexposed_luma)
@@ -98,8 +107,16 @@ class ImageChecker:
             reasons.append("overexposed")
         # a black stream repeats one frame too; "black_frame" already says all there is to say
         if self._previous is not None and not reasons and np.array_equal(self._previous, image_rgb):
-            reasons.append("frozen")
+            if stamp_ns is not None and self._previous_stamp_ns is not None:
+                self._repeated_s += max(0.0, (stamp_ns - self._previous_stamp_ns) * 1e-9)
+            else:
+                self._repeated_s += c.frame_period_s
+            if self._repeated_s > c.frozen_after_s:
+                reasons.append("frozen")
+        else:
+            self._repeated_s = 0.0
         self._previous = image_rgb
+        self._previous_stamp_ns = stamp_ns
         if frame_size_px is not None and frame_size_px[1] > 0:
             factor = (frame_size_px[0] / frame_size_px[1]) / self.trained_aspect
             if max(factor, 1.0 / max(factor, 1e-9)) > c.max_aspect_factor:
@@ -108,6 +125,8 @@ class ImageChecker:
 
     def reset(self) -> None:
         self._previous = None
+        self._previous_stamp_ns = None
+        self._repeated_s = 0.0
 
 
 # ---------------------------------------------------------------------------------------------- appearance
@@ -243,14 +262,17 @@ class FrameValidity:
         return knn_distance(d, self.bank).double().numpy()
 
     def assess(self, images_rgb: torch.Tensor | np.ndarray,
-               frame_sizes_px: Sequence[tuple[int, int] | None] | None = None) -> list[list[str]]:
+               frame_sizes_px: Sequence[tuple[int, int] | None] | None = None,
+               stamps_ns: Sequence[int] | np.ndarray | None = None) -> list[list[str]]:
         """Reasons per frame (empty: valid) for frames uint8 RGB [N, 3, H, W] at the input size, in stream
-        order; ``frame_sizes_px``: each frame's (width, height) before resizing, when known. Counted."""
+        order; ``frame_sizes_px``: each frame's (width, height) before resizing, when known; ``stamps_ns``:
+        capture times [N], when known (how long a frame has repeated). Counted."""
         images = images_rgb.numpy() if isinstance(images_rgb, torch.Tensor) else np.asarray(images_rgb)
         self.last_scores = self.scores(images)
         result = []
         for i, image in enumerate(images):
-            reasons = self.checker.check(image, None if frame_sizes_px is None else frame_sizes_px[i])
+            reasons = self.checker.check(image, None if frame_sizes_px is None else frame_sizes_px[i],
+                                         None if stamps_ns is None else int(stamps_ns[i]))
             # a black or blown-out frame says nothing about where it was taken: keep it out of the window
             if self.fitted and not ({"black_frame", "overexposed"} & set(reasons)):
                 self.window.append(float(self.last_scores[i]))
