@@ -57,6 +57,10 @@ class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     anchors: Annotated[int, msgspec.Meta(
         ge=1, description="anchor points (k-means of the training positions)")] = DEFAULT_ANCHORS
     augment: Annotated[bool, msgspec.Meta(description="photometric augmentation")] = True
+    init: Annotated[str | None, msgspec.Meta(
+        description="fine-tune: start from this checkpoint (file or weights name) and keep its architecture, "
+        "input size, local frame and anchors (the options of those are ignored); none: from scratch",
+        extra={"metavar": "CKPT"})] = None
 
 
 class PoseNetTask:
@@ -83,6 +87,8 @@ class PoseNetTask:
         self.mean = torch.tensor(IMAGENET_MEAN)
         self.std = torch.tensor(IMAGENET_STD)
         self.calibration = {"position_cov_scale": 1.0, "heading_var_scale": 1.0}
+        self.initial_state: dict[str, torch.Tensor] | None = None  # fine-tuning: the starting weights
+        self.init_from: dict[str, str] | None = None  # fine-tuning: which checkpoint
 
     def state(self) -> dict[str, Any]:
         return {"arch": self.arch, "input_size_px": list(self.input_size_px),
@@ -92,6 +98,8 @@ class PoseNetTask:
     def build_model(self) -> nn.Module:
         model = posenet(**self.arch)
         model.set_anchors(self.anchors, self.anchor_spacing)
+        if self.initial_state is not None:
+            model.load_state_dict(self.initial_state)
         return model
 
     def augment(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -139,6 +147,7 @@ class PoseNetTask:
     def export(self, model: nn.Module, metrics: Mapping[str, float], config: TrainConfig, path: Path) -> None:
         recipe = {k: v for k, v in config.to_dict().items() if k not in ("out_dir", "resume", "progress")}
         recipe["beta"] = self.beta
+        recipe["init"] = self.init_from
         recipe["augment"] = None if self.augment_cfg is None else self.augment_cfg.__dict__
         ckpt = Checkpoint(model="posenet", arch=self.arch, state_dict=model.state_dict(), meta={
             "input_size_px": list(self.input_size_px),
@@ -166,6 +175,12 @@ def make_task(options: Options, data: DataConfig, *, resume_state: Mapping[str, 
     size = (int(options.input_size[0]), int(options.input_size[1]))
     frame = None
     center = scale = None
+    init = _initial_checkpoint(options.init) if options.init else None
+    if init is not None:  # fine-tuning keeps what the weights mean: input, frame, normalization, anchors
+        size = tuple(int(v) for v in init.meta["input_size_px"])
+        frame = LocalFrame(GeoOrigin.from_dict(init.meta["geo_origin"]))
+        center, scale = tuple(init.meta["center_enu_m"]), float(init.meta["scale_m"])
+        log(f"fine-tuning {options.init} ({init.model_id}): {init.arch}, {size[0]}x{size[1]}")
     if resume_state and "geo_origin" in resume_state:
         frame = LocalFrame(GeoOrigin.from_dict(resume_state["geo_origin"]))
         center, scale = tuple(resume_state["center_enu_m"]), float(resume_state["scale_m"])
@@ -189,13 +204,35 @@ def make_task(options: Options, data: DataConfig, *, resume_state: Mapping[str, 
     log(f"{len(train_frames)} training frames, {len(val_frames)} validation frames; "
         f"area {2 * scale:.0f} m across; skipped {frames.skipped or 'none'}")
     train_norm = np.stack([train_frames.east_m - center[0], train_frames.north_m - center[1]], 1) / scale
-    anchors, spacing = fit_anchors(train_norm, min(options.anchors, len(train_frames)), seed=data.seed)
+    if init is not None:
+        state = {k: v.float() for k, v in init.state_dict.items()}
+        anchors, spacing = state["anchors"].numpy(), float(state["offset_scale"])
+        arch = {k: v for k, v in init.arch.items() if k != "num_anchors"}
+    else:
+        anchors, spacing = fit_anchors(train_norm, min(options.anchors, len(train_frames)), seed=data.seed)
+        arch = {"backbone": options.backbone, "hidden": options.hidden, "dropout": options.dropout,
+                "pool_grid": list(options.pool_grid)}
     log(f"{len(anchors)} anchors, {spacing * scale:.1f} m apart")
     task = PoseNetTask(
-        arch={"backbone": options.backbone, "hidden": options.hidden, "dropout": options.dropout,
-              "pool_grid": list(options.pool_grid)}, input_size_px=size,
+        arch=arch, input_size_px=size,
         frame=frames.frame, center_enu_m=center, scale_m=scale, anchors=anchors, anchor_spacing=spacing,
         trained_on=frames.drives, augment=AugmentConfig() if options.augment else None, beta=options.beta)
+    if init is not None:
+        task.initial_state = state
+        task.init_from = {"model_id": init.model_id, "source": str(options.init)}
     train_set = PoseDataset(train_frames, center_enu_m=center, scale_m=scale)
     val_set = PoseDataset(val_frames, center_enu_m=center, scale_m=scale) if len(val_frames) else None
     return TrainSetup(task, train_set, val_set)
+
+
+def _initial_checkpoint(name_or_path: str) -> Checkpoint:
+    """The checkpoint fine-tuning starts from: a file, or a registered weights name."""
+    from perception.models._api import get_weights
+
+    if Path(name_or_path).is_file():
+        ckpt = Checkpoint.load(name_or_path)
+    else:
+        ckpt = get_weights(name_or_path).load()
+    if ckpt.model != "posenet":
+        raise ValueError(f"--init {name_or_path}: a {ckpt.model} checkpoint, not posenet")
+    return ckpt
