@@ -53,6 +53,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C (or `launched` stopping a launcher) while still importing: no traceback
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command asked for: help for the rest comes from the table.
     only = argv[0] if argv and argv[0] in COMMANDS else None

@@ -94,7 +94,8 @@ def evaluate_drives(scorer: Scorer[P], drives: Sequence[DriveSpec | str | os.Pat
     for score in scores:
         for reason, n in (score.extra.get("skipped") or {}).items():
             skipped[reason] = skipped.get(reason, 0) + n
-    result["skipped"] = skipped
+    if skipped:
+        result["skipped"] = skipped
     if len(specs) > 1:
         result["per_drive"] = {str(spec): {**scorer.summarize(s.partial), **s.extra}
                                for spec, s in zip(specs, scores, strict=True)}
