@@ -40,7 +40,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="streetloc", description="Camera-only street localization: a graph of nodes over ZeroMQ "
         "(camera or replayed drive -> PoseNet -> poses), with the tools to record, replay, train and score.",
         epilog="`streetloc demo` runs the whole job on the shipped synthetic drive; COMMAND -h for each.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from nodes.commands import OneLineErrorParser
+
+    # every subcommand's argument errors are one line naming the option and the value
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
             sub.add_parser(name, help=help_text)
@@ -50,6 +53,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C (or `launched` stopping a launcher) while still importing: no traceback
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command asked for: help for the rest comes from the table.
     only = argv[0] if argv and argv[0] in COMMANDS else None

@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec import inspect as mi
@@ -117,21 +117,24 @@ def _choices(t: mi.Type) -> tuple[Any, ...]:
 
 # -- loading (node process, launch files) --------------------------------------------------------
 
-class ParamError(ValueError):
-    """A bad parameter; ``key`` names it (None when the problem is not one parameter's, e.g. a file)."""
+_T = TypeVar("_T")
 
-    def __init__(self, message: str, key: str | None = None) -> None:
+
+class ParamError(ValueError):
+    """Bad parameters; ``problems`` lists each as (key, message), ``key`` naming the first (None when the
+    problem is not one parameter's, e.g. a file). The message is one line naming every bad one."""
+
+    def __init__(self, message: str, key: str | None = None,
+                 problems: Sequence[tuple[str | None, str]] = ()) -> None:
         super().__init__(message)
         self.key = key
+        self.problems = list(problems) or [(key, message)]
 
 
 def checked_params(params: msgspec.Struct, node: str = "node") -> msgspec.Struct:
     """``params`` with its constraints checked (``msgspec.Meta`` bounds: constructing a Struct in code
-    does not check them). Raises ValueError naming the parameter."""
-    try:
-        return msgspec.convert(msgspec.to_builtins(params), type(params))
-    except msgspec.ValidationError as exc:
-        raise ParamError(f"node {node}: bad parameter: {friendly(exc)}", _error_key(exc)) from None
+    does not check them). Raises ValueError naming every bad parameter."""
+    return _convert_params(msgspec.to_builtins(params), type(params), node, strict=True)
 
 
 def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
@@ -139,7 +142,7 @@ def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
                 node: str = "node") -> msgspec.Struct:
     """Defaults, then a TOML file (top-level keys, or a ``[params]`` table), then ``key=value``
     overrides, then ``values`` (typed, from command-line options). Raises ParamError (a ValueError)
-    naming the parameter for an unknown key or an ill-typed value."""
+    naming every unknown key and every ill-typed or out-of-range value (not only the first)."""
     known = {f.name for f in param_fields(params_type)}
     raw: dict[str, Any] = {}
     if file:
@@ -148,6 +151,11 @@ def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
                 data = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{file}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{file}: not a TOML text file: byte 0x{exc.object[exc.start]:02x} at offset "
+                             f"{exc.start} is not UTF-8") from None
+        except OSError as exc:
+            raise ValueError(f"{file}: cannot read: {exc.strerror or exc}") from None
         raw.update(data.get("params", data))
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -155,15 +163,43 @@ def load_params(params_type: type[msgspec.Struct], *, file: str | None = None,
             raise ParamError(f"node {node}: --param {item!r} is not key=value")
         raw[key.strip()] = _parse_value(value.strip())
     raw.update(values or {})
-    for key in raw:
+    problems: list[tuple[str | None, str]] = []
+    for key in list(raw):
         if key not in known:
             where = f" in {file}" if file else ""
-            raise ParamError(f"node {node}: unknown parameter {key!r}{where}; "
-                             f"known: {', '.join(sorted(known)) or '(none)'}", key)
-    try:
-        return msgspec.convert(raw, params_type, strict=False, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise ParamError(f"node {node}: bad parameter: {friendly(exc)}", _error_key(exc)) from None
+            problems.append((key, f"unknown parameter {key!r}{where}; known: {', '.join(sorted(known)) or '(none)'}"))
+            del raw[key]
+    return _convert_params(raw, params_type, node, problems=problems)
+
+
+def _convert_params(raw: dict[str, Any], params_type: type[_T], node: str, *, strict: bool = False,
+                    problems: list[tuple[str | None, str]] | None = None) -> _T:
+    """``raw`` as ``params_type``. msgspec stops at the first bad value, so each bad key is noted, dropped
+    and the rest converted again: one ParamError names them all."""
+    problems = list(problems or [])
+    raw = dict(raw)
+    result = None
+    for _ in range(len(raw) + 1):
+        try:
+            result = msgspec.convert(raw, params_type, strict=strict, dec_hook=_dec_hook)
+            break
+        except msgspec.ValidationError as exc:
+            key = _error_key(exc)
+            problems.append((key, f"bad parameter: {friendly(exc)}"))
+            if key is None or key not in raw:
+                break
+            del raw[key]
+    if result is not None:  # msgspec's bounds let inf and nan through (inf >= 0); no parameter means them
+        for f in param_fields(params_type):
+            value = getattr(result, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append((f.name, f"bad parameter: {f.name}: {value} is not a finite number"))
+    if problems or result is None:
+        message = "; ".join(m for _, m in problems)
+        if len(problems) > 1:
+            message = f"{len(problems)} bad parameters: {message}"
+        raise ParamError(f"node {node}: {message}", problems[0][0], problems)
+    return result
 
 
 def _error_key(exc: msgspec.ValidationError) -> str | None:
@@ -350,6 +386,8 @@ def _scalar(t: mi.Type, option: str) -> Callable[[str], Any] | None:
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
                     from None
+            if not math.isfinite(value):
+                raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
             for bound, ok, word in ((t.ge, lambda v, b: v >= b, ">="), (t.gt, lambda v, b: v > b, ">"),
                                     (t.le, lambda v, b: v <= b, "<="), (t.lt, lambda v, b: v < b, "<")):
                 if bound is not None and not ok(value, bound):

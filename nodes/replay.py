@@ -86,6 +86,9 @@ class Replay(Node):
                                            self.reader.channels[t].metadata if t in self.reader.topics else {})
                           for t in self.publishes}
         self.first_ns = self.reader.start_ns + int(p.start_s * 1e9)
+        if self.reader.end_ns is not None and self.first_ns > self.reader.end_ns:
+            raise ValueError(f"replay: start_s={p.start_s:g} is past the end of {p.drive} "
+                             f"({self.reader.duration_s:.1f} s long)")
         self.last_ns = self.reader.start_ns + int(p.end_s * 1e9) if p.end_s else None
         self.skipped_corrupt = 0
         self.frames_published = 0

@@ -90,6 +90,12 @@ def evaluate_drives(scorer: Scorer[P], drives: Sequence[DriveSpec | str | os.Pat
         "checkpoint": str(checkpoint) if checkpoint else "(default)", "drives": [str(s) for s in specs],
         **scorer.summarize(scorer.merge([s.partial for s in scores])),
         "images_per_s": frames / infer_s if infer_s > 0 else float("nan"), "device": str(scorer.device)}
+    skipped: dict[str, int] = {}  # frames not scored, per reason (no truth at their time, corrupt), all drives
+    for score in scores:
+        for reason, n in (score.extra.get("skipped") or {}).items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    if skipped:
+        result["skipped"] = skipped
     if len(specs) > 1:
         result["per_drive"] = {str(spec): {**scorer.summarize(s.partial), **s.extra}
                                for spec, s in zip(specs, scores, strict=True)}

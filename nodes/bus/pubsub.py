@@ -28,7 +28,7 @@ import msgspec
 import zmq
 
 from nodes.bus.messages import Hop
-from nodes.bus.topics import BusConfig, Topic, get_topic
+from nodes.bus.topics import BusConfig, Topic, get_topic, private_dir
 from nodes.bus.wire import FIRST_ARRAY_FRAME, Codec, DecodeError
 
 _LATEST_QUEUE_DEPTH = 2
@@ -50,7 +50,7 @@ def bind_exclusive(socket: zmq.Socket, endpoint: str) -> None:
     over a live socket file, so ipc endpoints are probed first."""
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://"):]
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        private_dir(os.path.dirname(path) or ".")  # created 0700, or refused if another user's
         if os.path.exists(path):
             probe = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
             try:
@@ -66,6 +66,8 @@ def bind_exclusive(socket: zmq.Socket, endpoint: str) -> None:
         socket.bind(endpoint)
     except zmq.ZMQError as exc:
         raise OSError(f"bind {endpoint} failed: {exc}") from None
+    if endpoint.startswith("ipc://"):  # the socket file's mode follows the umask (000: world-writable)
+        os.chmod(endpoint[len("ipc://"):], 0o600)
 
 
 def _context(context: zmq.Context | None) -> zmq.Context:

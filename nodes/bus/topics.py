@@ -9,24 +9,106 @@ to the subscriber endpoint. Ports are explicit offsets from a configurable base,
 
 Configuration (environment, or a ``BusConfig`` passed explicitly):
   STREETLOC_TRANSPORT   ipc | tcp                              (default ipc)
-  STREETLOC_IPC_DIR     folder of ipc sockets                  (default /tmp/streetloc-<uid>)
+  STREETLOC_IPC_DIR     folder of ipc sockets and launcher state files (default $XDG_RUNTIME_DIR/streetloc
+                        when XDG_RUNTIME_DIR is set, else /tmp/streetloc-<uid>)
   STREETLOC_HOST        host that subscribers connect to       (default 127.0.0.1)
   STREETLOC_BIND        interface publishers bind, tcp only    (default 127.0.0.1: localhost only)
   STREETLOC_PORT_BASE   first tcp port                         (default 47100)
   STREETLOC_TOPIC_HOSTS per-topic hosts, "camera/image=10.0.0.2,gps/fix=10.0.0.2" (graphs split
                         across machines: a subscriber connects to the host where the topic's publisher runs)
+
+The ipc folder is private (``private_dir``): created 0700 when missing, and before any socket is bound
+or connected in it, checked as ssh checks ``~/.ssh`` -- a real folder (not a symlink), owned by this user,
+no group/other permission bits -- or refused with one line naming the folder and what is wrong. A folder
+another local user created first (``/tmp/streetloc-<uid>`` is a predictable name) could otherwise let them
+squat a topic's socket, delete ours, or plant symlinks.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field, replace
 
 from perception.drives.topics import BUS_TOPICS, Topic
 
 TOPICS: dict[str, Topic] = BUS_TOPICS  # the bus's view of the one table (perception.drives.topics)
 
-__all__ = ["TOPICS", "BusConfig", "Topic", "get_topic"]
+__all__ = ["TOPICS", "BusConfig", "IpcDirError", "Topic", "default_ipc_dir", "get_topic", "private_dir"]
+
+IPC_DIR_MODE = 0o700  # the ipc folder: this user only
+
+
+class IpcDirError(OSError):
+    """The ipc folder is not private to this user (or cannot be made); the message is one line naming the
+    folder and what is wrong."""
+
+
+def default_ipc_dir(env: dict[str, str] | None = None) -> str:
+    """``$XDG_RUNTIME_DIR/streetloc`` when the session has a runtime folder (per-user, 0700, on tmpfs,
+    removed at logout: systemd-logind) and it exists, else ``/tmp/streetloc-<uid>``."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "streetloc")
+    return f"/tmp/streetloc-{os.getuid()}"
+
+
+def private_dir(path: str | os.PathLike[str], *, create: bool = True) -> str:
+    """``path`` after making sure that only this user can use it: created with mode 0700 when missing
+    (``create``; its parents as ``mkdir -p``), then checked with ``os.lstat`` (a symlink is not followed):
+    a folder, owned by the effective uid, no group/other permission bits. IpcDirError otherwise, one line
+    naming the folder, what is wrong and what to do, as ssh refuses a ``~/.ssh`` others can write."""
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return path
+        try:
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            os.mkdir(path, IPC_DIR_MODE)
+            # mkdir's mode goes through the umask: set it exactly, on the folder just made (no symlink)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                if os.fstat(fd).st_uid == os.geteuid():
+                    os.fchmod(fd, IPC_DIR_MODE)
+            finally:
+                os.close(fd)
+        except FileExistsError:
+            pass  # created meanwhile (another of our processes, or someone else): checked below
+        except OSError as exc:
+            raise IpcDirError(f"ipc folder {path}: cannot create it: {exc.strerror or exc}") from None
+        try:
+            st = os.lstat(path)
+        except OSError as exc:
+            raise IpcDirError(f"ipc folder {path}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise IpcDirError(f"ipc folder {path}: {exc.strerror or exc}") from None
+    problem = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a folder"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by {_user(st.st_uid)}, not by you ({_user(os.geteuid())})"
+    elif st.st_mode & 0o077:
+        problem = (f"has mode {stat.S_IMODE(st.st_mode):03o}: other users may use it "
+                   f"(chmod 700 {path}, if it is yours)")
+    if problem:
+        raise IpcDirError(f"ipc folder {path} {problem}; refusing to use it "
+                          "(set STREETLOC_IPC_DIR to a folder of your own)")
+    return path
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (KeyError, ImportError):
+        return f"uid {uid}"
 
 
 def get_topic(name: str) -> Topic:
@@ -41,7 +123,7 @@ def get_topic(name: str) -> Topic:
 @dataclass(frozen=True)
 class BusConfig:
     transport: str = "ipc"
-    ipc_dir: str = field(default_factory=lambda: f"/tmp/streetloc-{os.getuid()}")
+    ipc_dir: str = field(default_factory=default_ipc_dir)
     host: str = "127.0.0.1"
     bind: str = "127.0.0.1"
     port_base: int = 47100
@@ -61,8 +143,10 @@ class BusConfig:
         kwargs: dict = {}
         if "STREETLOC_TRANSPORT" in env:
             kwargs["transport"] = env["STREETLOC_TRANSPORT"]
-        if "STREETLOC_IPC_DIR" in env:
+        if env.get("STREETLOC_IPC_DIR"):
             kwargs["ipc_dir"] = env["STREETLOC_IPC_DIR"]
+        else:
+            kwargs["ipc_dir"] = default_ipc_dir(env)
         if "STREETLOC_HOST" in env:
             kwargs["host"] = env["STREETLOC_HOST"]
         if "STREETLOC_BIND" in env:
@@ -99,7 +183,11 @@ class BusConfig:
         return replace(self, **changes)
 
     # -- endpoints -------------------------------------------------------------------------------
-    def _ipc(self, topic: Topic, suffix: str = "") -> str:
+    def _ipc(self, topic: Topic, suffix: str = "", *, check: bool = True) -> str:
+        """The ipc endpoint of ``topic``; with ``check``, for a socket about to be bound or connected,
+        the folder is created or checked first (``private_dir``: IpcDirError if not private)."""
+        if check:
+            private_dir(self.ipc_dir)
         return f"ipc://{self.ipc_dir}/{topic.name.replace('/', '.')}{suffix}.sock"
 
     def _tcp(self, host: str, offset: int) -> str:
@@ -133,4 +221,7 @@ class BusConfig:
         return self._tcp(self.bind, topic.port_offset)
 
     def display_endpoint(self, topic: Topic) -> str:
+        """The subscriber endpoint as text, for listings (the folder is neither created nor checked)."""
+        if self.transport == "ipc":
+            return self._ipc(topic, check=False)
         return self.subscriber_endpoint(topic)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (``--duration``: 0 means until Ctrl-C)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
 def pair_of_ints(text: str, *, option: str = "--size", names: str = "WIDTHxHEIGHT",
                  low: int = 1, high: int = 1 << 16) -> tuple[int, int]:
     """The one ``AxB`` parser of the command layer (``320x240`` -> ``(320, 240)``).
@@ -54,6 +66,21 @@ def pair_of_ints(text: str, *, option: str = "--size", names: str = "WIDTHxHEIGH
     if not sep or min(pair) < low or max(pair) > high:
         raise argparse.ArgumentTypeError(f"{option} {text!r}: both numbers of {names} must be {low}..{high}")
     return pair
+
+
+def checked_graph(launch_file: str | os.PathLike[str], launch_args: Mapping[str, str] | None = None):
+    """The graph of ``launch_file`` as ``streetloc launch --check`` builds it; ValueError listing its
+    problems on one line otherwise, so that a command launching it (``replay --launch``) stops before
+    doing anything (``nodes.launcher.graph.Graph``)."""
+    from nodes.launcher.description import load_launch
+    from nodes.launcher.graph import build_graph
+
+    graph = build_graph(load_launch(launch_file, dict(launch_args or {})))
+    if graph.problems:
+        n = len(graph.problems)
+        raise ValueError(f"{n} problem{'s' if n > 1 else ''} in launch file {launch_file}: "
+                         + "; ".join(str(p) for p in graph.problems))
+    return graph
 
 
 @contextlib.contextmanager
@@ -101,11 +128,9 @@ def wait_until_ready(launcher: subprocess.Popen, launch_file: str | os.PathLike[
     launcher was started on (default: the environment's), before the file's ``[bus]``.
     """
     from nodes.bus.pubsub import Delivery, Subscriber
-    from nodes.launcher.description import load_launch
-    from nodes.launcher.graph import build_graph
     from perception.drives.topics import DIAGNOSTICS_TOPIC
 
-    graph = build_graph(load_launch(launch_file, dict(launch_args or {})))
+    graph = checked_graph(launch_file, launch_args)
     nodes = graph.part("")
     # those that start without waiting for a topic, and whose waits are on such nodes only
     starting = {n for n, g in nodes.items() if not g.spec.entry.wait_for_topics}
@@ -130,6 +155,55 @@ def wait_until_ready(launcher: subprocess.Popen, launch_file: str | os.PathLike[
             if msg is not None and msg.node in starting:
                 ready[msg.node] = msg.ready
     return sorted(starting)
+
+
+# What libjpeg (through OpenCV) prints on its own to the process's stderr for a damaged JPEG it still
+# decodes, e.g. "Corrupt JPEG data: 42 extraneous bytes before marker 0xd9"; one line per problem.
+LIBJPEG_WARNING = re.compile(r"^(Corrupt JPEG data|Premature end of JPEG file|Invalid JPEG file structure|"
+                             r"Warning: unknown JFIF revision|Unsupported marker type|Bogus)")
+
+
+class CStderrFilter:
+    """Lines written by C code to file descriptor 2 that match ``pattern``, counted (``count``)
+    instead of shown; see ``filtered_c_stderr``."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.count = 0
+
+
+@contextlib.contextmanager
+def filtered_c_stderr(pattern: re.Pattern[str] = LIBJPEG_WARNING) -> Iterator[CStderrFilter]:
+    """Count instead of show the lines that C libraries write straight to the process's stderr (fd 2)
+    and that match ``pattern`` (default: libjpeg's warnings on damaged frames, which no OpenCV setting
+    silences); the other lines are shown when the block ends. Python's own ``sys.stderr`` (progress,
+    errors) is kept on the terminal meanwhile; subprocesses (data-loader workers) inherit the filter."""
+    import tempfile
+
+    found = CStderrFilter(pattern)
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    capture = tempfile.TemporaryFile()
+    py_stderr = sys.stderr
+    live = open(os.dup(saved_fd), "w", buffering=1, encoding=getattr(py_stderr, "encoding", None) or "utf-8",
+                errors="backslashreplace")
+    os.dup2(capture.fileno(), 2)
+    sys.stderr = live
+    try:
+        yield found
+    finally:
+        live.flush()
+        sys.stderr = py_stderr
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        live.close()
+        capture.seek(0)
+        for line in capture.read().decode("utf-8", "backslashreplace").splitlines():
+            if pattern.search(line):
+                found.count += 1
+            else:
+                print(line, file=sys.stderr)
+        capture.close()
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

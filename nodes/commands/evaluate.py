@@ -12,7 +12,7 @@ import math
 import sys
 from dataclasses import asdict
 
-from nodes.commands import OneLineErrorParser
+from nodes.commands import OneLineErrorParser, filtered_c_stderr
 from nodes.params import add_params_arguments, params_from_args
 
 
@@ -27,6 +27,30 @@ def _clean(value):
     return value
 
 
+def _drive_damage(data: list[str]) -> list[str]:
+    """One line per drive file of ``--data`` that is truncated or damaged (``DriveReader.damage``); a
+    folder or another format (a dataset some model reads) is the model's business."""
+    from perception.datasets import DriveSpec
+    from perception.drives import DriveReader
+
+    lines = []
+    for text in data:
+        path = DriveSpec.parse(text).path
+        if path.suffix == ".mcap" and path.is_file():
+            with DriveReader(path) as reader:
+                if reader.damage():
+                    lines.append(reader.damage())
+    return lines
+
+
+def _skipped_line(result: dict, libjpeg_warnings: int) -> str:
+    """One line counting the frames not scored (per reason) and the libjpeg warnings swallowed."""
+    parts = [f"{n} frames skipped ({reason})" for reason, n in (result.get("skipped") or {}).items() if n]
+    if libjpeg_warnings:
+        parts.append(f"{libjpeg_warnings} libjpeg warnings on damaged frames that still decoded")
+    return "; ".join(parts)
+
+
 def _run(args: argparse.Namespace) -> int:
     from perception.evaluation import EvalConfig
     from perception.models import get_model_entry
@@ -39,7 +63,12 @@ def _run(args: argparse.Namespace) -> int:
     extra = {}
     if "allow_out_of_area" in inspect.signature(module.evaluate).parameters:  # models with a training area
         extra["allow_out_of_area"] = args.allow_out_of_area
-    result = module.evaluate(args.model, args.data, **asdict(config), **extra)
+    for line in _drive_damage(args.data):  # truncated drives are scored as far as they go, and said so
+        print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
+    with filtered_c_stderr() as libjpeg:  # counted below instead of one raw line per damaged frame
+        result = module.evaluate(args.model, args.data, **asdict(config), **extra)
+    if line := _skipped_line(result, libjpeg.count):
+        print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(_clean(result), indent=1))
     else:

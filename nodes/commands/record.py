@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from nodes.commands import non_negative_float
 from nodes.params import add_params_arguments, params_from_args
 from nodes.record import Recorder, RecordParams
 from nodes.runtime import NodeRunner, serve, setup_logging
@@ -16,7 +17,8 @@ from nodes.runtime import NodeRunner, serve, setup_logging
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("record", help="record bus topics into a drive (.mcap) until Ctrl-C")
     add_params_arguments(p, RecordParams, aliases={"output": ["-o"]}, required=("output",))
-    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: at Ctrl-C)")
+    p.add_argument("--duration", type=non_negative_float, default=0.0, metavar="S",
+                   help="stop after S seconds (0: at Ctrl-C)")
     p.set_defaults(func=run)
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 from nodes.clock import USE_SIM_TIME_ENV
-from nodes.commands import launched, positive_float, wait_until_ready
+from nodes.commands import checked_graph, launched, positive_float, wait_until_ready
 from nodes.params import add_params_arguments, params_from_args
 from nodes.record import Recorder, RecordParams
 from nodes.replay import Replay, ReplayParams
@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not args.launch:
             raise ValueError(f"--arg {item!r}: expected NAME=VALUE, with --launch FILE")
         launch_args[name.strip()] = value
+    if args.launch:
+        checked_graph(args.launch, launch_args)  # a missing or bad file: nothing is played to nobody
     if args.record_topics is not None and not args.record:
         raise ValueError("--record-topics: only with --record RUN.mcap")
     record_topics = ([t.strip() for t in args.record_topics.split(",") if t.strip()]
@@ -131,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"replayed {replay.frames_published} frames of {params.drive} in {elapsed:.1f} s"
           f"{f'; {replay.skipped_corrupt} corrupt records skipped' if replay.skipped_corrupt else ''}"
           f"{f'; {replay.lockstep_gave_up} frames unanswered' if replay.lockstep_gave_up else ''}", file=sys.stderr)
+    if damage := replay.reader.damage():  # a truncated or damaged drive was played as far as it goes
+        print(f"replay: warning: {damage}", file=sys.stderr)
     if recording is not None:
         written = recording.recorder.written
         print(f"recorded {args.record}: {', '.join(f'{t} {n}' for t, n in written.items())}", file=sys.stderr)

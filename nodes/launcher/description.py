@@ -346,6 +346,10 @@ def _load_tree(path: Path, merged: _Merged, stack: list[Path], arg_text: dict[st
     except tomllib.TOMLDecodeError as exc:
         merged.problems.append(Problem(shown, f"not valid TOML: {exc}"))
         return
+    except UnicodeDecodeError as exc:  # a binary file: TOML is UTF-8 text
+        merged.problems.append(Problem(shown, f"not a TOML text file: byte 0x{exc.object[exc.start]:02x} at "
+                                              f"offset {exc.start} is not UTF-8"))
+        return
     merged.files.append(shown)
     # The schema of the file's top level (LaunchFile); its tables are typed once merged and substituted.
     top, _ = _convert(data, LaunchFile,
@@ -560,8 +564,9 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
             return _substitute(value, values, where)
         except KeyError as exc:
             name, key = exc.args
-            problems.append(Problem(file, f"${{{name}}}: no such argument{_suggest(name, specs)} "
-                                          f"(declare it under [args.{name}])", node=node, key=key or None))
+            if name not in specs:  # a declared one without a value is reported once, as required
+                problems.append(Problem(file, f"${{{name}}}: no such argument{_suggest(name, specs)} "
+                                              f"(declare it under [args.{name}])", node=node, key=key or None))
             return _MISSING
 
     def report_at(prefix: str) -> Callable[[str | None, str], None]:

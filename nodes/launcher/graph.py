@@ -257,10 +257,14 @@ def _load_node(desc: LaunchDescription, spec: NodeSpec, problems: list[Problem])
     try:
         param_args = [f"{k}={toml_literal(v)}" for k, v in entry.params.items()]
         params = load_params(cls.Params, overrides=param_args, node=name)
+    except ParamError as exc:  # every bad parameter of the node, one problem each
+        for bad, message in exc.problems:
+            key = f"params.{bad}" if bad in entry.params else "params"
+            problems.append(Problem(spec.where(key), message.removeprefix(f"node {name}: "), node=name, key=key))
+        return None
     except ValueError as exc:
-        key = f"params.{exc.key}" if isinstance(exc, ParamError) and exc.key in entry.params else "params"
-        message = str(exc).removeprefix(f"node {name}: ")
-        problems.append(Problem(spec.where(key), message, node=name, key=key))
+        problems.append(Problem(spec.where("params"), str(exc).removeprefix(f"node {name}: "), node=name,
+                                key="params"))
         return None
     try:
         subscribes, publishes = cls.declared_topics(params)

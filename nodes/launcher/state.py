@@ -5,6 +5,9 @@ atomically about once a second and on every change, removed when it exits). Diag
 how each node is doing (rates, errors, readiness); only the launcher knows how often it restarted a node
 and which nodes are waiting, backing off or given up, so that goes here. The file also records the bus
 the launcher runs, so that ``node list`` finds its diagnostics whatever the transport.
+
+The folder is the bus's private ipc folder (``nodes.bus.topics.private_dir``: checked before use); the
+file and its temporary are created with mode 0600 whatever the umask, and never through a symlink.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 from pathlib import Path
 
 import msgspec
+
+from nodes.bus.topics import private_dir
 
 STATE_GLOB = "launch-*.json"
 
@@ -48,10 +53,23 @@ def state_path(ipc_dir: str, pid: int | None = None) -> Path:
 
 
 def write_state(path: Path, state: LauncherState) -> None:
-    """Replace ``path`` atomically, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` atomically, so a reader never sees half a file. The folder is checked private
+    first (IpcDirError otherwise); the temporary file is made afresh (O_EXCL, O_NOFOLLOW, mode 0600), so
+    whatever lies at its name (a symlink planted to make this process overwrite another file, a stale
+    temporary) is removed, never written through; ``os.replace`` then swaps the name itself."""
+    private_dir(path.parent)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(msgspec.json.encode(state))
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # unlink removes a symlink itself, not its target
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the open mode went through the umask
+        with os.fdopen(fd, "wb") as fh:
+            fd = -1
+            fh.write(msgspec.json.encode(state))
+    finally:
+        if fd >= 0:
+            os.close(fd)
     os.replace(tmp, path)
 
 
@@ -73,6 +91,7 @@ def read_states(ipc_dir: str) -> list[LauncherState]:
     """The state of every live launcher using ``ipc_dir``; files of dead launchers (killed with SIGKILL,
     so they could not clean up) are removed."""
     states = []
+    private_dir(ipc_dir, create=False)  # another user's folder could hold made-up states
     for path in sorted(Path(ipc_dir).glob(STATE_GLOB)):
         try:
             state = msgspec.json.decode(path.read_bytes(), type=LauncherState)

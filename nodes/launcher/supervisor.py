@@ -40,7 +40,7 @@ import zmq
 from nodes.bus.forwarder import Forwarder
 from nodes.bus.messages import Diagnostics
 from nodes.bus.pubsub import Delivery, Subscriber
-from nodes.bus.topics import BusConfig
+from nodes.bus.topics import BusConfig, private_dir
 from nodes.bus.wire import DecodeError
 from nodes.launcher.description import NodeEntry
 from nodes.launcher.graph import Graph, GraphNode
@@ -165,6 +165,7 @@ class Supervisor:
         self.graph = graph
         self.machine = machine
         self.config = config or graph.bus_config(machine)
+        private_dir(self.config.ipc_dir)  # another user's folder is refused before anything starts
         self.log_dir = log_dir
         self.console = console if console is not None else sys.stdout
         if color is None:

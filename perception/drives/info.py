@@ -40,6 +40,7 @@ class DriveSummary:
     corrupt_chunks: int
     corrupt_frames: int | None  # None unless frames were checked
     extra: dict = field(default_factory=dict)
+    undecodable_messages: int = 0  # skipped while summarizing (e.g. stamp_ns beyond int64)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +87,7 @@ def summarize(path: str | os.PathLike, *, check_frames: bool = False) -> DriveSu
             corrupt_chunks=drive.errors.corrupt_chunks,
             corrupt_frames=corrupt_frames,
             extra=dict(meta.extra),
+            undecodable_messages=drive.errors.undecodable_messages,
         )
 
 
@@ -108,6 +110,8 @@ def format_summary(s: DriveSummary) -> str:
         lines.append("status:    complete")
     if s.corrupt_chunks:
         lines.append(f"damage:    {s.corrupt_chunks} corrupt chunk(s) skipped")
+    if s.undecodable_messages:
+        lines.append(f"damage:    {s.undecodable_messages} undecodable message(s) skipped")
     if s.corrupt_frames is not None:
         lines.append(f"frames:    {s.corrupt_frames} corrupt frame(s)")
     lines.append(f"source:    {s.source or '-'}")

@@ -62,6 +62,10 @@ from .track import Track
 _MAGIC = b"\x89MCAP0\r\n"
 _OP_CHANNEL, _OP_SCHEMA, _OP_CHUNK, _OP_METADATA, _OP_DATA_END, _OP_FOOTER = 0x04, 0x03, 0x06, 0x0C, 0x0F, 0x02
 _RECORD_HEADER = struct.Struct("<BQ")  # opcode, length
+# MCAP stamps are uint64, ours int64 ns (numpy arrays, datetime64[ns]: up to the year 2262). A record
+# stamped beyond (2**64-1 from a broken clock or a hostile publisher) is skipped and counted as
+# undecodable, and left out of the drive's time span, instead of overflowing whatever reads it.
+MAX_STAMP_NS = 2**63 - 1
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -260,6 +264,8 @@ class DriveReader:
                 cid, t = record.channel_id, record.log_time
                 ids.add(cid)
                 self._channel_counts[cid] = self._channel_counts.get(cid, 0) + 1
+                if t > MAX_STAMP_NS:
+                    continue  # out of range: skipped when read (see MAX_STAMP_NS)
                 first, last = spans.get(cid, (t, t))
                 spans[cid] = (min(first, t), max(last, t))
                 start_ns = t if start_ns is None else min(start_ns, t)
@@ -325,7 +331,7 @@ class DriveReader:
         for chunk in self._chunks:
             if not chunk.index_offsets:  # another writer's chunk without message indexes: read it
                 for record in self._chunk_records(chunk.offset) or ():
-                    if isinstance(record, Message):
+                    if isinstance(record, Message) and record.log_time <= MAX_STAMP_NS:
                         t = record.log_time
                         first, last = spans.get(record.channel_id, (t, t))
                         spans[record.channel_id] = (min(first, t), max(last, t))
@@ -335,7 +341,9 @@ class DriveReader:
                 index = MessageIndex.read(ReadDataStream(self._file))
                 if not index.records:
                     continue
-                times = [t for t, _ in index.records]
+                times = [t for t, _ in index.records if t <= MAX_STAMP_NS]
+                if not times:
+                    continue
                 old = spans.get(channel_id)
                 first, last = min(times), max(times)
                 spans[channel_id] = (first, last) if old is None else (min(old[0], first), max(old[1], last))
@@ -344,10 +352,14 @@ class DriveReader:
 
     @property
     def start_ns(self) -> int | None:
+        if any(c.end_ns > MAX_STAMP_NS for c in self._chunks):  # the chunk bounds include a bad stamp
+            return min((first for first, _ in self._spans().values()), default=None)
         return min((c.start_ns for c in self._chunks), default=None)
 
     @property
     def end_ns(self) -> int | None:
+        if any(c.end_ns > MAX_STAMP_NS for c in self._chunks):
+            return max((last for _, last in self._spans().values()), default=None)
         return max((c.end_ns for c in self._chunks), default=None)
 
     @property
@@ -359,6 +371,23 @@ class DriveReader:
     @property
     def message_count(self) -> int:
         return sum(self._channel_counts.values())
+
+    def damage(self) -> str:
+        """One line saying what is wrong with the drive so far (truncated, chunks, frames and messages
+        skipped, with counts), for a warning; "" for an intact drive. Counts of ``errors`` grow as the
+        drive is read: call it after reading for the whole figure."""
+        parts = []
+        if self.truncated:
+            frames = sum(self._channel_counts.get(i, 0) for i in self._topic_ids.get(CAMERA_TOPIC, ()))
+            parts.append(f"truncated (cut off mid-write): {self.message_count} messages ({frames} frames, "
+                         f"{self.duration_s:.1f} s) read up to its last complete chunk")
+        e = self.errors
+        skipped = [f"{n} {what}" for n, what in ((e.corrupt_chunks, "corrupt chunks"),
+                                                  (e.corrupt_frames, "corrupt frames"),
+                                                  (e.undecodable_messages, "undecodable messages")) if n]
+        if skipped:
+            parts.append("skipped " + ", ".join(skipped))
+        return f"{self.path}: " + "; ".join(parts) if parts else ""
 
     def messages(
         self,
@@ -385,6 +414,9 @@ class DriveReader:
         try:
             for schema, channel, message in self._mcap.iter_messages(topics, starting_at=start_ns, ending_before=end_ns):
                 t = message.log_time
+                if t > MAX_STAMP_NS:
+                    self._out_of_range(channel.topic, t)
+                    continue
                 if t != last_t:
                     last_t, given = t, []
                 given.append((message.channel_id, message.sequence))
@@ -433,7 +465,14 @@ class DriveReader:
             channel = self._channels.get(record.channel_id)
             if channel is None:
                 continue  # channel record lost with a damaged chunk
+            if t > MAX_STAMP_NS:
+                self._out_of_range(channel.topic, t)
+                continue
             yield RawMessage(channel.topic, t, record.sequence, self._schemas.get(channel.schema_id, ""), record.data)
+
+    def _out_of_range(self, topic: str, stamp_ns: int) -> None:
+        self.errors.note("undecodable_messages", f"{topic}: stamp_ns={stamp_ns} is out of range "
+                                                 f"(> {MAX_STAMP_NS}, the year 2262); skipped")
 
     # ------------------------------------------------------------------------------------------ decoding
 
