@@ -168,9 +168,12 @@ class Publisher:
 
 
 class Subscriber:
-    """Subscribes to one topic. ``recv`` returns a decoded message or None on timeout and raises
-    ``DecodeError`` for a malformed one (the socket stays usable). ``socket`` can be registered in a
-    ``zmq.Poller``: it becomes readable when ``recv_frames`` has something to return.
+    """Subscribes to one topic. ``recv`` returns the next well-formed message or None on timeout; a
+    malformed or out-of-bounds one is skipped and counted (``rejected``: kind -> count, ``decode_errors``,
+    ``last_rejected``), never raised, so that no sender can stop a receive loop. ``recv_frames`` +
+    ``decode`` are the two halves for a receiver that handles rejections itself (``decode`` raises
+    ``DecodeError``, counted the same). ``socket`` can be registered in a ``zmq.Poller``: it becomes
+    readable when ``recv_frames`` has something to return.
 
     LATEST delivery drains the topic continuously in a background thread that keeps only the newest
     message, so that neither this process nor the publisher ever holds a backlog of stale frames;
@@ -186,7 +189,9 @@ class Subscriber:
         self.endpoint = endpoint or self.config.subscriber_endpoint(self.topic)
         self.received = 0  # messages taken off the socket
         self.skipped = 0  # older messages dropped by LATEST delivery
-        self.decode_errors = 0  # malformed messages skipped by iteration
+        self.decode_errors = 0  # messages rejected by decode (malformed, out of bounds, bad stamp)
+        self.rejected: dict[str, int] = {}  # DecodeError kind -> count
+        self.last_rejected = ""  # the last rejection, one line
         self.seq_gaps = 0  # messages the publisher sent that never arrived (queue overflow, late join)
         self.restarts = 0  # publishers seen starting a new incarnation (a respawned node, a replay loop)
         # (node, incarnation) -> (last seq, last stamp_ns), least recently heard first
@@ -300,6 +305,15 @@ class Subscriber:
         is malformed, has a field out of bounds (`perception.drives.bounds`), is stamped more than
         STAMP_MAX_AHEAD_NS after ``now_ns`` (default: the wall clock) or earlier than the previous
         message of the same publisher incarnation. Counts sequence gaps and publisher restarts."""
+        try:
+            return self._decode(frames, now_ns)
+        except DecodeError as exc:
+            self.decode_errors += 1
+            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
+            self.last_rejected = str(exc)
+            raise
+
+    def _decode(self, frames: list[Any], now_ns: int | None) -> msgspec.Struct:
         msg = self.codec.decode(frames)
         header = msg.header  # type: ignore[attr-defined]
         stamp_ns = header.stamp_ns
@@ -333,8 +347,19 @@ class Subscriber:
         return msg
 
     def recv(self, timeout_s: float | None = None) -> msgspec.Struct | None:
-        frames = self.recv_frames(timeout_s)
-        return None if frames is None else self.decode(frames)
+        """The next well-formed message, None when none came within ``timeout_s`` (None: wait forever).
+        Rejected messages are skipped and counted (see the class docstring)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = self.recv_frames(left)
+            if frames is None:
+                return None
+            try:
+                return self.decode(frames)
+            except DecodeError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
     def close(self) -> None:
         if self._thread is not None:
@@ -351,12 +376,8 @@ class Subscriber:
         self.close()
 
     def __iter__(self):
-        """Messages forever, skipping (and counting in ``decode_errors``) malformed ones."""
+        """Messages forever, skipping (and counting) rejected ones."""
         while True:
-            try:
-                msg = self.recv()
-            except DecodeError:
-                self.decode_errors += 1
-                continue
+            msg = self.recv()
             if msg is not None:
                 yield msg
