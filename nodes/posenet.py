@@ -22,7 +22,8 @@ reasons in ``reason``; diagnostics count them (``flagged:<reason>``).
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
 decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
-``reject:camera/image`` in a batch).
+``reject:camera/image`` in a batch, where the other frames still get their fixes; should the batch's
+forward pass itself fail, the runtime hands the frames over again one by one).
 
     python -m nodes.posenet --param model=runs/posenet/model.pt --param device=cpu
 """
@@ -114,6 +115,9 @@ class PoseNetNode(Node):
 
     def _prepare(self, msg: Image) -> np.ndarray:
         image = self.image_bgr(msg)
+        if image.shape[0] == 0 or image.shape[1] == 0:  # OpenCV's resize would raise cv2.error on it
+            raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: {image.shape[1]}x{image.shape[0]} px "
+                             "has no pixels")
         if (image.shape[1], image.shape[0]) != (msg.width_px, msg.height_px):
             log.debug("frame says %dx%d but holds %dx%d", msg.width_px, msg.height_px, image.shape[1], image.shape[0])
         w, h = image.shape[1], image.shape[0]
@@ -165,7 +169,7 @@ class PoseNetNode(Node):
             try:
                 prepared.append(self._prepare(msg))
                 good.append(msg)
-            except ValueError as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad frame (ValueError, cv2.error) costs only its own fix
                 self.rejected += 1
                 self._errors.append((f"reject:{topic}", str(exc)))
         return self._infer(good, prepared) if good else []
