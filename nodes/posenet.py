@@ -31,6 +31,7 @@ forward pass itself fail, the runtime hands the frames over again one by one).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 import msgspec
@@ -193,9 +194,14 @@ class PoseNetNode(Node):
         for i, msg in enumerate(msgs):
             cov = est.cov_enu_m2[i]
             finite = bool(np.all(np.isfinite(cov)) and np.isfinite(est.lat_deg[i]) and np.isfinite(est.lon_deg[i]))
+            # a non-finite estimate travels as NaN (unknown) with valid=False: +-inf is outside the bounds
+            # of a GeoFix and would be rejected at decode, leaving the frame unanswered
+            lat, lon = (float(est.lat_deg[i]), float(est.lon_deg[i])) if finite else (math.nan, math.nan)
+            if not finite:
+                cov = np.full((2, 2), math.nan)
             fix = GeoFix(
                 header=Header(stamp_ns=msg.header.stamp_ns, frame_id="posenet", trace=list(msg.header.trace)),
-                lat_deg=float(est.lat_deg[i]), lon_deg=float(est.lon_deg[i]),
+                lat_deg=lat, lon_deg=lon,
                 heading_deg=float(est.heading_deg[i]),
                 cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),

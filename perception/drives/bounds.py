@@ -367,3 +367,12 @@ def check_record(msg: msgspec.Struct) -> None:
 def bounds_table() -> list[tuple[str, str, str]]:
     """(record, field, bound in words) for every field: the table of docs/wire_format.md "Limits"."""
     return [(cls.__name__, name, kind.doc()) for cls, fields in BOUNDS.items() for name, kind in fields.items()]
+
+
+def bounds_markdown() -> str:
+    """The bounds as the markdown table of docs/wire_format.md ("Limits"); a test keeps the two in step.
+    Regenerate: ``python -c "from perception.drives.bounds import bounds_markdown; print(bounds_markdown())"``."""
+    lines = ["| record | field bounds |", "|---|---|"]
+    for cls, fields in BOUNDS.items():
+        lines.append(f"| {cls.__name__} | " + "; ".join(f"`{name}` {kind.doc()}" for name, kind in fields.items()) + " |")
+    return "\n".join(lines)

@@ -129,3 +129,12 @@ def test_nested_records_are_checked_through_their_own_table():
         check_record(Image(Header(stamp_ns=T0), 4, 2, "bgr8", np.zeros((2, 4, 3), np.uint8),
                            CameraInfo(4, 2, 1e9, 1.0, 0.0, 0.0)))
     assert err.value.field == "intrinsics.fx_px"
+
+
+def test_docs_list_the_bounds_of_the_code():
+    from pathlib import Path
+
+    from perception.drives.bounds import bounds_markdown
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "wire_format.md").read_text()
+    assert bounds_markdown() in doc, "regenerate the table in docs/wire_format.md (bounds_markdown's docstring)"
