@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from perception.drives.bounds import BOUNDS, FieldError, Record, bounds_table, check_record
+from perception.drives.bounds import BOUNDS, FieldError, Record, _check_struct, bounds_table, check_record
 from perception.drives.messages import (
     MESSAGE_TYPES,
     CameraInfo,
@@ -99,6 +99,9 @@ def test_impossible_values_are_rejected_naming_reason_and_field(msg, reason, fie
         check_record(msg)
     assert (err.value.reason, err.value.field) == (reason, field)
     assert str(err.value).startswith(f"{field}=")
+    with pytest.raises(FieldError) as ref:  # the generated fast checker and the plain one agree
+        _check_struct(msg)
+    assert (ref.value.reason, ref.value.field) == (reason, field)
 
 
 @pytest.mark.parametrize("msg", [
@@ -116,6 +119,7 @@ def test_impossible_values_are_rejected_naming_reason_and_field(msg, reason, fie
 ])
 def test_possible_values_pass(msg):
     check_record(msg)
+    _check_struct(msg)
 
 
 def test_a_valid_fix_may_not_carry_nan_positions():
