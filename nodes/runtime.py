@@ -230,6 +230,7 @@ class NodeRunner:
         self.subscribers = {t: Subscriber(self.remaps[t], delivery=d, config=self.config, context=self._context)
                             for t, d in node.subscribes.items()}
         self._stream_epoch = node.stream_epoch
+        self._input_restarts: dict[str, int] = {}  # bus topic -> publisher restarts already logged
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -284,6 +285,7 @@ class NodeRunner:
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        self._note_restarts(sub)
         if msgs:
             self._deliver(topic, msgs, recv_ns)
 
@@ -326,6 +328,15 @@ class NodeRunner:
         self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0 / len(msgs))
         self._publish(outputs, recv_ns)
 
+    def _note_restarts(self, sub: Subscriber) -> None:
+        """Say in the log when a publisher of an input came back as a new incarnation (a respawned node,
+        a replay starting over): its seq restarts at 0, which is not counted as lost messages."""
+        seen = self._input_restarts.get(sub.topic.name, 0)
+        if sub.restarts > seen:
+            self._input_restarts[sub.topic.name] = sub.restarts
+            self.log.info("%s: its publisher restarted (new incarnation, seq from 0; %d restart%s seen)",
+                          sub.topic.name, sub.restarts, "" if sub.restarts == 1 else "s")
+
     def _call(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> list[tuple[str, msgspec.Struct]]:
         """``on_message`` of one input; its outputs, or none when it raises (counted, the node goes on)."""
         try:
@@ -361,6 +372,7 @@ class NodeRunner:
                                   f"max_delay_s={merger.policy.max_delay_s}?): "
                                   f"{'dropped' if held is None else 'delivered out of order'}")
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
+        self._note_restarts(sub)
 
     def _release(self) -> None:
         """Hand the merger's ready inputs to the node in stamp order, runs of one topic batched up to

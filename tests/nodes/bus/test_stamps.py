@@ -94,3 +94,43 @@ def test_tracked_publishers_are_bounded(sub):
     for k in range(MAX_TRACKED_PUBLISHERS * 3):
         sub.decode(frames(t0, node=f"spoof{k}"))
     assert len(sub._publishers) <= MAX_TRACKED_PUBLISHERS and len(sub._incarnations) <= MAX_TRACKED_PUBLISHERS
+
+
+def test_a_node_says_when_the_publisher_of_an_input_restarted(bus_config, caplog):
+    import logging
+    import threading
+
+    from nodes.bus.pubsub import Delivery
+    from nodes.runtime import Node, NodeRunner
+
+    class Sink(Node):
+        name = "sink"
+        subscribes = {GPS_TOPIC: Delivery.EVERY}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seqs: list[int] = []
+
+        def on_message(self, topic, msg, recv_ns):
+            self.seqs.append(msg.header.seq)
+            return ()
+
+    node = Sink()
+    runner = NodeRunner(node, config=bus_config)
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": 1.5})
+    with caplog.at_level(logging.INFO, logger="streetloc.sink"), \
+            Publisher(GPS_TOPIC, node="gps", config=bus_config) as pub:
+        assert pub.wait_for_subscribers(1, 5)
+        thread.start()
+        t0 = time.time_ns() - 10 * S
+        for k in range(3):
+            pub.publish(GeoFix(Header(stamp_ns=t0 + k * S), lat_deg=55.7, lon_deg=13.2))
+        time.sleep(0.3)
+        pub.restart_stream()  # as a respawned gps driver would
+        pub.publish(GeoFix(Header(stamp_ns=t0), lat_deg=55.7, lon_deg=13.2))
+        thread.join()
+    diag = runner.diagnostics_message(1.0)
+    runner.close()
+    assert node.seqs == [0, 1, 2, 0]
+    assert "gps/fix: its publisher restarted (new incarnation, seq from 0; 1 restart seen)" in caplog.text
+    assert diag.errors == {} and all(t.dropped == 0 for t in diag.topics)
