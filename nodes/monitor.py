@@ -8,7 +8,11 @@ topic it measures, over a sliding window:
   ``rate_hz`` (or an override): outside ``[rate_min_ratio, rate_max_ratio]`` x expected is a problem;
 - the **end-to-end latency** from the header trace, ``trace[-1].pub_ns - stamp_ns`` (capture to the
   last publisher), median and max; above ``max_latency_ms`` (when set) is a problem;
-- **staleness**: no message for ``stale_after_s`` is a problem.
+- **staleness**: no message for ``stale_after_s`` is a problem;
+- **rejected messages**: any message of the topic rejected at decode within the window (malformed, a
+  field out of its bounds such as lat 95 or a NaN, a stamp ahead of the clock or going back; the
+  reasons of docs/wire_format.md, "Limits") is a problem, ``rejected:<topic>``, with the counts per
+  reason and the last one in the detail.
 
 Problems go into the node's diagnostics (status "warn", one ``errors`` kind per problem such as
 ``stale:camera/image``, details in ``last_error``; see ``Node.health``) and into its log when they
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import statistics
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import msgspec
@@ -79,6 +83,8 @@ class TopicReport:
     latency_ms_max: float | None
     age_s: float | None  # since the last message arrived; None if none ever did
     count: int  # messages since start
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> messages rejected within the window
+    last_rejected: str = ""  # the last rejection within the window, one line
 
 
 class _Window:
@@ -89,6 +95,7 @@ class _Window:
         self.samples: deque[tuple[int, int, int | None]] = deque()
         self.count = 0
         self.last_recv_ns: int | None = None
+        self.rejects: deque[tuple[int, str, str]] = deque()  # (recv_ns, reason, detail) within the window
 
     def add(self, recv_ns: int, stamp_ns: int, latency_ns: int | None) -> None:
         self.samples.append((recv_ns, stamp_ns, latency_ns))
@@ -99,6 +106,20 @@ class _Window:
     def prune(self, now_ns: int) -> None:
         while self.samples and self.samples[0][0] < now_ns - self.window_ns:
             self.samples.popleft()
+        while self.rejects and self.rejects[0][0] < now_ns - self.window_ns:
+            self.rejects.popleft()
+
+    def reject(self, recv_ns: int, reason: str, detail: str) -> None:
+        self.rejects.append((recv_ns, reason, detail))
+        self.prune(recv_ns)
+        if len(self.rejects) > 100_000:  # a flood: the counts stay right enough, memory stays bounded
+            self.rejects.popleft()
+
+    def rejected(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, reason, _ in self.rejects:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
 
     def rate_hz(self) -> float | None:
         # From the capture stamps, not arrival times: bus jitter must not read as a rate problem, and a
@@ -163,6 +184,9 @@ class TopicMonitor(Node):
         self._windows[topic].add(recv_ns, header.stamp_ns, latency_ns)
         return ()
 
+    def on_reject(self, topic: str, reason: str, detail: str) -> None:
+        self._windows[topic].reject(self.now_ns(), reason, detail)
+
     def report(self, now_ns: int) -> list[TopicReport]:
         """The current statistics of every watched topic."""
         rows = []
@@ -170,16 +194,22 @@ class TopicMonitor(Node):
             window.prune(now_ns)
             p50, worst = window.latency_ms()
             age = None if window.last_recv_ns is None else (now_ns - window.last_recv_ns) / 1e9
-            rows.append(TopicReport(name, self._expected[name], window.rate_hz(), p50, worst, age, window.count))
+            rows.append(TopicReport(name, self._expected[name], window.rate_hz(), p50, worst, age, window.count,
+                                    window.rejected(), window.rejects[-1][2] if window.rejects else ""))
         return rows
 
     def check(self, now_ns: int) -> dict[str, str]:
-        """The problems at ``now_ns``: kind (``stale:``, ``rate:``, ``latency:`` + topic) -> detail."""
+        """The problems at ``now_ns``: kind (``stale:``, ``rate:``, ``latency:``, ``rejected:`` + topic) ->
+        detail."""
         p: MonitorParams = self.params  # type: ignore[assignment]
         if self._started_ns is None:
             self._started_ns = now_ns
         problems: dict[str, str] = {}
         for r in self.report(now_ns):
+            if r.rejected:
+                counts = ", ".join(f"{reason} {n}" for reason, n in sorted(r.rejected.items()))
+                problems[f"rejected:{r.topic}"] = (f"{r.topic}: {sum(r.rejected.values())} messages rejected in the "
+                                                   f"last {p.window_s:g} s ({counts}); last: {r.last_rejected}")
             if r.age_s is None:
                 waited_s = (now_ns - self._started_ns) / 1e9
                 if waited_s > p.stale_after_s:  # a grace period: publishers may start after us
@@ -239,7 +269,8 @@ def format_report(r: TopicReport) -> str:
     expected = f"{r.expected_hz:g} Hz" if r.expected_hz > 0 else "not checked"
     return (f"{r.topic}: {_fmt(r.rate_hz, 'Hz')} (expected {expected}), "
             f"latency p50 {_fmt(r.latency_ms_p50, 'ms', '.1f')} max {_fmt(r.latency_ms_max, 'ms', '.1f')}, "
-            f"last {_fmt(r.age_s, 's ago', '.2f')}, {r.count} messages")
+            f"last {_fmt(r.age_s, 's ago', '.2f')}, {r.count} messages"
+            + (f", {sum(r.rejected.values())} rejected" if r.rejected else ""))
 
 
 if __name__ == "__main__":

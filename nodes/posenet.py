@@ -22,7 +22,8 @@ reasons in ``reason``; diagnostics count them (``flagged:<reason>``).
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
 decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
-``reject:camera/image`` in a batch).
+``reject:camera/image`` in a batch, where the other frames still get their fixes; should the batch's
+forward pass itself fail, the runtime hands the frames over again one by one).
 
     python -m nodes.posenet --param model=runs/posenet/model.pt --param device=cpu
 """
@@ -30,6 +31,7 @@ decode is rejected and counted in diagnostics (``handler:camera/image:ValueError
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 import msgspec
@@ -114,6 +116,9 @@ class PoseNetNode(Node):
 
     def _prepare(self, msg: Image) -> np.ndarray:
         image = self.image_bgr(msg)
+        if image.shape[0] == 0 or image.shape[1] == 0:  # OpenCV's resize would raise cv2.error on it
+            raise ValueError(f"frame stamp_ns={msg.header.stamp_ns}: {image.shape[1]}x{image.shape[0]} px "
+                             "has no pixels")
         if (image.shape[1], image.shape[0]) != (msg.width_px, msg.height_px):
             log.debug("frame says %dx%d but holds %dx%d", msg.width_px, msg.height_px, image.shape[1], image.shape[0])
         w, h = image.shape[1], image.shape[0]
@@ -165,7 +170,7 @@ class PoseNetNode(Node):
             try:
                 prepared.append(self._prepare(msg))
                 good.append(msg)
-            except ValueError as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad frame (ValueError, cv2.error) costs only its own fix
                 self.rejected += 1
                 self._errors.append((f"reject:{topic}", str(exc)))
         return self._infer(good, prepared) if good else []
@@ -190,9 +195,14 @@ class PoseNetNode(Node):
         for i, msg in enumerate(msgs):
             cov = est.cov_enu_m2[i]
             finite = bool(np.all(np.isfinite(cov)) and np.isfinite(est.lat_deg[i]) and np.isfinite(est.lon_deg[i]))
+            # a non-finite estimate travels as NaN (unknown) with valid=False: +-inf is outside the bounds
+            # of a GeoFix and would be rejected at decode, leaving the frame unanswered
+            lat, lon = (float(est.lat_deg[i]), float(est.lon_deg[i])) if finite else (math.nan, math.nan)
+            if not finite:
+                cov = np.full((2, 2), math.nan)
             fix = GeoFix(
                 header=Header(stamp_ns=msg.header.stamp_ns, frame_id="posenet", trace=list(msg.header.trace)),
-                lat_deg=float(est.lat_deg[i]), lon_deg=float(est.lon_deg[i]),
+                lat_deg=lat, lon_deg=lon,
                 heading_deg=float(est.heading_deg[i]),
                 cov_enu_m2=(float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 0]), float(cov[1, 1])),
                 heading_std_deg=float(max(floor, est.heading_std_deg[i])),

@@ -137,6 +137,7 @@ class Replay(Node):
     def _at_end(self) -> Outputs:
         if self.params.loop:
             self._restart()
+            self.stream_epoch += 1  # stamps start over: a new publisher incarnation, not a clock going back
             return ()
         self._finished = True
         return ()

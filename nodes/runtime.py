@@ -77,6 +77,10 @@ class Node:
     # wall clock. A node whose setting depends on its params sets it on the instance in ``__init__``.
     merge_inputs_by_stamp: ClassVar[StampMerge | None] = None
     clock: GraphClock = WALL_CLOCK  # replaced by the runner (or ``run_offline``) that runs the node
+    # Raised by a node whose outputs start over (a replay looping to the drive's start): the shell then
+    # gives every publisher a new incarnation, so that subscribers see a restarted stream whose stamps
+    # go back, not a clock going backwards (docs/wire_format.md, "Header").
+    stream_epoch: int = 0
 
     def __init__(self, params: msgspec.Struct | None = None) -> None:
         self.params = checked_params(params, self.name) if params is not None else self.Params()
@@ -111,6 +115,12 @@ class Node:
         for msg in msgs:
             out.extend(self.on_message(topic, msg, recv_ns) or ())
         return out
+
+    def on_reject(self, topic: str, reason: str, detail: str) -> None:
+        """An input of ``topic`` was rejected before reaching the node (malformed, a field out of bounds,
+        a stamp ahead of the clock or going back: ``reason`` is the DecodeError kind). The shell has
+        counted it already (``decode:<topic>:<reason>``); a node that reports on its inputs (the
+        monitor) overrides this."""
 
     def take_errors(self) -> list[tuple[str, str]]:
         """Errors met in the last handler call that did not stop it, as (kind, detail) pairs: a batch
@@ -219,6 +229,8 @@ class NodeRunner:
         self._schedule = TickSchedule(tick_hz) if self.clock.sim and tick_hz > 0 else None
         self.subscribers = {t: Subscriber(self.remaps[t], delivery=d, config=self.config, context=self._context)
                             for t, d in node.subscribes.items()}
+        self._stream_epoch = node.stream_epoch
+        self._input_restarts: dict[str, int] = {}  # bus topic -> publisher restarts already logged
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -237,6 +249,10 @@ class NodeRunner:
             self.log.warning("%s: %s (further errors of this kind are counted in diagnostics)", kind, detail)
 
     def _publish(self, outputs: Outputs | None, recv_ns: int | None) -> None:
+        if self.node.stream_epoch != self._stream_epoch:  # the node starts its outputs over
+            self._stream_epoch = self.node.stream_epoch
+            for pub in self.publishers.values():
+                pub.restart_stream()
         for topic, msg in outputs or ():
             pub = self.publishers.get(topic)
             if pub is None:
@@ -262,33 +278,73 @@ class NodeRunner:
             if frames is None:
                 break
             recv_ns = recv_ns or time.time_ns()
-            try:
-                msgs.append(sub.decode(frames))
-            except DecodeError as exc:
-                self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
+            msg = self._decode(topic, sub, frames)
+            if msg is None:
                 continue
+            msgs.append(msg)
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        self._note_restarts(sub)
         if msgs:
             self._deliver(topic, msgs, recv_ns)
 
-    def _deliver(self, topic: str, msgs: list[msgspec.Struct], recv_ns: int) -> None:
-        """Hand decoded inputs of one topic to the node; publish what it returns."""
-        t0 = time.perf_counter()
+    def _decode(self, topic: str, sub: Subscriber, frames: list) -> msgspec.Struct | None:
+        """The decoded message, or None for one that is rejected: counted as ``decode:<bus topic>:<kind>``
+        and told to the node (``on_reject``). Nothing a sender can put in the frames escapes from here."""
+        bus_topic = sub.topic.name
         try:
-            if len(msgs) == 1:
-                outputs = list(self.node.on_message(topic, msgs[0], recv_ns) or ())
-            else:
-                outputs = list(self.node.on_batch(topic, msgs, recv_ns) or ())
-        except Exception as exc:  # a bad input must not kill the node
-            self.log.debug("handler error", exc_info=True)
+            return sub.decode(frames)
+        except DecodeError as exc:
+            kind, detail = exc.kind, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the codec raises only DecodeError; this is the backstop
+            kind, detail = "internal", f"{type(exc).__name__}: {exc}"
+        self.record_error(f"decode:{bus_topic}:{kind}", detail)
+        try:
+            self.node.on_reject(topic, kind, detail)
+        except Exception as exc:  # noqa: BLE001
             self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
-            outputs = []
+        return None
+
+    def _deliver(self, topic: str, msgs: list[msgspec.Struct], recv_ns: int) -> None:
+        """Hand decoded inputs of one topic to the node; publish what it returns. A batch whose handler
+        raises is handed over again one message at a time, so that one bad message (a 0x0 frame a model
+        chokes on) costs only its own output, never its neighbours' (counted as ``handler:<topic>:<exc>``)."""
+        t0 = time.perf_counter()
+        if len(msgs) == 1:
+            outputs = self._call(topic, msgs[0], recv_ns)
+        else:
+            try:
+                outputs = list(self.node.on_batch(topic, msgs, recv_ns) or ())
+            except Exception as exc:  # noqa: BLE001 - one bad member: isolate it below
+                self.log.debug("batch handler error; retrying one by one", exc_info=True)
+                self.record_error(f"batch:{topic}:{type(exc).__name__}", f"batch of {len(msgs)} failed, "
+                                  f"retried one by one: {exc}")
+                outputs = []
+                for msg in msgs:
+                    outputs.extend(self._call(topic, msg, recv_ns))
         for kind, detail in self.node.take_errors():
             self.record_error(kind, detail)
         self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0 / len(msgs))
         self._publish(outputs, recv_ns)
+
+    def _note_restarts(self, sub: Subscriber) -> None:
+        """Say in the log when a publisher of an input came back as a new incarnation (a respawned node,
+        a replay starting over): its seq restarts at 0, which is not counted as lost messages."""
+        seen = self._input_restarts.get(sub.topic.name, 0)
+        if sub.restarts > seen:
+            self._input_restarts[sub.topic.name] = sub.restarts
+            self.log.info("%s: its publisher restarted (new incarnation, seq from 0; %d restart%s seen)",
+                          sub.topic.name, sub.restarts, "" if sub.restarts == 1 else "s")
+
+    def _call(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> list[tuple[str, msgspec.Struct]]:
+        """``on_message`` of one input; its outputs, or none when it raises (counted, the node goes on)."""
+        try:
+            return list(self.node.on_message(topic, msg, recv_ns) or ())
+        except Exception as exc:  # noqa: BLE001 - a bad input must not kill the node
+            self.log.debug("handler error", exc_info=True)
+            self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
+            return []
 
     def _take(self, topic: str, sub: Subscriber) -> None:
         """Move every message queued on ``sub`` into the merger (a merging node), counting late ones.
@@ -301,10 +357,8 @@ class NodeRunner:
             frames = sub.recv_frames(0)
             if frames is None:
                 break
-            try:
-                msg = sub.decode(frames)
-            except DecodeError as exc:
-                self.record_error(f"decode:{bus_topic}:{exc.kind}", str(exc))
+            msg = self._decode(topic, sub, frames)
+            if msg is None:
                 continue
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
@@ -318,6 +372,7 @@ class NodeRunner:
                                   f"max_delay_s={merger.policy.max_delay_s}?): "
                                   f"{'dropped' if held is None else 'delivered out of order'}")
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
+        self._note_restarts(sub)
 
     def _release(self) -> None:
         """Hand the merger's ready inputs to the node in stamp order, runs of one topic batched up to

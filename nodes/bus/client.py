@@ -3,7 +3,7 @@
     from nodes.bus import POSE_TOPIC, subscribe, next_message     # topic names: `streetloc topic list`
     pose = next_message(POSE_TOPIC, host="192.168.1.20", timeout_s=2.0)  # None on timeout
     with subscribe(POSE_TOPIC, host="192.168.1.20") as poses:
-        for pose in poses:                  # malformed messages are skipped and counted
+        for pose in poses:                  # malformed messages are skipped and counted (poses.rejected)
             ...
 
 With ``host`` given the client speaks tcp to that machine (the graph must run with
@@ -41,10 +41,7 @@ def next_message(topic: str, *, host: str | None = None, port_base: int | None =
     deadline = time.monotonic() + timeout_s
     with subscribe(topic, host=host, port_base=port_base) as sub:
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = sub.recv(timeout_s=left)
-            except ValueError:  # DecodeError: skip it, wait for a good one
-                continue
+            msg = sub.recv(timeout_s=left)  # rejected messages are skipped and counted by the subscriber
             if msg is not None:
                 return msg
     return None

@@ -30,6 +30,7 @@ import zmq
 from nodes.bus.messages import Hop
 from nodes.bus.topics import BusConfig, Topic, get_topic, private_dir
 from nodes.bus.wire import FIRST_ARRAY_FRAME, Codec, DecodeError
+from perception.drives.bounds import STAMP_MAX_AHEAD_NS
 
 _LATEST_QUEUE_DEPTH = 2
 # How long a closed publisher keeps delivering what is still queued (a replay's last frames); bounded
@@ -37,6 +38,14 @@ _LATEST_QUEUE_DEPTH = 2
 PUBLISHER_LINGER_MS = 500
 _DRAIN_NAMES = itertools.count()
 _BURST_PROBE_EVERY = 16
+# Publishers (node name, incarnation) a subscriber keeps the last seq and stamp of; beyond this the least
+# recently heard is forgotten, so that a flood of spoofed names cannot grow a subscriber's memory.
+MAX_TRACKED_PUBLISHERS = 256
+
+
+def new_incarnation() -> int:
+    """A random publisher incarnation in [1, 2**32 - 1] (0 means unknown on the wire)."""
+    return int.from_bytes(os.urandom(4), "little") or 1
 
 
 class Delivery(enum.Enum):
@@ -85,6 +94,7 @@ class Publisher:
         self.config = config or BusConfig.from_env()
         self.codec = Codec(self.topic)
         self.seq = 0
+        self.incarnation = new_incarnation()
         self._subscriptions = 0
         endpoint, bind = self.config.publisher_endpoint(self.topic)
         self.endpoint = endpoint
@@ -111,6 +121,7 @@ class Publisher:
         now_ns = time.time_ns()
         header = msg.header  # type: ignore[attr-defined]
         header.seq = self.seq
+        header.incarnation = self.incarnation
         header.trace = [*header.trace, Hop(self.node, now_ns if recv_ns is None else recv_ns, now_ns)]
         self.seq += 1
         frames = self.codec.encode(msg)
@@ -119,6 +130,12 @@ class Publisher:
         socket, last = self.socket, len(frames) - 1
         for index, frame in enumerate(frames):
             socket.send(frame, zmq.SNDMORE if index < last else 0, copy=index < FIRST_ARRAY_FRAME)
+
+    def restart_stream(self) -> None:
+        """Start a new incarnation (seq from 0): what follows is a new stream whose stamps may start
+        earlier than the last ones (a replay starting over), not a gap or a clock going back."""
+        self.incarnation = new_incarnation()
+        self.seq = 0
 
     def subscriber_count(self) -> int:
         """How many subscriptions are live on this topic now (bound publishers only)."""
@@ -153,9 +170,12 @@ class Publisher:
 
 
 class Subscriber:
-    """Subscribes to one topic. ``recv`` returns a decoded message or None on timeout and raises
-    ``DecodeError`` for a malformed one (the socket stays usable). ``socket`` can be registered in a
-    ``zmq.Poller``: it becomes readable when ``recv_frames`` has something to return.
+    """Subscribes to one topic. ``recv`` returns the next well-formed message or None on timeout; a
+    malformed or out-of-bounds one is skipped and counted (``rejected``: kind -> count, ``decode_errors``,
+    ``last_rejected``), never raised, so that no sender can stop a receive loop. ``recv_frames`` +
+    ``decode`` are the two halves for a receiver that handles rejections itself (``decode`` raises
+    ``DecodeError``, counted the same). ``socket`` can be registered in a ``zmq.Poller``: it becomes
+    readable when ``recv_frames`` has something to return.
 
     LATEST delivery drains the topic continuously in a background thread that keeps only the newest
     message, so that neither this process nor the publisher ever holds a backlog of stale frames;
@@ -171,9 +191,14 @@ class Subscriber:
         self.endpoint = endpoint or self.config.subscriber_endpoint(self.topic)
         self.received = 0  # messages taken off the socket
         self.skipped = 0  # older messages dropped by LATEST delivery
-        self.decode_errors = 0  # malformed messages skipped by iteration
+        self.decode_errors = 0  # messages rejected by decode (malformed, out of bounds, bad stamp)
+        self.rejected: dict[str, int] = {}  # DecodeError kind -> count
+        self.last_rejected = ""  # the last rejection, one line
         self.seq_gaps = 0  # messages the publisher sent that never arrived (queue overflow, late join)
-        self._last_seq: int | None = None
+        self.restarts = 0  # publishers seen starting a new incarnation (a respawned node, a replay loop)
+        # (node, incarnation) -> (last seq, last stamp_ns), least recently heard first
+        self._publishers: dict[tuple[str, int], tuple[int, int]] = {}
+        self._incarnations: dict[str, int] = {}  # node -> its latest incarnation
         ctx = _context(context)
         self._sub = ctx.socket(zmq.SUB)
         depth = _LATEST_QUEUE_DEPTH if delivery is Delivery.LATEST else self.topic.queue_depth
@@ -277,18 +302,66 @@ class Subscriber:
         """Messages waiting in the BUFFERED queue."""
         return len(self._buffer) if self._thread is not None else 0
 
-    def decode(self, frames: list[Any]) -> msgspec.Struct:
-        """Decode frames from ``recv_frames``; counts sequence gaps."""
+    def decode(self, frames: list[Any], now_ns: int | None = None) -> msgspec.Struct:
+        """Decode frames from ``recv_frames``. Raises DecodeError (and nothing else) for a message that
+        is malformed, has a field out of bounds (`perception.drives.bounds`), is stamped more than
+        STAMP_MAX_AHEAD_NS after ``now_ns`` (default: the wall clock) or earlier than the previous
+        message of the same publisher incarnation. Counts sequence gaps and publisher restarts."""
+        try:
+            return self._decode(frames, now_ns)
+        except DecodeError as exc:
+            self.decode_errors += 1
+            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
+            self.last_rejected = str(exc)
+            raise
+
+    def _decode(self, frames: list[Any], now_ns: int | None) -> msgspec.Struct:
         msg = self.codec.decode(frames)
-        seq = msg.header.seq  # type: ignore[attr-defined]
-        if self._last_seq is not None and seq > self._last_seq + 1 and self.delivery is not Delivery.LATEST:
-            self.seq_gaps += seq - self._last_seq - 1
-        self._last_seq = seq
+        header = msg.header  # type: ignore[attr-defined]
+        stamp_ns = header.stamp_ns
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        if stamp_ns > now_ns + STAMP_MAX_AHEAD_NS:
+            raise DecodeError("stamp_ahead", f"{self.topic.name}: header.stamp_ns={stamp_ns} is "
+                              f"{(stamp_ns - now_ns) / 1e9:.3g} s ahead of this machine's clock "
+                              f"(at most {STAMP_MAX_AHEAD_NS / 1e9:g} s)")
+        node = header.trace[-1].node if header.trace else ""
+        key = (node, header.incarnation)
+        last = self._publishers.pop(key, None)
+        if last is None:
+            previous = self._incarnations.get(node)
+            if previous is not None and previous != header.incarnation:
+                self.restarts += 1
+            self._incarnations[node] = header.incarnation
+            if len(self._incarnations) > MAX_TRACKED_PUBLISHERS:
+                del self._incarnations[next(iter(self._incarnations))]
+        else:
+            last_seq, last_stamp_ns = last
+            if stamp_ns < last_stamp_ns:
+                self._publishers[key] = last  # the stream goes on from the last good message
+                raise DecodeError("stamp_backwards", f"{self.topic.name}: header.stamp_ns={stamp_ns} from "
+                                  f"{node or 'a publisher'} is {(last_stamp_ns - stamp_ns) / 1e9:.3g} s before "
+                                  f"its previous message's")
+            if header.seq > last_seq + 1 and self.delivery is not Delivery.LATEST:
+                self.seq_gaps += header.seq - last_seq - 1
+        self._publishers[key] = (header.seq, stamp_ns)
+        if len(self._publishers) > MAX_TRACKED_PUBLISHERS:
+            del self._publishers[next(iter(self._publishers))]
         return msg
 
     def recv(self, timeout_s: float | None = None) -> msgspec.Struct | None:
-        frames = self.recv_frames(timeout_s)
-        return None if frames is None else self.decode(frames)
+        """The next well-formed message, None when none came within ``timeout_s`` (None: wait forever).
+        Rejected messages are skipped and counted (see the class docstring)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = self.recv_frames(left)
+            if frames is None:
+                return None
+            try:
+                return self.decode(frames)
+            except DecodeError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
 
     def close(self) -> None:
         if self._thread is not None:
@@ -305,12 +378,8 @@ class Subscriber:
         self.close()
 
     def __iter__(self):
-        """Messages forever, skipping (and counting in ``decode_errors``) malformed ones."""
+        """Messages forever, skipping (and counting) rejected ones."""
         while True:
-            try:
-                msg = self.recv()
-            except DecodeError:
-                self.decode_errors += 1
-                continue
+            msg = self.recv()
             if msg is not None:
                 yield msg

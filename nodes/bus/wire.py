@@ -11,6 +11,7 @@ latency (about 14 us per frame over ipc on the benchmark machine).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import msgspec
@@ -19,19 +20,38 @@ import zmq
 
 from nodes.bus.messages import MESSAGE_TYPES, SCHEMA_VERSION
 from nodes.bus.topics import Topic
+from perception.drives.bounds import FieldError, check_record
 
 FIRST_ARRAY_FRAME = 2
 # dtypes an array field may carry; anything else in a received message is rejected
 ALLOWED_DTYPES = frozenset({"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<i8", "<u8", "<f2", "<f4", "<f8", "|b1"})
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 MAX_ARRAY_NDIM = 4
+# Limits of what a receiver looks at before decoding (docs/wire_format.md, "Limits"): the MessagePack
+# envelope of the largest legitimate message (a Diagnostics of a busy node, a GeoFix with its hypotheses)
+# is a few kB; arrays travel in their own frames, at most one per array field (Detections: 3).
+MAX_ENVELOPE_BYTES = 1 << 20
+MAX_FRAMES = FIRST_ARRAY_FRAME + 8
+_MAX_DETAIL_CHARS = 300
 
 
 class DecodeError(ValueError):
-    """A received message that cannot be decoded. ``kind`` is a short machine-readable reason
-    (``frames``, ``topic``, ``version``, ``type``, ``body``, ``array``) used as a diagnostics counter."""
+    """A received message that cannot be decoded. ``kind`` is a short machine-readable reason, used as a
+    diagnostics counter (``decode:<topic>:<kind>``):
+
+    - the frames: ``frames`` (too few or too many), ``size`` (envelope over MAX_ENVELOPE_BYTES), ``topic``;
+    - the envelope: ``envelope``, ``version``, ``type``; the body: ``body`` (not the record's fields and
+      types), ``array`` (an array reference that does not match its frame);
+    - decoder limits: ``depth`` (nested deeper than the decoder's recursion limit), ``memory``,
+      ``overflow``, ``internal`` (any other exception of the decoder: never escapes);
+    - field bounds (`perception.drives.bounds`): ``non_finite``, ``out_of_range``, ``too_long``,
+      ``unknown_value``, ``shape``;
+    - stamps, checked by the subscriber: ``stamp_ahead``, ``stamp_backwards``.
+    """
 
     def __init__(self, kind: str, detail: str) -> None:
+        if len(detail) > _MAX_DETAIL_CHARS:
+            detail = detail[:_MAX_DETAIL_CHARS - 3] + "..."
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
 
@@ -39,8 +59,9 @@ class DecodeError(ValueError):
 class Codec:
     """Encoder/decoder for one topic. Not thread-safe: use one per socket."""
 
-    def __init__(self, topic: Topic) -> None:
+    def __init__(self, topic: Topic, *, check_bounds: bool = True) -> None:
         self.topic = topic
+        self.check_bounds = check_bounds  # field bounds (perception.drives.bounds) after each decode
         self._topic_frame = topic.name.encode()
         self._type_name = topic.type_name
         self._out_arrays: list[Any] = []
@@ -107,9 +128,38 @@ class Codec:
         return array
 
     def decode(self, frames: list[Any]) -> msgspec.Struct:
-        """Decode received frames (bytes or zmq.Frame); raises DecodeError saying what was wrong."""
+        """Decode received frames (bytes or zmq.Frame) into the topic's record with its fields within
+        their bounds. Raises DecodeError saying what was wrong, and nothing else whatever the bytes: a
+        receiver counts it and goes on."""
+        try:
+            msg = self._decode(frames)
+        except DecodeError:
+            raise
+        except RecursionError:
+            # msgspec skips unknown fields and Raw values recursively, up to the interpreter's limit
+            raise DecodeError("depth", f"{self.topic.name}: nested deeper than the decoder's limit "
+                              f"({sys.getrecursionlimit()} levels)") from None
+        except MemoryError:
+            raise DecodeError("memory", f"{self.topic.name}: out of memory decoding the message") from None
+        except OverflowError as exc:
+            raise DecodeError("overflow", f"{self.topic.name}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises must not reach the receiver
+            raise DecodeError("internal", f"{self.topic.name}: {type(exc).__name__}: {exc}") from None
+        if self.check_bounds:
+            try:
+                check_record(msg)
+            except FieldError as exc:
+                raise DecodeError(exc.reason, f"{self.topic.name}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - a value the bounds code did not foresee
+                raise DecodeError("internal", f"{self.topic.name}: bounds check: {type(exc).__name__}: "
+                                  f"{exc}") from None
+        return msg
+
+    def _decode(self, frames: list[Any]) -> msgspec.Struct:
         if len(frames) < FIRST_ARRAY_FRAME:
             raise DecodeError("frames", f"{len(frames)} frames, need at least {FIRST_ARRAY_FRAME}")
+        if len(frames) > MAX_FRAMES:
+            raise DecodeError("frames", f"{len(frames)} frames, at most {MAX_FRAMES} are read")
         topic = frames[0]
         if type(topic) is zmq.Frame:
             topic = topic.bytes
@@ -118,6 +168,8 @@ class Codec:
         envelope = frames[1]
         if type(envelope) is zmq.Frame:
             envelope = envelope.buffer
+        if len(envelope) > MAX_ENVELOPE_BYTES:
+            raise DecodeError("size", f"envelope of {len(envelope)} bytes, at most {MAX_ENVELOPE_BYTES} are read")
         self._in_frames = frames
         try:
             # One pass on the common path; a message that fails it is decoded again step by step

@@ -110,11 +110,14 @@ def cmd_echo(args: argparse.Namespace) -> int:
     with _subscription(topic, Delivery.EVERY) as sub:
         last = time.monotonic()
         while args.count <= 0 or shown < args.count:
-            try:
-                msg = sub.recv(timeout_s=0.2)
-            except DecodeError as exc:
-                print(f"# malformed message on {topic.name}: {exc}", file=sys.stderr)
-                continue
+            frames = sub.recv_frames(0.2)
+            msg = None
+            if frames is not None:
+                try:
+                    msg = sub.decode(frames)
+                except DecodeError as exc:  # the only error decode raises, whatever the bytes
+                    _say_rejected(topic, sub, exc)
+                    continue
             if msg is None:
                 if args.timeout and time.monotonic() - last > args.timeout:
                     print(f"no message on {topic.name} within {args.timeout:g} s "
@@ -130,6 +133,22 @@ def cmd_echo(args: argparse.Namespace) -> int:
                 print("---", flush=True)
             shown += 1
     return 0
+
+
+_REJECTED_SHOWN = 10  # rejections echo prints one by one; after that one line per 100
+
+
+def _say_rejected(topic: Topic, sub: Subscriber, exc: DecodeError) -> None:
+    """One line on stderr per rejected message, then (a flood) one per hundred with the counts."""
+    n = sub.decode_errors
+    if n <= _REJECTED_SHOWN:
+        print(f"# rejected message on {topic.name}: {exc}", file=sys.stderr)
+    elif n % 100 == 0:
+        print(f"# {n} messages rejected on {topic.name}: {_counts(sub.rejected)}", file=sys.stderr)
+
+
+def _counts(rejected: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(rejected.items()))
 
 
 def rate_stats(stamps_ns: list[int]) -> dict[str, float]:
@@ -150,21 +169,19 @@ def cmd_hz(args: argparse.Namespace) -> int:
     next_report = start + 1.0
     with _subscription(topic, Delivery.EVERY) as sub:
         while not args.duration or time.monotonic() - start < args.duration:
-            try:
-                msg = sub.recv(timeout_s=0.1)
-            except DecodeError:
-                continue
+            msg = sub.recv(timeout_s=0.1)  # rejected messages are skipped and counted (sub.rejected)
             if msg is not None:
                 stamps.append(msg.header.stamp_ns)  # type: ignore[attr-defined]
             if time.monotonic() >= next_report:
                 next_report += 1.0
                 st = rate_stats(sorted(stamps))
+                rejected = f"  rejected {sub.decode_errors} ({_counts(sub.rejected)})" if sub.decode_errors else ""
                 if not st:
-                    print(f"{topic.name}: no messages yet", flush=True)
+                    print(f"{topic.name}: no messages yet{rejected}", flush=True)
                     continue
                 print(f"{topic.name}: average rate {st['rate_hz']:.3f} Hz (expected {topic.rate_hz:g})  "
                       f"period min {st['min_ms']:.1f} ms max {st['max_ms']:.1f} ms "
-                      f"std dev {st['std_ms']:.2f} ms  window {len(stamps)}", flush=True)
+                      f"std dev {st['std_ms']:.2f} ms  window {len(stamps)}{rejected}", flush=True)
     return 0
 
 

@@ -187,6 +187,7 @@ class Supervisor:
         self._waiters: dict[zmq.Socket, Subscriber] = {}
         self._seen_topics: set[str] = set()
         self._diag: Subscriber | None = None
+        self._diag_rejected_kinds: set[str] = set()
         self._forwarder: Forwarder | None = None
         self._wake_r = self._wake_w = -1
         self._state_dirty = True
@@ -420,13 +421,23 @@ class Supervisor:
                 return
             try:
                 msg = self._diag.decode(frames)
-            except DecodeError:
+            except Exception as exc:  # noqa: BLE001 - DecodeError; nothing a sender puts on the bus may end the launcher
+                self._diagnostics_rejected(exc)
                 continue
-            assert isinstance(msg, Diagnostics)
+            if not isinstance(msg, Diagnostics):
+                continue
             p = self.procs.get(msg.node)
             if p is not None and p.pid == msg.pid and p.ready != msg.ready:
                 p.ready = msg.ready
                 self._state_dirty = True
+
+    def _diagnostics_rejected(self, exc: Exception) -> None:
+        """A message on the diagnostics fan-in that is not well-formed diagnostics: counted (the
+        subscriber's ``rejected``), said once per kind in the launch log."""
+        kind = exc.kind if isinstance(exc, DecodeError) else f"internal:{type(exc).__name__}"
+        if kind not in self._diag_rejected_kinds:
+            self._diag_rejected_kinds.add(kind)
+            self.say(f"diagnostics: rejected a message ({str(exc)[:200]}); further ones of this kind are counted")
 
     # -- state file -----------------------------------------------------------------------------
     def _write_state(self, now: float, force: bool = False) -> None:

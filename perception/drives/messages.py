@@ -51,6 +51,10 @@ class Header(msgspec.Struct):
     seq: int = 0  # per-publisher sequence number, starting at 0; a gap means a dropped message
     frame_id: str = ""  # coordinate frame or sensor name ("camera", "enu", "gps")
     trace: list[Hop] = []
+    # The publisher's incarnation: a random number in [1, 2**32 - 1] drawn by each Publisher when it is
+    # made (a restarted node, a replay starting over), 0 when unknown (a drive, an older publisher).
+    # ``seq`` counts within one incarnation: a new incarnation with seq 0 is a restart, not a gap.
+    incarnation: int = 0
 
 
 class CameraInfo(msgspec.Struct, frozen=True):

@@ -162,3 +162,23 @@ def test_problems_reach_diagnostics(tmp_path):
         assert {(t.topic, t.direction) for t in diag.topics} == {("camera/image", "in"), ("gps/fix", "in")}
     finally:
         runner.close()
+
+
+def test_rejected_messages_are_a_problem_with_counts_per_reason_until_they_leave_the_window():
+    import time
+
+    monitor = make(expected_rate_hz={"camera/image": 0.0}, window_s=5.0)
+    now = time.time_ns()  # on_reject is stamped by the node's clock: the wall clock for the monitor
+    feed(monitor, 10.0, now - S, 1.0)
+    for _ in range(3):
+        monitor.on_reject("camera/image", "out_of_range", "camera/image: lat_deg=95.0 outside [-90, 90]")
+    monitor.on_reject("camera/image", "depth", "camera/image: nested deeper than the decoder's limit")
+    monitor.on_tick(now)
+    problem = monitor.health()["rejected:camera/image"]
+    assert problem.startswith("camera/image: 4 messages rejected in the last 5 s (depth 1, out_of_range 3); last:")
+    (report,) = monitor.report(now)
+    assert report.rejected == {"out_of_range": 3, "depth": 1}
+    assert format_report(report).endswith(", 4 rejected")
+    monitor.on_message("camera/image", image(now + 6 * S), now + 6 * S)
+    monitor.on_tick(now + 6 * S)
+    assert "rejected:camera/image" not in monitor.health()

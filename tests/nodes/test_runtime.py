@@ -38,8 +38,8 @@ class PoseEcho(Node):
         self.seen: list[Pose] = []
 
     def on_message(self, topic, msg, recv_ns):
-        if msg.lat_deg < -90:
-            raise ValueError("latitude below -90")  # a handler bug must not kill the node either
+        if msg.lat_deg < -80:
+            raise ValueError("latitude below -80")  # a handler bug must not kill the node either
         self.seen.append(msg)
         return ()
 
@@ -95,7 +95,7 @@ def test_node_survives_malformed_messages_and_reports_them(bus_config):
         try:
             time.sleep(0.5)
             codec = Codec(runner.subscribers["localization/pose"].topic)
-            good = codec.encode(Pose(Header(stamp_ns=1), lat_deg=34.0, lon_deg=-118.0))
+            good = codec.encode(Pose(Header(stamp_ns=10), lat_deg=34.0, lon_deg=-118.0))
             version, type_name, body = msgspec.msgpack.decode(good[1])
             bad_inputs = [
                 [b"localization/pose"],  # no payload frame
@@ -105,7 +105,9 @@ def test_node_survives_malformed_messages_and_reports_them(bus_config):
             ]
             for frames in bad_inputs * 5:
                 rogue.send_multipart(frames)
-            rogue.send_multipart(codec.encode(Pose(Header(stamp_ns=2), lat_deg=-100.0, lon_deg=0.0)))
+            rogue.send_multipart(codec.encode(Pose(Header(stamp_ns=2), lat_deg=-85.0, lon_deg=0.0)))
+            # out of bounds: rejected at decode, never reaches the handler
+            rogue.send_multipart(codec.encode(Pose(Header(stamp_ns=3), lat_deg=-100.0, lon_deg=0.0)))
             rogue.send_multipart([bytes(f) for f in good])
             report = None
             deadline = time.monotonic() + 3.5
@@ -127,6 +129,7 @@ def test_node_survives_malformed_messages_and_reports_them(bus_config):
     assert errors["decode:localization/pose:body"] == 5
     assert errors["decode:localization/pose:type"] == 5
     assert errors["handler:localization/pose:ValueError"] == 1
+    assert errors["decode:localization/pose:out_of_range"] == 1
 
 
 def test_diagnostics_report_rates_at_1hz(bus_config):

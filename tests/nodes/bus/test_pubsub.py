@@ -144,10 +144,11 @@ while time.monotonic() < deadline:
     recv_ns = time.time_ns()
     assert img.data.shape == (480, 640, 3), img.data.shape  # a wrong shape ends the relay: no pose
     # a pose that carries what the relay saw: the frame number the pattern writes in binary along its top
-    # row (16 cells of 40 px) as longitude, the mean of all pixels as latitude
+    # row (16 cells of 40 px) / 1000 as longitude, the mean of all pixels / 4 as latitude (within the
+    # bounds of a position: a pose with lat > 90 is rejected at decode)
     frame = sum(1 << k for k in range(16) if img.data[0, 40 * k + 20, 0] > 127)
-    pose = Pose(Header(stamp_ns=img.header.stamp_ns, trace=img.header.trace), lat_deg=float(img.data.mean()),
-                lon_deg=float(frame), valid=True)
+    pose = Pose(Header(stamp_ns=img.header.stamp_ns, trace=img.header.trace),
+                lat_deg=float(img.data.mean()) / 4, lon_deg=frame / 1000, valid=True)
     pub.publish(pose, recv_ns=recv_ns)
 """
 
@@ -165,9 +166,9 @@ def test_two_processes_exchange_images_and_poses(bus_config, processes):
     assert pose is not None, "no pose arrived from the relay process"
     assert [hop.node for hop in pose.header.trace] == ["test_pattern", "relay"]
     # the relay saw the very pixels of the frame the camera rendered
-    frame = int(pose.lon_deg)
+    frame = round(pose.lon_deg * 1000)
     expected = TestPatternCamera(TestPatternParams(rate_hz=30, width_px=640, height_px=480)).render(frame)
-    assert pose.lat_deg == pytest.approx(float(expected.mean()), rel=1e-12)
+    assert pose.lat_deg * 4 == pytest.approx(float(expected.mean()), rel=1e-12)
     latency_ms = (pose.header.trace[-1].pub_ns - pose.header.stamp_ns) / 1e6
     assert 0 <= latency_ms < 5000
 

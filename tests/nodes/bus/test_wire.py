@@ -123,7 +123,7 @@ def test_malformed_messages_raise_decode_error_with_reason(mutate, kind):
     assert err.value.kind == kind
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=64), min_size=0, max_size=6))
 def test_fuzz_random_frames_never_escape_as_other_exceptions(frames):
     codec = Codec(TOPICS["camera/image"])
@@ -133,7 +133,7 @@ def test_fuzz_random_frames_never_escape_as_other_exceptions(frames):
         pass
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=st.binary(max_size=200), extra=st.lists(st.binary(max_size=32), max_size=3),
        topic=st.sampled_from(sorted(TOPICS)))
 def test_fuzz_random_bodies_behind_a_valid_envelope(body, extra, topic):
@@ -149,7 +149,7 @@ def test_fuzz_random_bodies_behind_a_valid_envelope(body, extra, topic):
         pass
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame=st.integers(-3, 8), dtype=st.sampled_from(["|u1", "<f4", "<f8", "O", "<U4", "bogus"]),
        shape=st.lists(st.integers(-2, 70), max_size=6), payload=st.binary(max_size=300))
 def test_fuzz_array_references(frame, dtype, shape, payload):
