@@ -56,5 +56,9 @@ def relaunch_under_torchrun(args: argparse.Namespace, command: str) -> int | Non
         raise ValueError(f"{NPROC_OPTION}: works from the command line (`streetloc {command} ... --nproc N`); "
                          "in a program, start torchrun yourself")
     cmd = torchrun_argv(nproc, argv)
+    env = dict(os.environ)
+    # torchrun's default is 1 thread a process (with a warning); share the cores out instead (--threads,
+    # when given, sets torch's own count in each process)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     print(f"streetloc {command}: {nproc} processes: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=False).returncode
+    return subprocess.run(cmd, env=env, check=False).returncode
