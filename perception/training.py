@@ -280,7 +280,10 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = task.build_model().to(device)
+    model = task.build_model().to(device)  # the same on every process (same seed; DDP copies rank 0's too)
+    if dist_info.rank > 0:
+        # from here each process its own random stream (dropout masks); rank 0 keeps a single process' one
+        torch.manual_seed(config.seed * 1000003 + dist_info.rank * 1_000_000_007)
     cuda = device.type == "cuda"
     if cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)

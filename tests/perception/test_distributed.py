@@ -200,3 +200,26 @@ def test_nproc_relaunch_is_the_same_command_under_torchrun_without_nproc():
     cmd = torchrun_argv(2, ["evaluate", "posenet", "--data", "x.mcap", "--nproc", "2"])
     assert cmd[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "nodes.cli",
                        "evaluate", "posenet", "--data", "x.mcap"]
+
+
+def test_resume_with_another_effective_batch_is_refused_with_both_products(tmp_path):
+    """2 processes x 8 may continue as 1 x 16 (same steps per epoch); 1 x 8 may not."""
+    import importlib.util
+    from pathlib import Path
+
+    from perception.training import STATE_FILE, TrainConfig, fit
+
+    # the shared loop's toy task (tests run in importlib mode: this folder is not on sys.path)
+    spec = importlib.util.spec_from_file_location("toy_training", Path(__file__).with_name("test_training.py"))
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    ToyTask, ToyData = toy.ToyTask, toy.ToyData  # noqa: N806
+
+    def config(batch, **kw):
+        return TrainConfig(out_dir=tmp_path, batch_size=batch, lr=2e-2, device="cpu", progress=False,
+                           **{"epochs": 2, **kw})
+
+    fit(ToyTask(), ToyData(32, 0), None, config(16))
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["world_size"] == 1
+    with pytest.raises(ValueError, match=r"1 process\(es\) x --batch-size 16; .*now 1 x 8"):
+        fit(ToyTask(), ToyData(32, 0), None, config(8, resume=True, epochs=3))
