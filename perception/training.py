@@ -115,8 +115,11 @@ class DataConfig:
 class Task(Protocol):
     """What a model brings to the shared loop. Batches are dicts whose ``image`` is a tensor [B, ...];
     other values may be tensors or lists of tensors (moved to the device alike). Optional attributes:
-    ``monitor_mode`` (below) and ``collate(samples) -> batch`` (the DataLoader's; default: torch's
-    default collate, which stacks; a detector's ragged boxes need their own)."""
+    ``monitor_mode`` (below), ``collate(samples) -> batch`` (the DataLoader's; default: torch's
+    default collate, which stacks; a detector's ragged boxes need their own) and
+    ``ddp_find_unused_parameters`` (True when some parameters get no gradient in some steps; DDP only).
+    Under torchrun ``loss`` gets the DDP-wrapped model (its ``.module`` is the network), ``validate``
+    and ``export`` the bare one on rank 0 (docs/distributed.md)."""
 
     name: str
     monitor: str  # the validation figure that picks the best epoch
