@@ -275,7 +275,8 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
     }
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
+        # one temporary file per process: torchrun's processes decode the same drives at once
+        tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
         info = json.dumps({"source": source, "skipped": skipped})
         arrays = {k: a for name, v in out["truth"].items() for k, a in _to_npz(name, v).items()}
         np.savez(tmp, images=out["images"], stamp_ns=out["stamp_ns"], info_json=np.asarray(info), **arrays)

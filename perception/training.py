@@ -10,8 +10,10 @@ device, validates, and exports a deployable checkpoint. `fit` does the rest, onc
 - mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler) and channels_last;
 - validation every epoch, the best model exported (``model.pt``) and the full training state saved
   (``train_state.pt``: weights, optimizer, scheduler, scaler, epoch, history) for ``--resume``;
-- multi-GPU with DDP when started by ``torchrun`` (one process per GPU; ``--batch-size`` is per
-  process; batch norm synchronised across GPUs; rank 0 validates and writes);
+- several processes with DDP when started by ``torchrun`` (`perception.distributed`; one process per
+  GPU with NCCL, or CPU processes with gloo): each trains on its `DistributedSampler` shard,
+  ``--batch-size`` is per process, batch norm is synchronised across GPUs, rank 0 validates and writes
+  while the others wait; the checkpoint is the one a single process writes (docs/distributed.md);
 - a tqdm progress bar with loss, throughput and ETA (stderr; a line per quarter epoch when not a terminal).
 
 A model's training module (named by its registry entry, e.g. `perception.models.posenet.training`)
@@ -35,10 +37,19 @@ from typing import Annotated, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from msgspec import Meta
 from torch import nn
 from tqdm import tqdm
+
+from perception.distributed import (  # noqa: F401 - DistInfo, init_distributed: imported from here before
+    DistInfo,
+    broadcast_object,
+    current_dist_info,
+    env_rank,
+    init_distributed,
+    mean_across,
+    shutdown_distributed,
+)
 
 STATE_FILE = "train_state.pt"
 MODEL_FILE = "model.pt"
@@ -104,8 +115,11 @@ class DataConfig:
 class Task(Protocol):
     """What a model brings to the shared loop. Batches are dicts whose ``image`` is a tensor [B, ...];
     other values may be tensors or lists of tensors (moved to the device alike). Optional attributes:
-    ``monitor_mode`` (below) and ``collate(samples) -> batch`` (the DataLoader's; default: torch's
-    default collate, which stacks; a detector's ragged boxes need their own)."""
+    ``monitor_mode`` (below), ``collate(samples) -> batch`` (the DataLoader's; default: torch's
+    default collate, which stacks; a detector's ragged boxes need their own) and
+    ``ddp_find_unused_parameters`` (True when some parameters get no gradient in some steps; DDP only).
+    Under torchrun ``loss`` gets the DDP-wrapped model (its ``.module`` is the network), ``validate``
+    and ``export`` the bare one on rank 0 (docs/distributed.md)."""
 
     name: str
     monitor: str  # the validation figure that picks the best epoch
@@ -184,31 +198,6 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group torchrun set up (env RANK/WORLD_SIZE/LOCAL_RANK); a no-op otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
 def to_device(value: Any, device: torch.device) -> Any:
     """A tensor, or a list/tuple/dict of them (a detector's boxes per image), on ``device``."""
     if isinstance(value, torch.Tensor):
@@ -222,11 +211,15 @@ def to_device(value: Any, device: torch.device) -> Any:
 
 def saved_task_state(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The task state (`Task.state`) of the run saved in ``out_dir``, None when there is none: a model's
-    ``make_task`` keeps what must not change on ``--resume`` (PoseNet: its frame and normalization)."""
-    path = Path(out_dir) / STATE_FILE
-    if not path.is_file():
-        return None
-    return dict(torch.load(path, map_location="cpu", weights_only=True).get("task_state", {}))
+    ``make_task`` keeps what must not change on ``--resume`` (PoseNet: its frame and normalization).
+    Under torchrun (process group made) rank 0 reads it and hands it to the others, whose machines may
+    not hold ``out_dir``."""
+    state = None
+    if env_rank() == 0 or not current_dist_info().enabled:
+        path = Path(out_dir) / STATE_FILE
+        if path.is_file():
+            state = dict(torch.load(path, map_location="cpu", weights_only=True).get("task_state", {}))
+    return broadcast_object(state)
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_steps: int,
@@ -262,7 +255,8 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def log(msg: str, *, enabled: bool = True) -> None:
-    if enabled:
+    """A line on stderr; from rank 0 only under torchrun (N copies of every line would say nothing more)."""
+    if enabled and env_rank() == 0:
         print(msg, file=sys.stderr, flush=True)
 
 
@@ -278,10 +272,9 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
-    dist_info = init_distributed(device)
+    dist_info = init_distributed(device)  # torchrun: join the group (gloo on CPU, NCCL on CUDA)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed, deterministic=config.deterministic)
@@ -290,11 +283,16 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = task.build_model().to(device)
+    model = task.build_model().to(device)  # the same on every process (same seed; DDP copies rank 0's too)
+    if dist_info.rank > 0:
+        # from here each process its own random stream (dropout masks); rank 0 keeps a single process' one
+        torch.manual_seed(config.seed * 1000003 + dist_info.rank * 1_000_000_007)
     cuda = device.type == "cuda"
     if cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if dist_info.enabled:
+    if dist_info.enabled and cuda:
+        # batch statistics over every GPU's batch; torch's SyncBatchNorm runs on GPUs only: on CPU each
+        # process normalizes with its own batch and DDP hands rank 0's running statistics to all
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # num_replicas/rank given: works without a process group (one process) and under torchrun alike
@@ -317,9 +315,22 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     best_value, best_epoch, best_metrics = math.inf, -1, {}
     state_path = out_dir / STATE_FILE
     if config.resume:
-        if not state_path.is_file():
+        # rank 0 reads the state and hands it to the others (their machines may not hold out_dir)
+        state = None
+        if main:
+            state = (torch.load(state_path, map_location="cpu", weights_only=True) if state_path.is_file()
+                     else None)
+        state = broadcast_object(state)
+        if state is None:
             raise FileNotFoundError(f"--resume: {state_path} does not exist (nothing to resume in {out_dir})")
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        saved_batch = int(state.get("config", {}).get("batch_size", config.batch_size))
+        saved_world = int(state.get("world_size", 1))
+        if saved_batch * saved_world != config.batch_size * dist_info.world_size:
+            # another effective batch is another number of steps per epoch: the saved schedule and data
+            # order would not line up
+            raise ValueError(f"--resume: {state_path} was trained with {saved_world} process(es) x --batch-size "
+                             f"{saved_batch}; resume with the same product (now {dist_info.world_size} x "
+                             f"{config.batch_size})")
         if state.get("task") != task.name:
             raise ValueError(f"--resume: {state_path} is a {state.get('task')!r} run, not {task.name!r}")
         if state.get("task_state") != _jsonable(task.state()):
@@ -346,8 +357,12 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
 
     ddp_model: nn.Module = model
     if dist_info.enabled:
+        # DDP copies rank 0's weights to every process here, then averages the gradients of each step.
+        # A task whose loss leaves some parameters without a gradient in some steps (a detector's box
+        # head on images without boxes) says so with ``ddp_find_unused_parameters = True``.
         ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if cuda else None)
+            model, device_ids=[device.index] if cuda else None,
+            find_unused_parameters=bool(getattr(task, "ddp_find_unused_parameters", False)))
 
     val_loader = None
     if val_set is not None and len(val_set) > 0:
@@ -358,7 +373,10 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
     for epoch in range(start_epoch, config.epochs):
         t_epoch = time.perf_counter()
         sampler.set_epoch(epoch)
-        aug_gen = torch.Generator(device=device).manual_seed(config.seed * 1000003 + epoch)
+        # each process its own augmentation draws (the same draws on every shard would correlate them);
+        # rank 0's are those of a single-process run
+        aug_gen = torch.Generator(device=device).manual_seed(config.seed * 1000003 + epoch
+                                                             + dist_info.rank * 1_000_000_007)
         ddp_model.train()
         remaining_s = (config.epochs - epoch - 1) * (float(np.mean(epoch_times)) if epoch_times else 0.0)
         bar = progress_bar(steps_per_epoch, desc=f"[{task.name} epoch {epoch + 1}/{config.epochs}]",
@@ -394,6 +412,7 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
                              "img/s": f"{seen / elapsed_s:.0f}", "all": _fmt_duration(left_s)}, refresh=False)
             bar.update()
         bar.close()
+        running = mean_across(running)  # the figures of every shard, not rank 0's alone
         record: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in running.items()},
                                   "lr": scheduler.get_last_lr()[0]}
         metrics: dict[str, float] = {}
@@ -416,15 +435,15 @@ def fit(task: Task, train_set: torch.utils.data.Dataset, val_set: torch.utils.da
             log(f"[{task.name} epoch {epoch + 1}/{config.epochs}] {epoch_times[-1]:.0f}s val: {shown or '-'}"
                 f"{'  (best, saved)' if improved else ''}")
             _save_state(state_path, task, model, optimizer, scheduler, scaler, epoch, history, best_value,
-                        best_epoch, best_metrics, config)
+                        best_epoch, best_metrics, config, world_size=dist_info.world_size)
             with open(out_dir / HISTORY_FILE, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if on_epoch is not None:
                 on_epoch(record)
         if dist_info.enabled:
-            dist.barrier()
-    if dist_info.enabled:
-        dist.destroy_process_group()
+            # the others wait here while rank 0 validates and writes, then all hold rank 0's record
+            history[-1], best_epoch, best_metrics = broadcast_object((record, best_epoch, best_metrics))
+    shutdown_distributed()
     return FitResult(len(history), best_epoch, best_metrics, history,
                      out_dir / MODEL_FILE if main else None, time.perf_counter() - started)
 
@@ -434,12 +453,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _save_state(path: Path, task: Task, model: nn.Module, optimizer, scheduler, scaler, epoch: int,
-                history: list, best_value: float, best_epoch: int, best_metrics: dict, config: TrainConfig) -> None:
+                history: list, best_value: float, best_epoch: int, best_metrics: dict, config: TrainConfig,
+                *, world_size: int = 1) -> None:
     state = {
         "task": task.name, "task_state": _jsonable(task.state()), "epoch": epoch,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(), "history": history, "best_value": best_value, "best_epoch": best_epoch,
-        "best_metrics": best_metrics, "config": config.to_dict(),
+        "best_metrics": best_metrics, "config": config.to_dict(), "world_size": world_size,
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)

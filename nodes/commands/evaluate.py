@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict
 
 from nodes.commands import OneLineErrorParser, filtered_c_stderr
+from nodes.commands.torchrun import add_nproc_argument, relaunch_under_torchrun
 from nodes.params import add_params_arguments, params_from_args
 
 
@@ -52,8 +53,13 @@ def _skipped_line(result: dict, libjpeg_warnings: int) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    code = relaunch_under_torchrun(args, "evaluate")
+    if code is not None:
+        return code
+    from perception.distributed import env_rank, init_distributed, shutdown_distributed
     from perception.evaluation import EvalConfig
     from perception.models import get_model_entry
+    from perception.training import resolve_device
 
     module = get_model_entry(args.model_name).evaluation_module()
     config = params_from_args(args, EvalConfig, dest="eval", node=f"evaluate {args.model_name}")
@@ -63,10 +69,18 @@ def _run(args: argparse.Namespace) -> int:
     extra = {}
     if "allow_out_of_area" in inspect.signature(module.evaluate).parameters:  # models with a training area
         extra["allow_out_of_area"] = args.allow_out_of_area
-    for line in _drive_damage(args.data):  # truncated drives are scored as far as they go, and said so
-        print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
-    with filtered_c_stderr() as libjpeg:  # counted below instead of one raw line per damaged frame
-        result = module.evaluate(args.model, args.data, **asdict(config), **extra)
+    if env_rank() == 0:
+        for line in _drive_damage(args.data):  # truncated drives are scored as far as they go, and said so
+            print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
+    # under torchrun: join the others (each process then uses its own GPU); every process gets the report
+    init_distributed(resolve_device(config.device))
+    try:
+        with filtered_c_stderr() as libjpeg:  # counted below instead of one raw line per damaged frame
+            result = module.evaluate(args.model, args.data, **asdict(config), **extra)
+    finally:
+        shutdown_distributed()
+    if env_rank() != 0:  # one report, from rank 0
+        return 0
     if line := _skipped_line(result, libjpeg.count):
         print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
     if args.json:
@@ -102,5 +116,6 @@ def add_parser(subparsers) -> None:
                        help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
         p.add_argument("--allow-out-of-area", action="store_true",
                        help="score drives outside the model's training area (default: refuse, exit 2)")
+        add_nproc_argument(p)
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

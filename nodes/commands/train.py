@@ -1,6 +1,7 @@
 """``streetloc train MODEL --data DRIVE...``: train a registered model on drives (the loop in
-`perception.training`, shared by every model). Multi-GPU: ``torchrun --nproc-per-node=N -m nodes.cli
-train MODEL ...`` (see docs/posenet.md).
+`perception.training`, shared by every model). Several processes (GPUs, or CPU with gloo): ``--nproc N``
+on one machine, or ``torchrun --nproc-per-node=N -m nodes.cli train MODEL ...`` on each of several
+machines (docs/distributed.md).
 
 The subcommands come from the model registry: every model with a training module gets one. Every option
 is derived (`nodes.params`) from a config declared once: `perception.training.TrainConfig` (the loop),
@@ -15,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from nodes.commands import OneLineErrorParser
+from nodes.commands.torchrun import add_nproc_argument, relaunch_under_torchrun
 from nodes.params import add_params_arguments, params_from_args
 
 # The option names the command had before its options were derived from the configs.
@@ -25,8 +27,19 @@ DRIVE_WORDS = {"nargs": "+", "metavar": "DRIVE"}
 
 
 def _run(args: argparse.Namespace) -> int:
+    code = relaunch_under_torchrun(args, "train")
+    if code is not None:
+        return code
     from perception.models import get_model_entry
-    from perception.training import DataConfig, TrainConfig, fit, log, saved_task_state
+    from perception.training import (
+        DataConfig,
+        TrainConfig,
+        fit,
+        init_distributed,
+        log,
+        resolve_device,
+        saved_task_state,
+    )
 
     module = get_model_entry(args.model).training_module()
     config = params_from_args(args, TrainConfig, dest="train", node=f"train {args.model}")
@@ -36,6 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(config.threads)  # before decoding too: data loading uses torch ops
+    init_distributed(resolve_device(config.device))  # under torchrun: rank 0 reads a --resume state for all
     setup = module.make_task(options, data, resume_state=saved_task_state(config.out_dir) if config.resume else None)
     result = fit(setup.task, setup.train_set, setup.val_set, config)
     if result.model_path is None:  # a DDP rank other than 0
@@ -76,6 +90,7 @@ def add_parser(subparsers) -> None:
         loop.add_argument("--quiet", dest="train.progress", action="store_false", default=argparse.SUPPRESS,
                           help="same as --no-progress")
         loop.add_argument("--export", metavar="PATH", help="also copy the best checkpoint here")
+        add_nproc_argument(loop)
         add_params_arguments(p.add_argument_group(f"{name} options ({entry.training_module().__name__}.Options)"),
                              entry.training_module().Options, dest="options")
         p.set_defaults(func=_run)

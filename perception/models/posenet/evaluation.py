@@ -129,19 +129,26 @@ class PoseScorer:
         est = p.predict(frames.images)
         infer_s = time.perf_counter() - t0
         errors = pose_errors(est, frames.east_m, frames.north_m, frames.heading_deg)
-        self.scored.append((condition, errors))
         extra = {"source": frames.drives[0]["source"], "skipped": frames.skipped}
         if condition:
             extra["condition"] = condition
         if geometry:
             extra["geometry"] = geometry
-            self.geometry.append(f"{spec.path.name}: {geometry}")
         validity = FrameValidity(p)  # a new stream per drive
         flagged = sum(bool(r) for r in validity.assess(frames.images, stamps_ns=frames.stamp_ns))
-        for key, n in (("frames", len(frames)), ("flagged", flagged), *validity.counts.items()):
-            self.flags[key] = self.flags.get(key, 0) + n
         extra["flagged"] = flagged / max(len(frames), 1)
-        return DriveScore(errors, len(frames), infer_s, extra)
+        # accumulated by keep() (under torchrun another process may have scored this drive)
+        kept = {"condition": condition, "geometry": f"{spec.path.name}: {geometry}" if geometry else "",
+                "flags": {"frames": len(frames), "flagged": flagged, **validity.counts}}
+        return DriveScore(errors, len(frames), infer_s, extra, kept)
+
+    def keep(self, spec: DriveSpec, score: DriveScore[PoseErrors]) -> None:
+        """Accumulate a scored drive's condition, crop note and validity counts (drive order)."""
+        self.scored.append((score.kept["condition"], score.partial))
+        if score.kept["geometry"]:
+            self.geometry.append(score.kept["geometry"])
+        for key, n in score.kept["flags"].items():
+            self.flags[key] = self.flags.get(key, 0) + n
 
     def merge(self, partials: list[PoseErrors]) -> PoseErrors:
         return merge_pose_errors(partials)
