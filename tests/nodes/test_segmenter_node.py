@@ -120,3 +120,11 @@ def test_lockstep_replay_of_a_shipped_drive_records_a_mask_for_every_frame(check
         masks = list(recorded.label_masks(SEGMENTATION_TOPIC))
     assert len(frames) >= 5 and sorted(m.header.stamp_ns for m in masks) == frames
     assert all(m.label_mask.shape == (24, 32) and m.label_mask.max() < NUM_CLASSES for m in masks)
+
+
+def test_importing_the_node_leaves_torch_out():
+    """The launcher reads the node's Params to check a launch file: that must not cost a torch import."""
+    code = ("import sys, nodes.segmenter\n"
+            "sys.exit('nodes.segmenter imported torch' if 'torch' in sys.modules else 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
