@@ -229,3 +229,25 @@ def test_the_task_weighs_the_auxiliary_loss_by_0_4():
     task = SegmenterTask(arch={}, input_size_px=(32, 24), trained_on=[])
     loss, figures = task.loss(model, batch)
     assert float(loss.detach()) == pytest.approx(figures["ce"] + 0.4 * figures["aux_ce"], rel=1e-5)
+
+
+def test_evaluate_says_which_frames_it_skipped_and_scores_the_rest(tmp_path, capsys):
+    from perception.drives import CameraInfo, DriveMetadata, DriveWriter
+
+    drive = tmp_path / "mixed.mcap"
+    road = np.full((24, 32), ROAD, np.uint8)
+    with DriveWriter(drive, DriveMetadata(source="toy", camera=CameraInfo.from_hfov(32, 24, 90))) as w:
+        for i in range(3):
+            w.add_image(1_000_000_000 * (i + 1), np.full((24, 32, 3), 90, np.uint8))
+            # the third mask at another size: brought to the drive's own (the first mask's)
+            w.add_label_mask(1_000_000_000 * (i + 1), road if i < 2 else road[:12, :16], list(CLASS_NAMES))
+        w.add_image(4_000_000_000, jpeg=b"\xff\xd8 not a jpeg \xff\xd9")  # undecodable, with a mask
+        w.add_label_mask(4_000_000_000, road, list(CLASS_NAMES))
+        w.add_image(5_000_000_000, np.zeros((24, 32, 3), np.uint8))  # no mask at its stamp
+    ckpt = save_tiny_segmenter(tmp_path / "seg.pt")
+    assert cli(["evaluate", "segmenter", "--model", ckpt, "--data", str(drive), "--device", "cpu", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["pixels"] == 3 * 24 * 32 and report["label_size_px"] == [[32, 24]]
+    assert "mixed.mcap: 2 frame(s) skipped" in captured.err and "no_mask: 1" in captured.err
+    assert "corrupt: 1" in captured.err

@@ -41,6 +41,7 @@ class MaskTruth:
         ids = {name: i for i, name in enumerate(CLASS_NAMES)}
         tables: dict[tuple[str, ...], np.ndarray] = {}
         size = size_px if self.mask_size_px is None else self.mask_size_px
+        first: list[tuple[int, int]] = []  # a drive's own mask size: its first mask's
 
         def read(frame: Frame) -> dict[str, Any] | str:
             m = next((m for m in reader.label_masks(start_ns=frame.stamp_ns, end_ns=frame.stamp_ns + 1)
@@ -53,9 +54,14 @@ class MaskTruth:
                 table = tables[names] = np.full(256, IGNORE_INDEX, np.uint8)
                 for i, name in enumerate(names):
                     table[i] = ids.get(name, IGNORE_INDEX)
+            if m.label_mask.ndim != 2:
+                return "bad_mask"
             mask = table[m.label_mask]
-            if size != (0, 0) and mask.shape != (size[1], size[0]):
-                mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+            # (0, 0): the drive's own size; a mask of another size than the first is brought to it
+            target = size if size != (0, 0) else (first or [(mask.shape[1], mask.shape[0])])[0]
+            first[:] = [target]
+            if mask.shape != (target[1], target[0]):
+                mask = cv2.resize(mask, target, interpolation=cv2.INTER_NEAREST)
             return {"mask": mask}
 
         return read

@@ -24,6 +24,7 @@ from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics
 from perception.models.segmenter.data import load_mask_frames
 from perception.models.segmenter.predictor import SegmenterPredictor
+from perception.training import log
 
 
 def confusion_matrix(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray, *,
@@ -67,6 +68,9 @@ class MaskScorer:
     def score_drive(self, spec: DriveSpec) -> DriveScore[np.ndarray]:
         frames = load_mask_frames([spec], size_px=self.predictor.input_size_px, mask_size_px=(0, 0),
                                   cache_dir=self.cache_dir)
+        skipped = {k: v for k, v in frames.skipped.items() if v}
+        if skipped:  # frames without a mask, undecodable or not images: said, not silently dropped
+            log(f"{spec}: {sum(skipped.values())} frame(s) skipped ({', '.join(f'{k}: {v}' for k, v in skipped.items())})")
         masks = frames.truth["mask"]
         label_size = (int(masks.shape[2]), int(masks.shape[1]))
         t0 = time.perf_counter()
