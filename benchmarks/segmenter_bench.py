@@ -1,7 +1,7 @@
-"""Segmenter (PSPNet) inference speed on CPU or CUDA: images/s at batch 1 and batched, beside a plain
-torchvision segmentation model of similar FLOPs measured in the same run (LR-ASPP MobileNetV3-Large,
-untrained, 11 classes, at the same input), plus the node's per-frame path (JPEG decode, resize, model,
-class fractions) at batch 1.
+"""Segmenter (PSPNet) inference speed on CPU or CUDA: images/s at batch 1 and batched, beside plain
+torchvision segmentation models of similar FLOPs measured in the same run (untrained, 11 classes, the
+same input: LR-ASPP MobileNetV3-Large, about half PSPNet's FLOPs, and DeepLabV3 MobileNetV3-Large, about
+twice), plus the node's per-frame path (JPEG decode, resize, model, class fractions) at batch 1.
 
     .venv/bin/python benchmarks/segmenter_bench.py                          # the default checkpoint, CPU
     .venv/bin/python benchmarks/segmenter_bench.py --model segmenter_camvid --threads 1 2 --json
@@ -34,16 +34,19 @@ from perception.models.segmenter.predictor import class_fractions  # noqa: E402
 
 
 class _TorchvisionBaseline(nn.Module):
-    """torchvision's LR-ASPP MobileNetV3-Large (random weights: speed only), logits [B, K, H, W]."""
+    """A torchvision segmentation model (random weights: speed only), logits [B, K, H, W]."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
-        from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+        from torchvision.models import segmentation
 
-        self.net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
+        self.net = getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)["out"]
+
+
+BASELINES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large")
 
 
 def gflops(model: nn.Module, size_px: tuple[int, int], device: torch.device) -> float:
@@ -86,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     predictor = SegmenterPredictor(args.model, device=args.device)
     device = predictor.device
     w, h = predictor.input_size_px
-    baseline = _TorchvisionBaseline().to(device).eval()
+    baselines = {name: _TorchvisionBaseline(name).to(device).eval() for name in BASELINES}
     results: dict = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
                                 f"default, torch {torch.__version__}", "device": str(device),
                      "model_id": predictor.model_id, "input_size_px": [w, h],
                      "gflops": {"pspnet": gflops(predictor.model, (w, h), device),
-                                "lraspp_mobilenet_v3_large": gflops(baseline, (w, h), device)},
-                     "params_m": {"pspnet": sum(p.numel() for p in predictor.model.parameters()) / 1e6,
-                                  "lraspp_mobilenet_v3_large": sum(p.numel() for p in baseline.parameters()) / 1e6},
+                                **{n: gflops(m, (w, h), device) for n, m in baselines.items()}},
+                     "params_m": {n: sum(p.numel() for p in m.parameters()) / 1e6
+                                  for n, m in {"pspnet": predictor.model, **baselines}.items()},
                      "rows": []}
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
@@ -111,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             predictor.max_batch = batch
             with torch.inference_mode():
                 row = {"threads": threads, "batch": batch,
-                       "pspnet_images_per_s": rate(lambda im: predictor.predict(im), images, args.seconds),
-                       "lraspp_images_per_s": rate(lambda im: baseline(im.float() / 255.0), images, args.seconds)}
+                       "pspnet_images_per_s": rate(lambda im: predictor.predict(im), images, args.seconds)}
+                for name, model in baselines.items():
+                    row[f"{name}_images_per_s"] = rate(lambda im, m=model: m(im.float() / 255.0), images,
+                                                       args.seconds)
                 if batch == 1:
                     row["node_path_images_per_s"] = rate(node_path, images, args.seconds)
             results["rows"].append(row)
