@@ -39,7 +39,7 @@ def test_lockstep_replay_through_a_launched_graph_records_a_fix_for_every_frame(
     # (--lockstep-timeout-s 0.5, 3 retries) and the 1 s start delay. Started on a guess, frame 0 is lost.
     out = cli("replay", str(DEFAULT_DEMO_DRIVE), "--lockstep", "--lockstep-timeout-s", "0.5", "--end-s", str(END_S),
               "--launch", "launch/replay.toml", "--arg", f"model={tiny_checkpoint}", "--arg", "device=cpu",
-              "--arg", "monitor=false", "--arg", "segmenter=false", "--record", str(run))
+              "--arg", "monitor=false", "--record", str(run))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "unanswered" not in out.stderr
     assert "fusion, posenet ready after" in out.stderr
@@ -67,7 +67,7 @@ def test_lockstep_replay_through_a_launched_graph_records_a_fix_for_every_frame(
 def test_a_graph_that_is_not_ready_in_time_is_one_clear_error(tiny_checkpoint, bus_config, tmp_path):
     out = cli("replay", str(DEFAULT_DEMO_DRIVE), "--lockstep", "--launch", "launch/replay.toml",
               "--arg", f"model={tiny_checkpoint}", "--arg", "device=cpu", "--arg", "monitor=false",
-              "--arg", "segmenter=false", "--ready-timeout-s", "0.2", "--record", str(tmp_path / "run.mcap"))
+              "--ready-timeout-s", "0.2", "--record", str(tmp_path / "run.mcap"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "not ready after 0.2 s" in out.stderr and "posenet (no diagnostics)" in out.stderr
     with DriveReader(tmp_path / "run.mcap") as recorded:  # closed as an indexed file all the same
