@@ -188,7 +188,7 @@ class PSPNet(nn.Module):
         return logits
 
 
-@register_model("segmenter", description="PSPNet: per-pixel classes (dilated MobileNetV3, pyramid pooling)",
+@register_model("segmenter", description="PSPNet: per-pixel classes (dilated ResNet, output stride 8, pyramid pooling)",
                 training="perception.models.segmenter.training",
                 evaluation="perception.models.segmenter.evaluation")
 def segmenter(*, weights: Checkpoint | str | None = None, num_classes: int = NUM_CLASSES,
