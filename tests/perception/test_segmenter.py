@@ -145,7 +145,7 @@ def test_augmentation_moves_image_and_mask_together():
     assert weights[0] > weights[3] and max(weights) < 11  # rare classes weigh more, bounded
 
 
-@pytest.mark.slow  # ~1 min alone on 2 cores; minutes on a busy machine
+@pytest.mark.slow  # ~16 s with one thread on a quiet machine, minutes on a busy one
 def test_train_and_evaluate_through_the_cli_beat_the_majority_class(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["train", "segmenter", "--data", f"{TRAIN_DRIVE}@::2", "--val-data", f"{TEST_DRIVE}@::8",
