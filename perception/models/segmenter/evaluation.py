@@ -1,7 +1,13 @@
-"""The segmenter's figures against drives' label masks (``streetloc evaluate segmenter``): per-class IoU
-and their mean (mIoU) over the classes of `perception.classes`, pixels of the ignore label skipped, and
-pixel accuracy. IoU = TP / (TP + FP + FN) from a confusion matrix summed over all frames; a class that
-neither the truth nor the prediction contains has no IoU (NaN) and does not count in the mean."""
+"""The segmenter's figures against label masks of drives or CamVid-style folders (``streetloc evaluate
+segmenter``): per-class IoU and their mean (mIoU) over the 11 classes of `perception.classes`, pixels of
+the ignore label skipped, and pixel accuracy. IoU = TP / (TP + FP + FN) from a confusion matrix summed
+over all frames (the definition of torchmetrics' ``MulticlassJaccardIndex(average=None,
+ignore_index=11)``, checked against it in tests/perception/test_segmenter.py); a class that neither the
+truth nor the prediction contains has no IoU (NaN) and does not count in the mean.
+
+Scored at the labels' own resolution (a drive's 320x240, CamVid's 480x360): the network's logits are
+upsampled bilinearly to it before the arg-max, as PSPNet and SegNet report, not the labels shrunk to the
+model's input (which would drop thin poles and distant pedestrians from the truth)."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics
 from perception.models.segmenter.data import load_mask_frames
 from perception.models.segmenter.predictor import SegmenterPredictor
+from perception.training import log
 
 
 def confusion_matrix(pred: torch.Tensor | np.ndarray, truth: torch.Tensor | np.ndarray, *,
@@ -56,28 +63,38 @@ class MaskScorer:
         self.model_id = predictor.model_id
         self.device = predictor.device
         self.cache_dir = cache_dir
+        self.label_sizes: set[tuple[int, int]] = set()
 
     def score_drive(self, spec: DriveSpec) -> DriveScore[np.ndarray]:
-        frames = load_mask_frames([spec], size_px=self.predictor.input_size_px, cache_dir=self.cache_dir)
+        frames = load_mask_frames([spec], size_px=self.predictor.input_size_px, mask_size_px=(0, 0),
+                                  cache_dir=self.cache_dir)
+        skipped = {k: v for k, v in frames.skipped.items() if v}
+        if skipped:  # frames without a mask, undecodable or not images: said, not silently dropped
+            log(f"{spec}: {sum(skipped.values())} frame(s) skipped ({', '.join(f'{k}: {v}' for k, v in skipped.items())})")
+        masks = frames.truth["mask"]
+        label_size = (int(masks.shape[2]), int(masks.shape[1]))
         t0 = time.perf_counter()
-        pred = self.predictor.predict(frames.images)
+        pred = self.predictor.predict(frames.images, out_size_px=label_size)
         infer_s = time.perf_counter() - t0
-        cm = confusion_matrix(pred, frames.truth["mask"])
-        return DriveScore(cm, len(frames), infer_s, {"frames": len(frames), "skipped": frames.skipped})
+        cm = confusion_matrix(pred, masks)
+        self.label_sizes.add(label_size)
+        return DriveScore(cm, len(frames), infer_s, {"frames": len(frames), "skipped": frames.skipped,
+                                                     "label_size_px": list(label_size)})
 
     def merge(self, partials: list[np.ndarray]) -> np.ndarray:
         return np.sum(partials, axis=0)
 
     def summarize(self, partial: np.ndarray) -> dict[str, Any]:
-        return segmentation_figures(partial)
+        return {**segmentation_figures(partial), "input_size_px": list(self.predictor.input_size_px),
+                "label_size_px": [list(s) for s in sorted(self.label_sizes)]}
 
 
 def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveSpec], *,
              device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
              cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
              record: bool = EvalConfig.record) -> dict[str, Any]:
-    """Score a segmenter checkpoint on drives with label masks; `evaluate_drives`'s report with
-    `segmentation_figures` (and ``frames``)."""
+    """Score a segmenter checkpoint on drives with label masks and CamVid-style split folders;
+    `evaluate_drives`'s report with `segmentation_figures`, ``input_size_px``, ``label_size_px``."""
     predictor = SegmenterPredictor(None if checkpoint is None else str(checkpoint), device=device,
                                    max_batch=batch_size)
     scorer = MaskScorer(predictor, cache_dir=cache_dir)
@@ -89,7 +106,9 @@ def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveS
 
 def format_report(r: dict[str, Any]) -> str:
     """The human-readable form of `evaluate`'s result."""
-    lines = [f"segmenter {r['model_id']} on {', '.join(r['drives'])}: {r['pixels']} labelled pixels",
+    sizes = ", ".join("x".join(map(str, s)) for s in r.get("label_size_px", []))
+    lines = [f"segmenter {r['model_id']} on {', '.join(r['drives'])}: {r['pixels']} labelled pixels "
+             f"(input {'x'.join(map(str, r.get('input_size_px', [])))}, scored at the labels' {sizes})",
              f"mIoU {r['miou']:.3f}, pixel accuracy {r['pixel_accuracy']:.3f}; "
              f"{r.get('images_per_s', float('nan')):.0f} images/s on {r.get('device', '?')}",
              "class        IoU"]

@@ -303,7 +303,8 @@ def test_train_keeps_its_option_names():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "segmenter", "--data", "a.mcap", "--depth", "9"], "argument --depth: 9 is out of range: must be <= 6"),
+    (["train", "segmenter", "--data", "a.mcap", "--head-channels", "9999"],
+     "argument --head-channels: 9999 is out of range: must be <= 1024"),
     (["train", "posenet", "--data", "a.mcap", "--input-size", "big"], "argument --input-size: 'big' is not WxH"),
     (["train", "posenet", "--data", "a.mcap", "--val-fraction", "1"], "argument --val-fraction: 1 is out of range: must be < 1"),
     (["train", "posenet", "--data", "a.mcap", "--epochs", "0"], "argument --epochs: 0 is out of range: must be >= 1"),
