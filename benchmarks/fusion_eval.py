@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from localization.filter import FilterParams, PoseFilter, Status  # noqa: E402
+from localization.filter import FilterParams, PoseFilter, Status, plain_ekf_params  # noqa: E402
 from localization.geodesy import LocalFrame  # noqa: E402
 from localization.measurements import (  # noqa: E402
     ODOMETRY,
@@ -58,23 +58,31 @@ class DriveData:
     odometry_note: str
     kidnap_stamp_ns: int | None = None  # a kidnap scenario's jump (drive metadata)
     summary: list[Hypothesis] | None = None  # [T] the top-level fixes (the raw row); None: fixes[t][0]
+    flags: list[list[str]] | None = None  # [T] the node's validity reasons per frame (empty: valid); None: all valid
+    blackout_ns: tuple[int, int] | None = None  # a blackout scenario's dark interval (drive metadata)
 
 
 def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
-                       batch: int = 32) -> tuple[list[list[Hypothesis]], list[Hypothesis]]:
+                       batch: int = 32) -> tuple[list[list[Hypothesis]], list[Hypothesis], list[list[str]]]:
     """PoseNet on BGR frames -> (per frame its hypotheses in ``frame``'s ENU, best first; per frame the
-    top-level fix). The one place that calls the model, through the predictor the node runs: k=1 is the
+    top-level fix; per frame the validity reasons the node would flag it with, empty when valid). The one
+    place that calls the model, through the predictor and validity check the node runs: k=1 is the
     top-level fix alone (top anchor, moment-matched covariance); k>1 the predictor's top-k hypotheses
     (merged modes, calibrated weights and covariances "if this one is right": GeoFix.hypotheses)."""
     import torch
 
+    from perception.models.posenet.validity import FrameValidity
+
     predictor = _predictor(checkpoint)
     predictor.hypotheses = k if k > 1 else 0
+    validity = FrameValidity(predictor)
     out: list[list[Hypothesis]] = []
     summary: list[Hypothesis] = []
+    flags: list[list[str]] = []
     for i in range(0, len(images_bgr), batch):
-        chunk = torch.from_numpy(np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]]))
-        est = predictor.predict(chunk)
+        prepared = np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]])
+        est = predictor.predict(torch.from_numpy(prepared))
+        flags += validity.assess(prepared, [(im.shape[1], im.shape[0]) for im in images_bgr[i:i + batch]])
         e, n, _ = frame.to_enu(est.lat_deg, est.lon_deg)
         if k > 1:
             he, hn, _ = frame.to_enu(est.hyp_lat_deg, est.hyp_lon_deg)
@@ -88,7 +96,7 @@ def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoi
             present = np.flatnonzero(np.isfinite(est.hyp_east_m[j]))
             out.append([Hypothesis(float(he[j, m]), float(hn[j, m]), top.heading_deg, est.hyp_cov_enu_m2[j, m],
                                    top.heading_std_deg, float(est.hyp_weight[j, m])) for m in present])
-    return out, summary
+    return out, summary, flags
 
 
 _PREDICTORS: dict = {}
@@ -114,7 +122,7 @@ def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_n
         st = Path(path).stat()
         # the calibration too: a recalibrated checkpoint of the same name gives other hypotheses
         calib = json.dumps(dataclasses.asdict(_predictor(checkpoint).calibration), sort_keys=True)
-        key = f"v2|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{calib}|{hypotheses}|{odometry_noise}"
+        key = f"v3|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{calib}|{hypotheses}|{odometry_noise}"
         cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
         if cache.is_file():
             return DriveData(**pickle.loads(cache.read_bytes()))
@@ -152,24 +160,33 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
         for o in odo:
             r = noise(o.header.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
             odometry.append((o.header.stamp_ns, r.speed_mps, r.yaw_rate_radps))
-    fixes, summary = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
+    fixes, summary, flags = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
     kidnap = extra.get("kidnap_stamp_ns")
+    blackout = extra.get("blackout_stamps_ns")
     return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None,
-                     summary)
+                     summary, flags, (int(blackout[0]), int(blackout[1])) if blackout else None)
 
 
 def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hypotheses: int,
-               fix_std_m: float | None) -> dict:
-    """Feed one drive through a filter in stamp order; per frame the pose after that frame's inputs."""
+               fix_std_m: float | None, top_level_only: bool = False) -> dict:
+    """Feed one drive through a filter in stamp order; per frame the pose after that frame's inputs.
+    ``top_level_only``: each frame's top-level fix alone (what a consumer without hypotheses reads)."""
     f = PoseFilter(params)
     events = [(s, 0, ODOMETRY, OdometryMeasurement(v, w)) for s, v, w in data.odometry] if use_odometry else []
-    for k, (s, hyps) in enumerate(zip(data.stamps_ns, data.fixes, strict=True)):
+    per_frame = data.fixes
+    if top_level_only:
+        per_frame = [[h] for h in (data.summary or [hs[0] for hs in data.fixes])]
+    for k, (s, hyps) in enumerate(zip(data.stamps_ns, per_frame, strict=True)):
+        if data.flags is not None and data.flags[k]:
+            events.append((int(s), 1, POSENET, (k, None)))  # flagged by the validity check: the node skips it
+            continue
         hyps = hyps[:hypotheses]
         if fix_std_m is not None:
             hyps = [h._replace(cov_enu_m2=np.eye(2) * fix_std_m**2) for h in hyps]
         events.append((int(s), 1, POSENET, (k, FixMeasurement(hyps))))
     events.sort(key=lambda e: (e[0], e[1]))
     err = np.full(len(data.stamps_ns), np.nan)
+    err_any = np.full(len(data.stamps_ns), np.nan)
     inside = np.zeros(len(data.stamps_ns), bool)
     status = np.empty(len(data.stamps_ns), object)
     update_us = []
@@ -177,18 +194,23 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
         k = None
         if kind == POSENET:
             k, m = m
-        t0 = time.perf_counter()
-        f.handle(kind, s, m)
-        update_us.append((time.perf_counter() - t0) * 1e6)
+        if m is not None:
+            t0 = time.perf_counter()
+            f.handle(kind, s, m)
+            update_us.append((time.perf_counter() - t0) * 1e6)
         if k is None:
             continue
         pose = f.pose(s)
         status[k] = pose.status
+        if pose.status != Status.INITIALIZING:  # any estimate, LOST included (not scored: it claims none)
+            err_any[k] = float(np.hypot(*(data.truth_en_m[k] - np.array([pose.east_m, pose.north_m]))))
         if pose.valid:
             d = data.truth_en_m[k] - np.array([pose.east_m, pose.north_m])
             err[k] = float(np.hypot(*d))
             inside[k] = float(d @ np.linalg.solve(np.array(pose.cov_enu_m2).reshape(2, 2), d)) < CHI2_2DOF_95
-    out = {"err": err, "inside": inside, "tracking": status == Status.TRACKING,
+    if f.stamp_ns is None:  # never started: no pose at all
+        status[:] = Status.INITIALIZING
+    out = {"err": err, "err_any": err_any, "status": status, "inside": inside, "tracking": status == Status.TRACKING,
            "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us))}
     if data.kidnap_stamp_ns is not None:
         # Kidnap: was LOST reported, and how long until TRACKING within 5 m (and staying so for 1 s)?
@@ -200,6 +222,15 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
         recovered = [k for k in after if good[k:k + hold].all() and k + hold <= len(good)]
         out["kidnap_recover_s"] = ((data.stamps_ns[recovered[0]] - data.kidnap_stamp_ns) * 1e-9 if recovered
                                    else float("nan"))
+    if data.blackout_ns is not None:
+        # Blackout: DEGRADED (not TRACKING, not LOST) once degraded_after_s has passed, the truth inside the
+        # growing 95 % ellipse, and the error when the camera returns (the last dark frame's pose).
+        a, b = data.blackout_ns
+        dark = np.flatnonzero((data.stamps_ns >= a + int(params.degraded_after_s * 1e9) + 1) & (data.stamps_ns < b))
+        out["blackout_degraded"] = float(np.mean(status[dark] == Status.DEGRADED)) if len(dark) else float("nan")
+        out["blackout_in_95"] = float(np.mean(inside[dark])) if len(dark) else float("nan")
+        last = np.flatnonzero(data.stamps_ns < b)
+        out["blackout_return_err_m"] = float(err[last[-1]]) if len(last) else float("nan")
     return out
 
 
@@ -210,7 +241,9 @@ def raw_scores(data: DriveData) -> dict:
     err = np.hypot(*(data.truth_en_m - est).T)
     inside = np.array([float(d @ np.linalg.solve(h.cov_enu_m2, d)) < CHI2_2DOF_95
                        for d, h in zip(data.truth_en_m - est, tops, strict=True)])
-    return {"err": err, "inside": inside, "tracking": np.ones(len(err), bool)}
+    valid = np.array([not f for f in data.flags]) if data.flags is not None else np.ones(len(err), bool)
+    err[~valid] = np.nan  # as `streetloc eval`: a fix flagged invalid claims no position
+    return {"err": err, "inside": inside, "tracking": valid}
 
 
 def summarize(r: dict) -> dict:
@@ -250,8 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides[name] = kind(value)
     fused_params = FilterParams(**overrides)
     rows: dict[str, list[dict]] = {"posenet": [], "fused": [], "plain-ekf": []}
-    plain = FilterParams(gate_posenet_chi2=float("inf"), gate_heading_chi2=float("inf"),
-                         gate_odometry_chi2=float("inf"), reloc_min_fixes=10**9, lost_min_fixes=10**9)
+    plain = plain_ekf_params()
     notes = {}
     per_drive = {}
     for path in args.drives:
@@ -261,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         results = {"posenet": raw_scores(data)}
         for name, params in (("fused", fused_params), ("plain-ekf", plain)):
             results[name] = run_filter(data, params, use_odometry=not args.no_odometry,
-                                       hypotheses=args.hypotheses, fix_std_m=args.fix_std_m)
-        extra_keys = ("relocalisations", "update_us_median", "kidnap_lost_reported", "kidnap_recover_s")
+                                       hypotheses=args.hypotheses, fix_std_m=args.fix_std_m,
+                                       top_level_only=name == "plain-ekf")
+        extra_keys = ("relocalisations", "update_us_median", "kidnap_lost_reported", "kidnap_recover_s",
+                      "blackout_degraded", "blackout_in_95", "blackout_return_err_m")
         per_drive[data.name] = {k: {**summarize(v), **{e: v[e] for e in extra_keys if e in v}}
                                 for k, v in results.items()}
         for k, v in results.items():
@@ -288,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             cost = f"{s['update_us_median']:.0f}" if table and "update_us_median" in s else ""
             kidnap = (f"  kidnap: LOST {'reported' if s['kidnap_lost_reported'] else 'not reported'}, tracking "
                       f"within 5 m {s['kidnap_recover_s']:.1f} s after" if table and "kidnap_recover_s" in s else "")
+            blackout = (f"  blackout: DEGRADED {s['blackout_degraded']:.0%}, truth in 95 % "
+                        f"{s['blackout_in_95']:.0%}, {s['blackout_return_err_m']:.1f} m off when the camera returns"
+                        if table and "blackout_degraded" in s else "")
             print(f"  {row:22s}{s['median_m']:10.1f}{s['p95_m']:10.1f}{s['over_20m']:8.1%}"
-                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}{kidnap}")
+                  f"{s['in_95_ellipse']:8.1%}{s['availability']:8.1%}{relocs:>8s}{cost:>10s}{kidnap}{blackout}")
     return 0
 
 
