@@ -168,16 +168,19 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
 
 
 def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hypotheses: int,
-               fix_std_m: float | None, top_level_only: bool = False) -> dict:
+               fix_std_m: float | None, top_level_only: bool = False,
+               use_flagged: frozenset[str] = frozenset()) -> dict:
     """Feed one drive through a filter in stamp order; per frame the pose after that frame's inputs.
-    ``top_level_only``: each frame's top-level fix alone (what a consumer without hypotheses reads)."""
+    ``top_level_only``: each frame's top-level fix alone (what a consumer without hypotheses reads).
+    A frame flagged by the validity check is skipped (as the node does) unless all its reasons are in
+    ``use_flagged`` (the node's ``use_flagged`` parameter)."""
     f = PoseFilter(params)
     events = [(s, 0, ODOMETRY, OdometryMeasurement(v, w)) for s, v, w in data.odometry] if use_odometry else []
     per_frame = data.fixes
     if top_level_only:
         per_frame = [[h] for h in (data.summary or [hs[0] for hs in data.fixes])]
     for k, (s, hyps) in enumerate(zip(data.stamps_ns, per_frame, strict=True)):
-        if data.flags is not None and data.flags[k]:
+        if data.flags is not None and data.flags[k] and not set(data.flags[k]) <= use_flagged:
             events.append((int(s), 1, POSENET, (k, None)))  # flagged by the validity check: the node skips it
             continue
         hyps = hyps[:hypotheses]

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-odometry", action="store_true")
     ap.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME=V,...")
     ap.add_argument("--per-drive", action="store_true", help="also a line per drive")
+    ap.add_argument("--use-flagged", default="", metavar="REASON,...",
+                    help="fixes flagged only for these reasons are used anyway (e.g. out_of_area)")
     args = ap.parse_args(argv)
     for d in args.drives:
         if any(f"s{s}" in Path(d).name for s in ("101", "202", "303", "404")) or "_s7" in Path(d).name:
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.tries or [""]:
         params = FilterParams(**parse_setting(t))
         results = [run_filter(dd, params, use_odometry=not args.no_odometry, hypotheses=args.hypotheses,
-                              fix_std_m=None) for dd in data]
+                              fix_std_m=None, use_flagged=frozenset(filter(None, args.use_flagged.split(","))))
+                   for dd in data]
         s = summarize({f: np.concatenate([r[f] for r in results]) for f in ("err", "inside", "tracking")})
         kid = [r["kidnap_recover_s"] if r.get("kidnap_lost_reported") else np.inf
                for r in results if "kidnap_recover_s" in r]

@@ -75,6 +75,9 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     "gps/fix is the ground truth")] = False
     gps_std_m: Annotated[float, msgspec.Meta(
         gt=0, description="1-sigma per axis of a GPS fix that carries no covariance, m")] = 5.0
+    use_flagged: Annotated[list[str], msgspec.Meta(
+        description="fixes flagged invalid (valid=false) only for these reasons are used anyway, e.g. "
+                    "[\"out_of_area\"] when the area check misfires; the gate still judges them")] = []
     max_delay_s: Annotated[float, msgspec.Meta(
         ge=0, le=10, description="wall time an input waits for the other inputs to catch up with its stamp, "
                                  "s (the latency accepted to get inputs in capture-time order)")] = 0.1
@@ -228,9 +231,10 @@ class FusionNode(Node):
             outcome = self.filter.handle(ODOMETRY, stamp_ns, OdometryMeasurement(msg.speed_mps, msg.yaw_rate_radps))
         else:
             assert isinstance(msg, GeoFix)
-            if not msg.valid:  # the source says do not trust it (black frame, out of area)
-                for reason in (msg.reason or "not_valid").split(","):
-                    self._skip(topic, reason.strip() or "not_valid")
+            reasons = [r.strip() or "not_valid" for r in (msg.reason or "not_valid").split(",")]
+            if not msg.valid and not set(reasons) <= set(self.params.use_flagged):
+                for reason in reasons:  # the source says do not trust it (black frame, out of area)
+                    self._skip(topic, reason)
                 return ()
             if self.frame is None:
                 if not _finite_position(msg):
