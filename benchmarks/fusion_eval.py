@@ -249,6 +249,22 @@ def raw_scores(data: DriveData) -> dict:
     return {"err": err, "inside": inside, "tracking": valid}
 
 
+def posenet_bound(data: DriveData, fused: dict, window_s: float = 5.0) -> dict:
+    """What PoseNet allows: the share of frames where no hypothesis of a valid fix lies within 20 m of the
+    truth, and of the fused frames more than 20 m off, the share with no such hypothesis in the last
+    ``window_s`` (nothing the filter could have taken: a bound, not a filter error)."""
+    T = len(data.stamps_ns)
+    valid = np.array([not f for f in data.flags]) if data.flags is not None else np.ones(T, bool)
+    near = np.array([min(np.hypot(h.east_m - data.truth_en_m[k, 0], h.north_m - data.truth_en_m[k, 1])
+                         for h in data.fixes[k]) <= 20.0 for k in range(T)]) & valid
+    fps = 1e9 / float(np.median(np.diff(data.stamps_ns)))
+    w = max(1, int(round(window_s * fps)))
+    recent = np.array([near[max(0, k - w + 1):k + 1].any() for k in range(T)])
+    off = np.nan_to_num(fused["err"], nan=0.0) > 20.0
+    return {"no_hyp_within_20m": float(np.mean(~near)), "over_20m_frames": int(off.sum()),
+            "over_20m_unsupported": int((off & ~recent).sum())}
+
+
 def summarize(r: dict) -> dict:
     err = r["err"]
     ok = np.isfinite(err)
@@ -302,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                       "blackout_degraded", "blackout_in_95", "blackout_return_err_m")
         per_drive[data.name] = {k: {**summarize(v), **{e: v[e] for e in extra_keys if e in v}}
                                 for k, v in results.items()}
+        per_drive[data.name]["bound"] = posenet_bound(data, results["fused"])
         for k, v in results.items():
             rows[k].append(v)
     merged = {k: summarize({f: np.concatenate([r[f] for r in v]) for f in ("err", "inside", "tracking")})
@@ -317,8 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: odometry {note}")
     header = (f"{'':24s}{'median m':>10s}{'p95 m':>10s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}{'relocs':>8s}"
               f"{'us/update':>10s}")
+    bounds = [t["bound"] for t in per_drive.values()]
     for name, table in [*per_drive.items(), ("all drives", None)]:
         print(f"\n{name}\n{header}")
+        b = table["bound"] if table else {
+            "no_hyp_within_20m": float(np.mean([x["no_hyp_within_20m"] for x in bounds])),
+            **{k: sum(x[k] for x in bounds) for k in ("over_20m_frames", "over_20m_unsupported")}}
+        print(f"  PoseNet bound: no valid hypothesis within 20 m on {b['no_hyp_within_20m']:.1%} of frames; of the "
+              f"{b['over_20m_frames']} fused frames > 20 m off, {b['over_20m_unsupported']} had none within 20 m "
+              f"in the 5 s before")
         for row in ("posenet", "fused", "plain-ekf"):
             s = table[row] if table else merged[row]
             relocs = str(s.get("relocalisations", "")) if table else ""
