@@ -192,7 +192,7 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
     err_any = np.full(len(data.stamps_ns), np.nan)
     inside = np.zeros(len(data.stamps_ns), bool)
     status = np.empty(len(data.stamps_ns), object)
-    update_us = []
+    update_us, fix_us, odo_us = [], [], []
     for s, _, kind, m in events:
         k = None
         if kind == POSENET:
@@ -201,6 +201,7 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
             t0 = time.perf_counter()
             f.handle(kind, s, m)
             update_us.append((time.perf_counter() - t0) * 1e6)
+            (fix_us if kind == POSENET else odo_us).append(update_us[-1])
         if k is None:
             continue
         pose = f.pose(s)
@@ -214,7 +215,10 @@ def run_filter(data: DriveData, params: FilterParams, *, use_odometry: bool, hyp
     if f.stamp_ns is None:  # never started: no pose at all
         status[:] = Status.INITIALIZING
     out = {"err": err, "err_any": err_any, "status": status, "inside": inside, "tracking": status == Status.TRACKING,
-           "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us))}
+           "relocalisations": f.relocalisations, "update_us_median": float(np.median(update_us)),
+           "fix_us_median": float(np.median(fix_us)) if fix_us else float("nan"),
+           "fix_us_p95": float(np.percentile(fix_us, 95)) if fix_us else float("nan"),
+           "odometry_us_median": float(np.median(odo_us)) if odo_us else float("nan")}
     if data.kidnap_stamp_ns is not None:
         # Kidnap: was LOST reported, and how long until TRACKING within 5 m (and staying so for 1 s)?
         after = np.flatnonzero(data.stamps_ns >= data.kidnap_stamp_ns)
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_filter(data, params, use_odometry=not args.no_odometry,
                                        hypotheses=args.hypotheses, fix_std_m=args.fix_std_m,
                                        top_level_only=name == "plain-ekf")
-        extra_keys = ("relocalisations", "update_us_median", "kidnap_lost_reported", "kidnap_recover_s",
+        extra_keys = ("relocalisations", "update_us_median", "fix_us_median", "fix_us_p95", "odometry_us_median", "kidnap_lost_reported", "kidnap_recover_s",
                       "blackout_degraded", "blackout_in_95", "blackout_return_err_m")
         per_drive[data.name] = {k: {**summarize(v), **{e: v[e] for e in extra_keys if e in v}}
                                 for k, v in results.items()}
