@@ -161,7 +161,6 @@ class FilterParams:
     lost_llr: float = 6.0  # ... this much more likely: the status is LOST until one or the other wins
     drop_llr: float = 12.0  # a candidate this much less likely than the estimate is dropped
     candidate_timeout_s: float = 5.0  # a candidate that explains no fix for this long is dropped
-    candidate_max_age_s: float = math.inf  # ... and one this old that is not lost_llr likelier
     duplicate_m: float = 10.0  # a candidate this close to the estimate is the same track: dropped
     miss_probability: float = 0.1  # probability that none of a fix's hypotheses is right, at least
     clutter_density_per_m2: float = 1e-5  # density of a fix that is not right (about 1 / city area)
@@ -752,8 +751,6 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         for c in core.candidates:
             if c.llr < -p.drop_llr or (stamp_ns - c.last_accept_ns) * 1e-9 > p.candidate_timeout_s:
                 continue
-            if (stamp_ns - c.born_ns) * 1e-9 > p.candidate_max_age_s and c.llr < p.lost_llr:
-                continue  # had its chance: not likelier after this long (frees the slot for another street)
             if math.hypot(c.x[_E] - core.x[_E], c.x[_N] - core.x[_N]) < p.duplicate_m:
                 continue  # the same street as the estimate
             keep.append(c)
