@@ -102,6 +102,10 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     position_std_m_per_sqrt_s: Annotated[float, msgspec.Meta(
         ge=0, description="process noise of the position (unmodelled sideways motion), m/sqrt(s)")] = (
         _DEFAULT_FILTER.position_std_m_per_sqrt_s)
+    init_confirm_m: Annotated[float, msgspec.Meta(
+        ge=0, description="after the first fixes agree, distance driven on that track (with no other street "
+                          "likelier) before the pose is valid, m: a wrong first street is not reported")] = (
+        _DEFAULT_FILTER.init_confirm_m)
     spawn_min_fixes: Annotated[int, msgspec.Meta(
         ge=2, description="gated but mutually consistent fixes that start a candidate track (another street)")] = (
         _DEFAULT_FILTER.spawn_min_fixes)
@@ -135,7 +139,7 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The filter's parameters: these values, the filter's defaults for the rest."""
         shared = {name: getattr(self, name) for name in (
             "max_hypotheses", "mixture", "gate_posenet_chi2", "gate_gps_chi2", "fix_decorrelation_m",
-            "fix_cov_scale", "position_std_m_per_sqrt_s", "spawn_min_fixes", "switch_llr", "lost_llr",
+            "fix_cov_scale", "position_std_m_per_sqrt_s", "init_confirm_m", "spawn_min_fixes", "switch_llr", "lost_llr",
             "lost_min_fixes", "degraded_after_s", "degraded_std_m", "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}
         return FilterParams(**shared)
 

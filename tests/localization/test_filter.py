@@ -188,7 +188,7 @@ def test_odometry_alone_grows_the_uncertainty_and_the_status_degrades():
 
 
 def test_heading_wraps_between_359_and_1_degrees():
-    f = PoseFilter()
+    f = PoseFilter(FilterParams(init_confirm_m=0.0))  # standing still: no start to confirm by driving
     t0 = 1_700_000_000 * NS
     cov = np.eye(2) * 4.0
     for k in range(4):  # a robot heading 359 deg (just west of north) standing still
