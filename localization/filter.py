@@ -198,11 +198,13 @@ class FilterParams:
 
 
 def plain_ekf_params(**overrides) -> FilterParams:
-    """The robot_localization-style baseline: the same EKF trusting every fix (no gates, one hypothesis, no
-    decorrelation, no candidate tracks, no LOST from fixes): what fusing without a defence gives."""
+    """The robot_localization-style baseline: the same EKF trusting every fix as its source reports it (no
+    gates, one hypothesis, its covariance unscaled, no decorrelation, no candidate tracks, no start
+    confirmation, no LOST from fixes): what fusing without a defence gives."""
     return FilterParams(**{**dict(
         gate_posenet_chi2=math.inf, gate_heading_chi2=math.inf, gate_odometry_chi2=math.inf, max_hypotheses=1,
-        fix_decorrelation_m=0.0, max_candidates=0, lost_min_fixes=10**9, lost_std_m=math.inf), **overrides})
+        fix_decorrelation_m=0.0, fix_cov_scale=1.0, max_candidates=0, init_confirm_m=0.0, lost_min_fixes=10**9,
+        lost_std_m=math.inf), **overrides})
 
 
 @dataclass
