@@ -168,6 +168,29 @@ def test_a_kidnapped_robot_is_found_by_a_candidate_track_within_5_s():
     assert max(r[1] for r in post[fixes_to_recover:]) < 10.0
 
 
+def test_a_wrong_first_street_is_never_reported_and_the_right_one_takes_over():
+    """The first 2 s of fixes are a look-alike street 150 m east (consistent with the motion), then the
+    right one: the filter starts on the look-alike, but a candidate track on the right street becomes
+    likelier and takes over before the start is confirmed (init_confirm_m), so no valid pose is on the
+    wrong street; the right one is TRACKING within a few seconds."""
+    truth = trajectory(30.0)
+    meas, _ = measurements(truth, 11, outliers={k: (150.0, 0.0) for k in range(0, 20, FIX_EVERY)})
+    f = PoseFilter(origin=GeoOrigin())
+    index = {int(t): k for k, t in enumerate(truth.stamp_ns)}
+    valid_errors, first_tracking_k = [], None
+    for t, kind, m in meas:
+        f.handle(kind, t, m)
+        pose = f.pose(t)
+        if kind == "posenet" and pose.valid:
+            k = index[t]
+            valid_errors.append(math.hypot(truth.east_m[k] - pose.east_m, truth.north_m[k] - pose.north_m))
+            if first_tracking_k is None and pose.status == Status.TRACKING:
+                first_tracking_k = k
+    assert f.relocalisations >= 1
+    assert max(valid_errors) < 15.0  # never a valid pose on the look-alike
+    assert first_tracking_k is not None and first_tracking_k / RATE_HZ < 12.0
+
+
 def test_odometry_alone_grows_the_uncertainty_and_the_status_degrades():
     truth = trajectory(40.0)
     meas, _ = measurements(truth, 4)
