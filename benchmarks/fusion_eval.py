@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 import time
@@ -63,7 +64,8 @@ class DriveData:
 
 
 def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
-                       batch: int = 32) -> tuple[list[list[Hypothesis]], list[Hypothesis], list[list[str]]]:
+                       batch: int = 32, stamps_ns: np.ndarray | None = None,
+                       ) -> tuple[list[list[Hypothesis]], list[Hypothesis], list[list[str]]]:
     """PoseNet on BGR frames -> (per frame its hypotheses in ``frame``'s ENU, best first; per frame the
     top-level fix; per frame the validity reasons the node would flag it with, empty when valid). The one
     place that calls the model, through the predictor and validity check the node runs: k=1 is the
@@ -82,7 +84,12 @@ def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoi
     for i in range(0, len(images_bgr), batch):
         prepared = np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]])
         est = predictor.predict(torch.from_numpy(prepared))
-        flags += validity.assess(prepared, [(im.shape[1], im.shape[0]) for im in images_bgr[i:i + batch]])
+        sizes = [(im.shape[1], im.shape[0]) for im in images_bgr[i:i + batch]]
+        if stamps_ns is not None and "stamps_ns" in inspect.signature(validity.assess).parameters:
+            # capture times, as the node passes them (the check judges repeats by time where it can)
+            flags += validity.assess(prepared, sizes, stamps_ns=stamps_ns[i:i + batch])
+        else:
+            flags += validity.assess(prepared, sizes)
         e, n, _ = frame.to_enu(est.lat_deg, est.lon_deg)
         if k > 1:
             he, hn, _ = frame.to_enu(est.hyp_lat_deg, est.hyp_lon_deg)
@@ -113,7 +120,8 @@ def _predictor(checkpoint: str | None):
 def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_noise: str,
                cache_dir: str | None = None) -> DriveData:
     """A drive's truth, odometry and PoseNet hypotheses (from ``cache_dir`` when run before on the same
-    drive file, checkpoint, hypothesis count and noise preset)."""
+    drive file, checkpoint (its model id and calibration), validity-check code, hypothesis count and noise
+    preset)."""
     import hashlib
     import pickle
 
@@ -121,7 +129,12 @@ def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_n
     if cache_dir:
         st = Path(path).stat()
         # the calibration too: a recalibrated checkpoint of the same name gives other hypotheses
-        calib = json.dumps(dataclasses.asdict(_predictor(checkpoint).calibration), sort_keys=True)
+        predictor = _predictor(checkpoint)  # the weights' id (a retrained default keeps its file name)
+        calib = predictor.model_id + json.dumps(dataclasses.asdict(predictor.calibration), sort_keys=True)
+        # and the validity check's code: its flags are cached too
+        from perception.models.posenet import validity
+
+        calib += hashlib.sha1(Path(validity.__file__).read_bytes()).hexdigest()
         key = f"v3|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{calib}|{hypotheses}|{odometry_noise}"
         cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
         if cache.is_file():
@@ -160,7 +173,8 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
         for o in odo:
             r = noise(o.header.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
             odometry.append((o.header.stamp_ns, r.speed_mps, r.yaw_rate_radps))
-    fixes, summary, flags = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses)
+    fixes, summary, flags = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses,
+                                               stamps_ns=stamps)
     kidnap = extra.get("kidnap_stamp_ns")
     blackout = extra.get("blackout_stamps_ns")
     return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None,
