@@ -64,32 +64,20 @@ class DriveData:
 
 
 def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoint: str | None, k: int,
-                       batch: int = 32, stamps_ns: np.ndarray | None = None,
-                       ) -> tuple[list[list[Hypothesis]], list[Hypothesis], list[list[str]]]:
+                       batch: int = 32) -> tuple[list[list[Hypothesis]], list[Hypothesis]]:
     """PoseNet on BGR frames -> (per frame its hypotheses in ``frame``'s ENU, best first; per frame the
-    top-level fix; per frame the validity reasons the node would flag it with, empty when valid). The one
-    place that calls the model, through the predictor and validity check the node runs: k=1 is the
+    top-level fix). The one place that calls the model, through the predictor the node runs: k=1 is the
     top-level fix alone (top anchor, moment-matched covariance); k>1 the predictor's top-k hypotheses
     (merged modes, calibrated weights and covariances "if this one is right": GeoFix.hypotheses)."""
     import torch
 
-    from perception.models.posenet.validity import FrameValidity
-
     predictor = _predictor(checkpoint)
     predictor.hypotheses = k if k > 1 else 0
-    validity = FrameValidity(predictor)
     out: list[list[Hypothesis]] = []
     summary: list[Hypothesis] = []
-    flags: list[list[str]] = []
     for i in range(0, len(images_bgr), batch):
-        prepared = np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]])
-        est = predictor.predict(torch.from_numpy(prepared))
-        sizes = [(im.shape[1], im.shape[0]) for im in images_bgr[i:i + batch]]
-        if stamps_ns is not None and "stamps_ns" in inspect.signature(validity.assess).parameters:
-            # capture times, as the node passes them (the check judges repeats by time where it can)
-            flags += validity.assess(prepared, sizes, stamps_ns=stamps_ns[i:i + batch])
-        else:
-            flags += validity.assess(prepared, sizes)
+        chunk = torch.from_numpy(np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]]))
+        est = predictor.predict(chunk)
         e, n, _ = frame.to_enu(est.lat_deg, est.lon_deg)
         if k > 1:
             he, hn, _ = frame.to_enu(est.hyp_lat_deg, est.hyp_lon_deg)
@@ -103,7 +91,27 @@ def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoi
             present = np.flatnonzero(np.isfinite(est.hyp_east_m[j]))
             out.append([Hypothesis(float(he[j, m]), float(hn[j, m]), top.heading_deg, est.hyp_cov_enu_m2[j, m],
                                    top.heading_std_deg, float(est.hyp_weight[j, m])) for m in present])
-    return out, summary, flags
+    return out, summary
+
+
+def posenet_validity(images_bgr: list[np.ndarray], checkpoint: str | None, stamps_ns: np.ndarray | None = None,
+                     batch: int = 32) -> list[list[str]]:
+    """Per frame the reasons the PoseNet node's validity check flags it with (empty: valid), the frames
+    seen as one stream in order, as the node sees them."""
+    from perception.models.posenet.validity import FrameValidity
+
+    predictor = _predictor(checkpoint)
+    validity = FrameValidity(predictor)
+    flags: list[list[str]] = []
+    for i in range(0, len(images_bgr), batch):
+        prepared = np.stack([predictor.prepare_bgr(im) for im in images_bgr[i:i + batch]])
+        sizes = [(im.shape[1], im.shape[0]) for im in images_bgr[i:i + batch]]
+        if stamps_ns is not None and "stamps_ns" in inspect.signature(validity.assess).parameters:
+            # capture times, as the node passes them (the check judges repeats by time where it can)
+            flags += validity.assess(prepared, sizes, stamps_ns=stamps_ns[i:i + batch])
+        else:
+            flags += validity.assess(prepared, sizes)
+    return flags
 
 
 _PREDICTORS: dict = {}
@@ -173,8 +181,9 @@ def _load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_
         for o in odo:
             r = noise(o.header.stamp_ns, speed_mps=o.speed_mps, yaw_rate_radps=o.yaw_rate_radps)
             odometry.append((o.header.stamp_ns, r.speed_mps, r.yaw_rate_radps))
-    fixes, summary, flags = posenet_hypotheses([im.to_bgr() for im in images], frame, checkpoint, hypotheses,
-                                               stamps_ns=stamps)
+    bgr = [im.to_bgr() for im in images]
+    fixes, summary = posenet_hypotheses(bgr, frame, checkpoint, hypotheses)
+    flags = posenet_validity(bgr, checkpoint, stamps)
     kidnap = extra.get("kidnap_stamp_ns")
     blackout = extra.get("blackout_stamps_ns")
     return DriveData(Path(path).name, stamps, truth_en, odometry, fixes, note, int(kidnap) if kidnap else None,
