@@ -36,7 +36,7 @@ SCENARIOS: dict[str, SimConfig] = {
 }
 
 
-def make(name: str, out_dir: Path = OUT_DIR) -> Path:
+def make(name: str, out_dir: Path = OUT_DIR, model: str = "") -> Path:
     from nodes.clock import run_offline
     from nodes.posenet import PoseNetNode, PoseNetParams
 
@@ -49,7 +49,7 @@ def make(name: str, out_dir: Path = OUT_DIR) -> Path:
             images = list(drive.read(CAMERA_TOPIC))
             odometry = list(drive.read(ODOMETRY_TOPIC))
             truth = list(drive.read(GPS_TOPIC))
-    node = PoseNetNode(PoseNetParams(threads=1))
+    node = PoseNetNode(PoseNetParams(threads=1, model=model))
     fixes = [m for t, m in run_offline(node, [(CAMERA_TOPIC, im) for im in images]) if t == POSENET_TOPIC]
     out_dir.mkdir(parents=True, exist_ok=True)
     source = f"benchmarks/fusion_scenarios.py {name}: {meta.source}; PoseNet {node.model_id}"
@@ -65,12 +65,13 @@ def make(name: str, out_dir: Path = OUT_DIR) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help=f"scenarios: {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--model", default="", help="PoseNet checkpoint (default: the default weights)")
     args = ap.parse_args(argv)
     unknown = [n for n in args.names if n not in SCENARIOS]
     if unknown:
         ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     for name in args.names or list(SCENARIOS):
-        make(name)
+        make(name, model=args.model)
     return 0
 
 

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("drives", nargs="+")
     ap.add_argument("--cache", required=True, help="fusion_eval's PoseNet cache folder")
     ap.add_argument("--hypotheses", type=int, default=5)
+    ap.add_argument("--checkpoint", default=None, help="PoseNet checkpoint (default: the default weights)")
     ap.add_argument("--no-odometry", action="store_true")
     ap.add_argument("--try", dest="tries", action="append", default=[], metavar="NAME=V,...")
     ap.add_argument("--per-drive", action="store_true", help="also a line per drive")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.drives:
         if any(f"s{s}" in Path(d).name for s in ("101", "202", "303", "404")) or "_s7" in Path(d).name:
             raise SystemExit(f"{d}: a held-out drive; tune on validation drives (route seeds 600-699) only")
-    data = [load_drive(d, checkpoint=None, hypotheses=args.hypotheses, odometry_noise="typical",
+    data = [load_drive(d, checkpoint=args.checkpoint, hypotheses=args.hypotheses, odometry_noise="typical",
                        cache_dir=args.cache) for d in args.drives]
     print(f"{'setting':44s}{'med':>6s}{'p95':>7s}{'>20m':>7s}{'in95':>6s}{'avail':>6s}{'kidnap s':>9s}"
           f"{'bo deg':>7s}{'bo in95':>8s}{'bo m':>6s}{'us':>5s}")
