@@ -28,15 +28,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from localization.filter import FilterParams, PoseFilter  # noqa: E402
+from localization.filter import FilterParams, PoseFilter, plain_ekf_params  # noqa: E402
 from nodes.clock import run_offline  # noqa: E402
 from nodes.commands.eval import CHI2_2DOF_95, Track, load, score, truth_at  # noqa: E402
 from nodes.fusion import FusionNode, FusionParams  # noqa: E402
 from perception.drives import DriveReader  # noqa: E402
 from perception.drives.topics import ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC  # noqa: E402
 
-PLAIN = FilterParams(gate_posenet_chi2=float("inf"), gate_heading_chi2=float("inf"),
-                     gate_odometry_chi2=float("inf"), reloc_min_fixes=10**9, lost_min_fixes=10**9)
+PLAIN = plain_ekf_params()
 ROWS = ("posenet", "fused (graph)", "fused (offline)", "camera only", "plain EKF")
 
 

@@ -10,7 +10,11 @@ publishes PoseNet-like fixes and odometry in real time for ``--seconds`` (a vehi
 * pose rate (the 20 Hz stream + one per fix) and the node's CPU share (``/proc/PID/stat``, user + system
   over wall time, of one core).
 
-    .venv/bin/python benchmarks/fusion_node_bench.py --seconds 30 --fix-hz 5 --odometry-hz 50
+    .venv/bin/python benchmarks/fusion_node_bench.py --seconds 30 --fix-hz 5 --odometry-hz 50 --hypotheses 5
+
+``--hypotheses K``: each fix carries K hypotheses as PoseNet publishes them, the right one (weight 0.4)
+and K-1 look-alike streets 80-320 m away that move with the vehicle (weight 0.2 each, enough to chain): they chain into
+candidate tracks, the filter's most expensive case (the estimate + max_candidates tracks per update).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from localization.geodesy import GeoOrigin, LocalFrame  # noqa: E402
-from nodes.bus.messages import GeoFix, Header, Hop, Odometry  # noqa: E402
+from nodes.bus.messages import FixHypothesis, GeoFix, Header, Hop, Odometry  # noqa: E402
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber  # noqa: E402
 from nodes.bus.topics import BusConfig  # noqa: E402
 from perception.drives.topics import ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC  # noqa: E402
@@ -45,6 +49,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--fix-hz", type=float, default=5.0)
     ap.add_argument("--odometry-hz", type=float, default=50.0)
+    ap.add_argument("--hypotheses", type=int, default=1, help="hypotheses per fix (1: a plain fix)")
     args = ap.parse_args()
     frame = LocalFrame(GeoOrigin())
     rng = np.random.default_rng(0)
@@ -66,9 +71,16 @@ def main() -> int:
                 next_odo += 1.0 / args.odometry_hz
             if now >= next_fix:
                 stamp = time.time_ns()
-                e, n, _ = frame.to_geodetic(rng.normal(0, 2.0), 8.0 * (now - t0) + rng.normal(0, 2.0))
+                east, north = rng.normal(0, 2.0), 8.0 * (now - t0) + rng.normal(0, 2.0)
+                e, n, _ = frame.to_geodetic(east, north)
+                hyps = []
+                for k in range(args.hypotheses if args.hypotheses > 1 else 0):
+                    la, lo, _ = frame.to_geodetic(east + 80.0 * k, north)
+                    hyps.append(FixHypothesis(float(la), float(lo), 0.4 if k == 0 else 0.2,
+                                              (4.0, 0.0, 0.0, 4.0), 0.0, 5.0))
                 fixes.publish(GeoFix(Header(stamp, trace=[Hop("camera", stamp, stamp)]), float(e), float(n),
-                                     heading_deg=0.0, cov_enu_m2=(4.0, 0.0, 0.0, 4.0), heading_std_deg=5.0))
+                                     heading_deg=0.0, cov_enu_m2=(4.0, 0.0, 0.0, 4.0), heading_std_deg=5.0,
+                                     hypotheses=hyps))
                 fix_stamps.add(stamp)
                 next_fix += 1.0 / args.fix_hz
             while (msg := poses.recv(0)) is not None:
@@ -81,7 +93,8 @@ def main() -> int:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=10)
     lat = np.array(latencies_ms)
-    print(f"{args.seconds:.0f} s live, fixes {args.fix_hz:g} Hz, odometry {args.odometry_hz:g} Hz: "
+    print(f"{args.seconds:.0f} s live, fixes {args.fix_hz:g} Hz ({args.hypotheses} hypotheses), odometry "
+          f"{args.odometry_hz:g} Hz: "
           f"{n_poses / wall:.1f} poses/s, fusion node CPU {cpu / wall:.1%} of one core")
     if len(lat):
         print(f"fix published -> pose published: median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "

@@ -75,6 +75,9 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     "gps/fix is the ground truth")] = False
     gps_std_m: Annotated[float, msgspec.Meta(
         gt=0, description="1-sigma per axis of a GPS fix that carries no covariance, m")] = 5.0
+    use_flagged: Annotated[list[str], msgspec.Meta(
+        description="fixes flagged invalid (valid=false) only for these reasons are used anyway, e.g. "
+                    "[\"out_of_area\"] when the area check misfires; the gate still judges them")] = []
     max_delay_s: Annotated[float, msgspec.Meta(
         ge=0, le=10, description="wall time an input waits for the other inputs to catch up with its stamp, "
                                  "s (the latency accepted to get inputs in capture-time order)")] = 0.1
@@ -93,14 +96,28 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fix_decorrelation_m: Annotated[float, msgspec.Meta(
         ge=0, description="fixes closer together than this (distance travelled), m, share their error: "
                           "their covariance is inflated")] = _DEFAULT_FILTER.fix_decorrelation_m
-    reloc_min_fixes: Annotated[int, msgspec.Meta(
-        ge=2, description="gated but mutually consistent fixes that relocalise the filter (a kidnap)")] = (
-        _DEFAULT_FILTER.reloc_min_fixes)
-    reloc_min_travel_m: Annotated[float, msgspec.Meta(
-        ge=0, description="distance driven along such a chain before relocalising, m")] = (
-        _DEFAULT_FILTER.reloc_min_travel_m)
+    fix_cov_scale: Annotated[float, msgspec.Meta(
+        gt=0, description="every hypothesis's covariance times this (errors along a street are correlated; "
+                          "tuned on validation drives for 95 % ellipse coverage)")] = _DEFAULT_FILTER.fix_cov_scale
+    position_std_m_per_sqrt_s: Annotated[float, msgspec.Meta(
+        ge=0, description="process noise of the position (unmodelled sideways motion), m/sqrt(s)")] = (
+        _DEFAULT_FILTER.position_std_m_per_sqrt_s)
+    init_confirm_m: Annotated[float, msgspec.Meta(
+        ge=0, description="after the first fixes agree, distance driven on that track (with no other street "
+                          "likelier) before the pose is valid, m: a wrong first street is not reported")] = (
+        _DEFAULT_FILTER.init_confirm_m)
+    spawn_min_fixes: Annotated[int, msgspec.Meta(
+        ge=2, description="gated but mutually consistent fixes that start a candidate track (another street)")] = (
+        _DEFAULT_FILTER.spawn_min_fixes)
+    switch_llr: Annotated[float, msgspec.Meta(
+        ge=0, description="a candidate track this much likelier than the estimate (log-likelihood ratio, nats) "
+                          "replaces it: a relocalisation (a kidnap, a wrong street)")] = _DEFAULT_FILTER.switch_llr
+    lost_llr: Annotated[float, msgspec.Meta(
+        ge=0, description="a candidate track this much likelier: status LOST until one wins, nats")] = (
+        _DEFAULT_FILTER.lost_llr)
     lost_min_fixes: Annotated[int, msgspec.Meta(
-        ge=1, description="a chain of this many consistent gated fixes makes the status LOST")] = (
+        ge=1, description="a chain of this many consistent gated fixes, none accepted since it began, makes "
+                          "the status LOST")] = (
         _DEFAULT_FILTER.lost_min_fixes)
     degraded_after_s: Annotated[float, msgspec.Meta(
         ge=0, description="no fix accepted for this long: status DEGRADED, s")] = _DEFAULT_FILTER.degraded_after_s
@@ -122,8 +139,8 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The filter's parameters: these values, the filter's defaults for the rest."""
         shared = {name: getattr(self, name) for name in (
             "max_hypotheses", "mixture", "gate_posenet_chi2", "gate_gps_chi2", "fix_decorrelation_m",
-            "reloc_min_fixes", "reloc_min_travel_m", "lost_min_fixes", "degraded_after_s", "degraded_std_m",
-            "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}
+            "fix_cov_scale", "position_std_m_per_sqrt_s", "init_confirm_m", "spawn_min_fixes", "switch_llr", "lost_llr",
+            "lost_min_fixes", "degraded_after_s", "degraded_std_m", "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}
         return FilterParams(**shared)
 
 
@@ -218,9 +235,10 @@ class FusionNode(Node):
             outcome = self.filter.handle(ODOMETRY, stamp_ns, OdometryMeasurement(msg.speed_mps, msg.yaw_rate_radps))
         else:
             assert isinstance(msg, GeoFix)
-            if not msg.valid:  # the source says do not trust it (black frame, out of area)
-                for reason in (msg.reason or "not_valid").split(","):
-                    self._skip(topic, reason.strip() or "not_valid")
+            reasons = [r.strip() or "not_valid" for r in (msg.reason or "not_valid").split(",")]
+            if not msg.valid and not set(reasons) <= set(self.params.use_flagged):
+                for reason in reasons:  # the source says do not trust it (black frame, out of area)
+                    self._skip(topic, reason)
                 return ()
             if self.frame is None:
                 if not _finite_position(msg):

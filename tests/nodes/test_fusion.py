@@ -160,7 +160,10 @@ def test_nominal_drive_tracks_at_a_steady_rate_with_trace_and_inputs():
     # 20 Hz on the graph clock between fixes (plus one pose per fix)
     assert len(between(ps, 10.0, 20.0)) == pytest.approx(10 * (20 + 5), abs=12)
     assert ticks, "no tick poses between fixes"
-    late = between(ps, 5.0, 30.0)
+    # the start is confirmed by driving init_confirm_m (40 m, 5 s at 8 m/s) on it: INITIALIZING until then
+    assert all(p.status == "initializing" and not p.valid for p in between(ps, 0.0, 4.5))
+    assert "confirming" in between(ps, 2.0, 4.5)[-1].reason
+    late = between(ps, 6.0, 30.0)
     assert all(p.status == "tracking" and p.valid for p in late)
     errors = [error_m(s, p) for p in late]
     assert np.median(errors) < 1.5 and max(errors) < 5.0
