@@ -14,23 +14,29 @@ import pytest
 pytest.importorskip("foxglove", reason="the bridge needs foxglove-sdk (pip install 'streetloc[viz]')")
 ws_client = pytest.importorskip("websockets.sync.client", reason="the test client needs websockets")
 
+from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage  # noqa: E402
 from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations  # noqa: E402
 from foxglove_schemas_protobuf.LocationFix_pb2 import LocationFix  # noqa: E402
+from foxglove_schemas_protobuf.Log_pb2 import Log  # noqa: E402
+from foxglove_schemas_protobuf.RawImage_pb2 import RawImage  # noqa: E402
 
-from nodes.bus.messages import Detections, Header, Pose  # noqa: E402
+from nodes.bus.messages import Detections, Diagnostics, Header, Image, Pose, Segmentation  # noqa: E402
 from nodes.bus.pubsub import Publisher  # noqa: E402
-from nodes.foxglove_bridge import FoxgloveBridge, FoxgloveBridgeParams  # noqa: E402
+from nodes.foxglove_bridge import DIAGNOSTICS_LOG_SUFFIX, FoxgloveBridge, FoxgloveBridgeParams  # noqa: E402
 from nodes.runtime import NodeRunner  # noqa: E402
 from perception.drives.topics import (  # noqa: E402
+    CAMERA_TOPIC,
     DETECTIONS_TOPIC,
     DIAGNOSTICS_TOPIC,
     POSE_TOPIC,
+    SEGMENTATION_TOPIC,
     TRUTH_BOXES_TOPIC,
 )
 
 # foxglove-sdk >= 0.2x speaks "foxglove.sdk.v1" (the Foxglove app offers both); older servers "foxglove.websocket.v1"
 SUBPROTOCOLS = ["foxglove.sdk.v1", "foxglove.websocket.v1"]
 T0 = 1_700_000_000_000_000_000
+LOG_TOPIC = DIAGNOSTICS_TOPIC + DIAGNOSTICS_LOG_SUFFIX  # the foxglove.Log channel
 MESSAGE_DATA = 0x01  # binary opcode of a message on a subscribed channel
 
 
@@ -141,6 +147,56 @@ def test_a_record_that_cannot_be_shown_is_counted_and_the_next_one_is_served():
         annotations = ImageAnnotations.FromString(got[1])
         assert [(p.x, p.y) for p in annotations.points[0].points] == [(1, 2), (30, 2), (30, 40), (1, 40)]
         assert annotations.texts[0].text == "car 0.90"
+    finally:
+        client.close()
+        bridge.close()
+
+
+def _subscribed(bridge: FoxgloveBridge, client: Client, *topics: str) -> dict[str, int]:
+    client.wait_for_channels(*topics)
+    ids = {t: client.subscribe(t) for t in topics}
+    deadline = time.monotonic() + 5
+    channels = {**bridge._channels, LOG_TOPIC: bridge._log_channel}
+    while not all(channels[t].has_sinks() for t in topics):
+        assert time.monotonic() < deadline, "subscriptions never reached the server"
+        time.sleep(0.01)
+    return ids
+
+
+def test_camera_mask_and_health_are_served_as_the_panels_want_them():
+    bridge = FoxgloveBridge(FoxgloveBridgeParams(port=0, max_image_hz=10.0,
+                                                 topics=(CAMERA_TOPIC, SEGMENTATION_TOPIC, DIAGNOSTICS_TOPIC)))
+    client = Client(bridge.port)
+    try:
+        ids = _subscribed(bridge, client, CAMERA_TOPIC, SEGMENTATION_TOPIC, LOG_TOPIC)
+        frame = np.zeros((8, 12, 3), np.uint8)
+        for dt_ns in (0, 50_000_000, 100_000_000):  # 20 Hz of stamps, served at 10: the middle one is not
+            bridge.on_message(CAMERA_TOPIC, Image(Header(stamp_ns=T0 + dt_ns), 12, 8, "bgr8", frame), T0)
+        times = [client.message(ids[CAMERA_TOPIC]), client.message(ids[CAMERA_TOPIC], timeout_s=0.3)]
+        assert times[0] is not None and times[1] is not None
+        assert [t for t, _ in times] == [T0, T0 + 100_000_000]
+        image = CompressedImage.FromString(times[0][1])
+        assert image.format == "jpeg" and image.data[:2] == b"\xff\xd8"
+
+        mask = np.array([[0, 1], [1, 0]], np.uint8)
+        bridge.on_message(SEGMENTATION_TOPIC, Segmentation(Header(stamp_ns=T0), mask, ["road", "car"]), T0)
+        got = client.message(ids[SEGMENTATION_TOPIC])
+        assert got is not None
+        raw = RawImage.FromString(got[1])
+        pixels = np.frombuffer(raw.data, np.uint8).reshape(2, 2, 3)
+        assert raw.encoding == "rgb8" and (pixels[0, 0] != pixels[0, 1]).any(), "classes in distinct colours"
+        assert (pixels[0, 0] == pixels[1, 1]).all()
+
+        def diag(status: str, error: str = "") -> Diagnostics:
+            return Diagnostics(Header(stamp_ns=T0), node="posenet", pid=1, uptime_s=1.0, status=status,
+                               last_error=error)
+
+        for status in ("ok", "ok", "warn"):  # a lasting status is one line
+            bridge.on_message(DIAGNOSTICS_TOPIC, diag(status, "stale:camera/image"), T0)
+        lines = [client.message(ids[LOG_TOPIC], timeout_s=1.0) for _ in range(2)]
+        assert client.message(ids[LOG_TOPIC], timeout_s=0.2) is None
+        texts = [Log.FromString(line[1]).message for line in lines if line is not None]
+        assert texts == ["posenet: ok", "posenet: warn: stale:camera/image (was ok)"]
     finally:
         client.close()
         bridge.close()
