@@ -12,6 +12,7 @@ import sys
 
 LIGHT_MODULES = [
     "nodes.cli", "nodes.posenet", "nodes.fusion", "nodes.nmea", "nodes.monitor", "nodes.replay", "nodes.record",
+    "nodes.foxglove_bridge",
     "nodes.launcher.graph", "nodes.launcher.supervisor", "nodes.commands.demo", "nodes.commands.replay",
     "nodes.commands.eval", "localization.metrics",
 ]
