@@ -32,7 +32,9 @@ def _build_c(out_dir: Path) -> tuple[list[str] | None, str]:
         return None, "no C compiler or pkg-config"
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libzmq", "msgpack"], capture_output=True, text=True)
     if flags.returncode != 0:
-        return None, f"libzmq/msgpack-c headers missing (apt-get install libzmq3-dev libmsgpack-dev): {flags.stderr}"
+        missing = [line.split("'")[1] for line in flags.stderr.splitlines() if line.startswith("Package '")]
+        return None, (f"pkg-config finds no {', '.join(missing) or 'libzmq/msgpack'} "
+                      "(apt-get install libzmq3-dev libmsgpack-dev)")
     binary = out_dir / "pose_subscriber"
     build = subprocess.run([compiler, "-O2", "-Wall", "-Werror", "-o", str(binary),
                             str(EXAMPLES / "c" / "pose_subscriber.c"), *flags.stdout.split()],
