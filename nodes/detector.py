@@ -14,7 +14,7 @@ whole class table (`perception.classes.CLASS_NAMES`: 6 sign, 8 car, 9 pedestrian
 ids are the ones label masks and ground-truth boxes use.
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong
-byte count) or whose JPEG does not decode is rejected and counted in diagnostics
+byte count), whose JPEG does not decode or whose width/height fields disagree with its pixels is rejected and counted in diagnostics
 (``handler:camera/image:ValueError``, or ``reject:camera/image`` in a batch).
 
     python -m nodes.detector --param model=runs/detector/model.pt --param device=cpu
@@ -103,6 +103,10 @@ class DetectorNode(Node):
     def _prepare(self, msg: Image) -> tuple[np.ndarray, float, int, int]:
         image = msg.to_bgr()  # the one decode path: ValueError naming the frame when it is not an image
         h, w = image.shape[:2]
+        if (msg.width_px, msg.height_px) != (w, h):
+            # boxes are published in the frame's pixels: a frame that misstates its size has no right answer
+            raise ValueError(f"{CAMERA_TOPIC} frame stamp_ns={msg.header.stamp_ns}: says {msg.width_px}x"
+                             f"{msg.height_px} px but holds {w}x{h}")
         if (w, h) != self.predictor.input_size_px:
             self.resized += 1
             iw, ih = self.predictor.input_size_px
