@@ -57,7 +57,7 @@ class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         extra={"metavar": "WxH", "low": 32, "high": 4096})] = DEFAULT_INPUT_SIZE_PX
     crop: Annotated[tuple[int, int], msgspec.Meta(
         description="training crop in pixels (multiples of 16; the input size: no crop)",
-        extra={"metavar": "WxH", "low": 32, "high": 4096})] = (192, 160)
+        extra={"metavar": "WxH", "low": 32, "high": 4096})] = (160, 128)
     augment: Annotated[bool, msgspec.Meta(description="photometric augmentation and horizontal flips")] = True
 
 
