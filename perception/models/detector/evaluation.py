@@ -165,8 +165,8 @@ def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveS
     return result
 
 
-def _fmt(v: float) -> str:
-    return "-" if not np.isfinite(v) else f"{v:.3f}"
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"  # NaN, or null from JSON: no truth
 
 
 def format_report(r: dict[str, Any]) -> str:
