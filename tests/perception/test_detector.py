@@ -152,6 +152,8 @@ def test_map_follows_the_coco_definition():
     r = coco_map(fa, [np.array([0.95, 0.9])], [np.array([1, 1])], truth[:1], [np.array([1, 2])])
     assert r["ap50_per_class"]["car"] == pytest.approx(0.5)
     assert r["ap50_per_class"]["pedestrian"] == 0.0  # truth, never found
+    by_bin = {b["score_lo"]: (b["detections"], b["hit_share_iou50"]) for b in r["calibration"]}
+    assert by_bin[0.9] == (2, 0.5) and by_bin[0.5][0] == 0  # 0.95 a false alarm, 0.9 a hit
 
 
 def test_an_ignored_tiny_box_is_neither_hit_nor_miss():

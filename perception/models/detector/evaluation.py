@@ -93,12 +93,38 @@ def coco_map(pred_boxes: Sequence[np.ndarray], pred_scores: Sequence[np.ndarray]
         pall = precision[:, :, k, 0, -1]
         ap50[name] = float(np.mean(p50)) if truth_count[name] and (p50 > -1).all() else float("nan")
         ap[name] = float(np.mean(pall)) if truth_count[name] and (pall > -1).all() else float("nan")
+    result["calibration"] = score_calibration(ev)
     finite50 = [v for v in ap50.values() if np.isfinite(v)]
     finite = [v for v in ap.values() if np.isfinite(v)]
     result.update({"map50": float(np.mean(finite50)) if finite50 else float("nan"),
                    "map50_95": float(np.mean(finite)) if finite else float("nan"),
                    "ap50_per_class": ap50, "ap50_95_per_class": ap})
     return result
+
+
+CALIBRATION_BINS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def score_calibration(ev: Any) -> list[dict[str, float]]:
+    """How honest the scores are: per score bin, the detections in it and the share that are hits at IoU 0.5
+    (from pycocotools' per-image matches; detections on ignore regions left out). An honest detector's
+    0.7-0.8 bin holds about 75 % hits."""
+    scores, hits = [], []
+    for e in ev.evalImgs:
+        if e is None or list(e["aRng"]) != list(ev.params.areaRng[0]):
+            continue
+        keep = ~np.asarray(e["dtIgnore"][0], bool)
+        scores.append(np.asarray(e["dtScores"])[keep])
+        hits.append(np.asarray(e["dtMatches"][0])[keep] > 0)
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    h = np.concatenate(hits) if hits else np.zeros(0, bool)
+    out = []
+    for lo, hi in zip(CALIBRATION_BINS[:-1], CALIBRATION_BINS[1:], strict=True):
+        inside = (s >= lo) & (s < hi) if hi < 1.0 else (s >= lo)
+        n = int(inside.sum())
+        out.append({"score_lo": lo, "score_hi": hi, "detections": n,
+                    "hit_share_iou50": float(h[inside].mean()) if n else float("nan")})
+    return out
 
 
 def ignore_masks(truth_boxes: Sequence[np.ndarray], scales: Sequence[float], *,
@@ -179,4 +205,8 @@ def format_report(r: dict[str, Any]) -> str:
              "class        truth  AP@0.5  AP@[.5:.95]"]
     lines += [f"{name:<12} {r['truth_per_class'][name]:>5}  {_fmt(r['ap50_per_class'][name]):>6}  "
               f"{_fmt(r['ap50_95_per_class'][name]):>6}" for name in DETECTOR_CLASS_NAMES]
+    if r.get("calibration"):
+        lines.append("score bin   detections  hits at IoU 0.5")
+        lines += [f"{b['score_lo']:.1f}-{b['score_hi']:.1f}   {b['detections']:>10}  {_fmt(b['hit_share_iou50']):>6}"
+                  for b in r["calibration"]]
     return "\n".join(lines)
