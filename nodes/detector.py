@@ -53,7 +53,7 @@ class DetectorParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threads: Annotated[int, msgspec.Meta(
         ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
     score_threshold: Annotated[float, msgspec.Meta(
-        ge=0.0, le=1.0, description="boxes scoring below this are not published")] = 0.3
+        ge=0.0, le=1.0, description="boxes scoring below this are not published")] = 0.5
     nms_iou: Annotated[float, msgspec.Meta(
         gt=0.0, le=1.0, description="IoU above which a lower-scoring box of the same class is suppressed")] = 0.6
     max_detections: Annotated[int, msgspec.Meta(ge=1, le=1000, description="most boxes per frame")] = 100

@@ -130,7 +130,10 @@ def test_the_loss_learns_a_box():
     with torch.no_grad():
         det = decode(model(img), (64, 64), score_threshold=0.05)
     assert int(det.labels[0][0]) == 2
-    assert torch.allclose(det.boxes[0][0], boxes[0][0], atol=4.0)
+    from torchvision.ops import box_iou
+
+    assert float(box_iou(det.boxes[0][:1], boxes[0])) > 0.6  # the best box is on the object
+    assert float(det.scores[0][0]) > 0.5 > float(torch.cat([det.scores[0][1:], torch.zeros(1)]).max())  # only it
 
 
 # ---------------------------------------------------------------------------------------------- mAP

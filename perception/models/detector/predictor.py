@@ -18,7 +18,7 @@ from perception.models.detector.data import letterbox_scale
 from perception.models.detector.network import DetectionBatch, decode, detector
 from perception.transforms import normalize, pad_to_aspect, resize_to_input
 
-DEFAULT_SCORE_THRESHOLD = 0.3  # the node's: boxes below this are not published (evaluation keeps 0.01+)
+DEFAULT_SCORE_THRESHOLD = 0.5  # the node's: boxes below this are not published (evaluation keeps 0.01+)
 DEFAULT_NMS_IOU = 0.6
 
 
