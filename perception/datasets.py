@@ -30,7 +30,7 @@ import torch
 from localization.geodesy import GeoOrigin
 from perception.drives import DriveReader
 from perception.drives.reader import Frame
-from perception.transforms import crop_to_aspect, resize_to_input
+from perception.transforms import crop_to_aspect, pad_to_aspect, resize_to_input
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
@@ -257,6 +257,8 @@ def _load_one(spec: DriveSpec, size_px: tuple[int, int], truth: FrameTruth, cach
                 bgr = frame.image.to_bgr()
                 if getattr(truth, "crop_to_aspect", False):  # a model that never stretches (PoseNet)
                     bgr = crop_to_aspect(bgr, size_px[0] / size_px[1])
+                elif getattr(truth, "pad_to_aspect", False):  # one that keeps the whole view (the detector)
+                    bgr = pad_to_aspect(bgr, size_px[0] / size_px[1])
                 rgb = resize_to_input(bgr, size_px)
             except ValueError:
                 reader.errors.note("corrupt_frames", f"frame at stamp_ns={frame.stamp_ns} does not decode")

@@ -37,6 +37,19 @@ def crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
     return image[y0:y0 + new_h]
 
 
+def pad_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """``image`` [H, W, ...] with black rows (bottom) or columns (right) added to width/height = ``aspect``:
+    a YOLO letterbox, the whole view kept unstretched (the detector's geometry rule). Pixel (x, y) stays
+    at (x, y), so boxes need only the resize's one scale factor."""
+    h, w = image.shape[:2]
+    if h == 0 or w == 0 or abs(w / h - aspect) <= ASPECT_TOLERANCE * aspect:
+        return image
+    new_w, new_h = (int(round(h * aspect)), h) if w / h < aspect else (w, int(round(w / aspect)))
+    out = np.zeros((new_h, new_w, *image.shape[2:]), image.dtype)
+    out[:h, :w] = image
+    return out
+
+
 def resize_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
     """uint8 BGR [H0, W0, 3] (or mono [H0, W0]) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height).
 

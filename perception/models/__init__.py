@@ -4,10 +4,10 @@
 >>> model = get_model("posenet", backbone="resnet18")        # untrained, from scratch
 >>> predictor = PosePredictor()                               # the default checkpoint, ready to localize
 
-Each model registers itself when its package or module is imported below (the detector joins next).
+Each model registers itself when its package or module is imported below.
 """
 
-from perception.models import posenet, segmenter  # noqa: F401 - they register "posenet" and "segmenter"
+from perception.models import detector, posenet, segmenter  # noqa: F401 - they register their models
 from perception.models._api import (
     Checkpoint,
     ModelEntry,

@@ -11,7 +11,7 @@ measured accuracy.
 
 >>> from perception.models import get_model, get_weights, list_models
 >>> list_models()
-['posenet', 'segmenter']
+['detector', 'posenet', 'segmenter']
 >>> ckpt = get_weights("posenet_synthetic_city").load()      # the default PoseNet checkpoint
 >>> model = get_model("posenet", weights=ckpt)                 # built and loaded, eval mode
 

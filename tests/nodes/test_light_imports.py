@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 LIGHT_MODULES = [
-    "nodes.cli", "nodes.posenet", "nodes.fusion", "nodes.nmea", "nodes.monitor", "nodes.replay", "nodes.record",
-    "nodes.foxglove_bridge",
+    "nodes.cli", "nodes.posenet", "nodes.detector", "nodes.fusion", "nodes.nmea", "nodes.monitor", "nodes.replay",
+    "nodes.record", "nodes.foxglove_bridge", "nodes.segmenter",
     "nodes.launcher.graph", "nodes.launcher.supervisor", "nodes.commands.demo", "nodes.commands.replay",
     "nodes.commands.eval", "localization.metrics",
 ]
