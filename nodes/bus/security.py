@@ -4,12 +4,14 @@ A keys folder (``streetloc keys generate DIR``; ZeroMQ's certificate format, ``z
 
   server.key  server.key_secret   the graph's server keypair: every socket that binds (a topic's
                                   publisher, the diagnostics forwarder) is a CURVE server with it
-  client.key  client.key_secret   a client keypair: every socket that connects (subscribers, the
+  client.key  client.key_secret   the graph's client keypair: every socket that connects (subscribers,
                                   diagnostics publishers) is a CURVE client with it and server.key
+  NAME.key  NAME.key_secret       extra client keypairs (``--client NAME``), for subscribers elsewhere
   allowed/*.key                   the ZAP allow-list: public keys of the clients a server accepts
 
-Secret files are 0600, the folders 0700. A machine that only subscribes needs ``server.key`` and its own
-``client.key_secret``; its ``client.key`` goes into ``allowed/`` on the machines that bind.
+Secret files are 0600 (refused otherwise), the folders 0700. A machine that only subscribes needs a
+folder with ``server.key`` and its own ``NAME.key_secret``; its ``NAME.key`` is in ``allowed/`` on the
+machines that bind.
 
 The security applies to tcp endpoints only (ipc is guarded by the private folder, ``private_dir``).
 Without keys, binding tcp anywhere but the loopback interface needs ``insecure`` (``--insecure``,
@@ -148,25 +150,41 @@ def secure_server(socket: zmq.Socket, keys_dir: str, context: zmq.Context) -> No
     socket.curve_server = True
 
 
+def client_name(keys_dir: str) -> str:
+    """The client keypair this process connects with: ``client`` when the folder has
+    ``client.key_secret``, else its only other ``*.key_secret`` but the server's (a folder copied to a
+    subscriber's machine: ``server.key`` and ``laptop.key_secret``)."""
+    folder = Path(keys_dir)
+    if (folder / f"{CLIENT}.key_secret").exists():
+        return CLIENT
+    names = sorted(p.stem for p in folder.glob("*.key_secret") if p.stem != SERVER)
+    if len(names) != 1:
+        found = ", ".join(f"{n}.key_secret" for n in names) or "none"
+        raise KeysError(f"keys folder {keys_dir}: no {CLIENT}.key_secret and not exactly one other client "
+                        f"secret key (found {found})")
+    return names[0]
+
+
 def secure_client(socket: zmq.Socket, keys_dir: str) -> None:
     """Make ``socket`` (about to connect) a CURVE client of the graph's server key."""
     server_public, _ = _keys(keys_dir, SERVER, secret=False)
-    public, secret = _keys(keys_dir, CLIENT, secret=True)
+    public, secret = _keys(keys_dir, client_name(keys_dir), secret=True)
     socket.curve_serverkey = server_public
     socket.curve_publickey = public
     socket.curve_secretkey = secret
 
 
-def generate(keys_dir: str | os.PathLike[str], *, clients: tuple[str, ...] = (CLIENT,)) -> list[Path]:
-    """Write a keys folder (see the module docstring): the server keypair, a keypair per name in
-    ``clients``, their public keys in ``allowed/``. Existing key files are not overwritten (KeysError).
+def generate(keys_dir: str | os.PathLike[str], *, clients: tuple[str, ...] = ()) -> list[Path]:
+    """Write a keys folder (see the module docstring): the server keypair, the graph's ``client``
+    keypair and one per extra name in ``clients`` (subscribers on other machines), the client public keys
+    in ``allowed/``. Existing key files are not overwritten (KeysError).
     Returns the files written."""
     import shutil
 
     import zmq.auth
 
     folder = Path(keys_dir)
-    names = (SERVER, *clients)
+    names = (SERVER, CLIENT, *(c for c in clients if c != CLIENT))
     for name in names:
         for suffix in (".key", ".key_secret"):
             if (folder / f"{name}{suffix}").exists():

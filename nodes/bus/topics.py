@@ -174,12 +174,17 @@ class BusConfig:
             kwargs["topic_hosts"] = hosts
         if env.get("STREETLOC_KEYS_DIR"):
             kwargs["keys_dir"] = env["STREETLOC_KEYS_DIR"]
-        if env.get("STREETLOC_INSECURE"):
-            value = env["STREETLOC_INSECURE"].strip().lower()
-            if value not in ("0", "1", "true", "false", "yes", "no"):
-                raise ValueError(f"STREETLOC_INSECURE={env['STREETLOC_INSECURE']!r} is not 0 or 1")
-            kwargs["insecure"] = value in ("1", "true", "yes")
+        kwargs["insecure"] = cls.insecure_from_env(env)
         return cls(**kwargs)
+
+    @staticmethod
+    def insecure_from_env(env: dict[str, str] | None = None) -> bool:
+        """STREETLOC_INSECURE as a bool (unset: False); ValueError naming it if not 0/1."""
+        env = os.environ if env is None else env
+        value = env.get("STREETLOC_INSECURE", "").strip().lower()
+        if value not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ValueError(f"STREETLOC_INSECURE={env['STREETLOC_INSECURE']!r} is not 0 or 1")
+        return value in ("1", "true", "yes")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce this config in a child process."""

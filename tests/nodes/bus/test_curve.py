@@ -24,7 +24,7 @@ from nodes.commands.node import collect_diagnostics
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("keys") / "graph"
-    security.generate(folder)
+    security.generate(folder, clients=("laptop",))
     return str(folder)
 
 
@@ -48,7 +48,7 @@ def test_generate_writes_certificates_with_private_secrets(keys, tmp_path):
         public, secret = zmq.auth.load_certificate(os.path.join(keys, f"{name}.key_secret"))
         assert secret and zmq.auth.load_certificate(os.path.join(keys, f"{name}.key"))[0] == public
         assert os.stat(os.path.join(keys, f"{name}.key_secret")).st_mode & 0o777 == 0o600
-    assert os.listdir(os.path.join(keys, "allowed")) == ["client.key"]
+    assert sorted(os.listdir(os.path.join(keys, "allowed"))) == ["client.key", "laptop.key"]
     with pytest.raises(security.KeysError, match="not overwriting"):
         security.generate(keys)
 
@@ -58,25 +58,30 @@ def test_keyed_client_receives_plain_and_unlisted_clients_get_nothing(config, tm
     security.generate(other)
     shutil.copyfile(os.path.join(config.keys_dir, "server.key"), other / "server.key")  # knows the server
     stranger = config.with_(keys_dir=str(other))
+    laptop = tmp_path / "laptop"  # what a subscriber on another machine gets: server.key, its own secret
+    laptop.mkdir(mode=0o700)
+    for name in ("server.key", "laptop.key_secret"):
+        shutil.copy2(os.path.join(config.keys_dir, name), laptop / name)
     topic = get_topic("localization/pose")
     with Publisher(topic, node="t", config=config) as pub, Subscriber(topic, config=config) as sub, \
-            Subscriber(topic, config=stranger) as unlisted:
+            Subscriber(topic, config=stranger) as unlisted, \
+            Subscriber(topic, config=config.with_(keys_dir=str(laptop))) as remote:
         plain = zmq.Context.instance().socket(zmq.SUB)
         plain.setsockopt(zmq.LINGER, 0)
         plain.setsockopt(zmq.SUBSCRIBE, b"")
         plain.connect(pub.endpoint)
         try:
-            assert pub.wait_for_subscribers(1, timeout_s=5)
+            assert pub.wait_for_subscribers(2, timeout_s=5)
             deadline = time.monotonic() + 0.8
             i = 0
             while time.monotonic() < deadline:  # long enough for every handshake to have been tried
                 pub.publish(_pose(i))
                 i += 1
                 time.sleep(0.02)
-            assert sub.recv(timeout_s=2) is not None
+            assert sub.recv(timeout_s=2) is not None and remote.recv(timeout_s=2) is not None
             assert unlisted.recv(timeout_s=0.2) is None
             assert not plain.poll(200)
-            assert pub.subscriber_count() == 1  # only the keyed one ever subscribed
+            assert pub.subscriber_count() == 2  # only the keyed ones ever subscribed
         finally:
             plain.close(0)
 
@@ -131,3 +136,43 @@ def test_missing_key_file_is_one_line(tmp_path):
     config = BusConfig(transport="tcp", port_base=random.randint(20000, 40000), keys_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"server\.key"):
         Subscriber("localization/pose", config=config)
+
+
+def test_keys_command_and_launch_opt_in(tmp_path, capsys, monkeypatch):
+    from nodes.cli import main
+
+    assert main(["keys", "generate", str(tmp_path / "k"), "--client", "laptop"]) == 0
+    assert (tmp_path / "k" / "allowed" / "laptop.key").exists()
+    assert main(["keys", "generate", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    assert "not overwriting" in err and err.count("\n") == 1
+    graph = tmp_path / "open.toml"
+    graph.write_text('[bus]\ntransport = "tcp"\nbind = "0.0.0.0"\n[nodes.camera]\nmodule = "nodes.test_pattern"\n')
+    monkeypatch.setenv("STREETLOC_INSECURE", "0")  # restored after: --insecure sets it for the run
+    assert main(["launch", str(graph), "--check"]) == 2
+    assert "--insecure" in capsys.readouterr().err
+    assert main(["launch", str(graph), "--check", "--insecure"]) == 0
+    keyed = tmp_path / "keyed.toml"
+    keyed.write_text(graph.read_text().replace("[nodes", f'keys_dir = "{tmp_path / "k"}"\n[nodes'))
+    monkeypatch.setenv("STREETLOC_INSECURE", "0")
+    assert main(["launch", str(keyed), "--check"]) == 0
+
+
+def test_keyed_subscriber_ignores_a_plain_publisher_on_the_port(config):
+    """Someone who binds a topic's port first (no server secret) cannot feed the graph's subscribers."""
+    topic = get_topic("localization/pose")
+    squatter = zmq.Context.instance().socket(zmq.XPUB)
+    squatter.setsockopt(zmq.LINGER, 0)
+    squatter.bind(config.subscriber_endpoint(topic))
+    codec = Codec(topic)
+    try:
+        with Subscriber(topic, config=config) as sub:
+            got = None
+            deadline = time.monotonic() + 0.8
+            while got is None and time.monotonic() < deadline:
+                squatter.send_multipart(codec.encode(_pose(1)))
+                got = sub.recv(timeout_s=0.05)
+            assert got is None
+            assert not squatter.poll(0)  # the handshake failed: not even a subscription reached it
+    finally:
+        squatter.close(0)
