@@ -140,6 +140,13 @@ def stop_authenticator(context: zmq.Context) -> None:
         entry[1].stop()  # type: ignore[attr-defined]
 
 
+def terminate(context: zmq.Context) -> None:
+    """Terminate ``context`` (delivering what its sockets still queue, as ``Context.term``), stopping
+    its ZAP handler first: the handler's socket would otherwise keep ``term`` waiting forever."""
+    stop_authenticator(context)
+    context.term()
+
+
 def secure_server(socket: zmq.Socket, keys_dir: str, context: zmq.Context) -> None:
     """Make ``socket`` (about to bind) a CURVE server that accepts only allow-listed clients."""
     public, secret = _keys(keys_dir, SERVER, secret=True)

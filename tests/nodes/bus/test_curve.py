@@ -21,6 +21,14 @@ from nodes.bus.wire import Codec
 from nodes.commands.node import collect_diagnostics
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _stop_zap_handler():
+    """The tests' binding sockets start a ZAP handler in the shared context; stop it after them, so a
+    later test that terminates that context does not wait on it."""
+    yield
+    security.stop_authenticator(zmq.Context.instance())
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("keys") / "graph"
@@ -176,3 +184,15 @@ def test_keyed_subscriber_ignores_a_plain_publisher_on_the_port(config):
             assert not squatter.poll(0)  # the handshake failed: not even a subscription reached it
     finally:
         squatter.close(0)
+
+
+def test_a_keyed_process_terminates_its_context(config):
+    """The ZAP handler's socket would keep Context.term() waiting forever (a node that never stops on
+    SIGTERM and gets SIGKILLed); security.terminate, which every process shell uses, stops it first."""
+    context = zmq.Context()
+    Publisher("localization/pose", config=config, context=context).close()
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (security.terminate(context), done.set()), daemon=True)
+    thread.start()
+    thread.join(timeout=3)
+    assert done.is_set()
