@@ -196,3 +196,20 @@ def test_a_keyed_process_terminates_its_context(config):
     thread.start()
     thread.join(timeout=3)
     assert done.is_set()
+
+
+def test_check_refuses_a_split_graph_on_the_network_without_keys(tmp_path, capsys, monkeypatch):
+    split = os.path.join(os.path.dirname(__file__), "../../../launch/split.toml")
+    net = ["--arg", "robot_address=10.0.0.2", "--arg", "box_address=10.0.0.3"]
+    monkeypatch.setenv("STREETLOC_INSECURE", "0")
+    monkeypatch.delenv("STREETLOC_KEYS_DIR", raising=False)
+    from nodes.cli import main
+
+    assert main(["launch", split, "--check", *net]) == 2
+    err = capsys.readouterr().err
+    assert "machine robot: refusing to bind tcp on 10.0.0.2" in err and "machine box" in err
+    monkeypatch.setenv("STREETLOC_KEYS_DIR", str(tmp_path))
+    assert main(["launch", split, "--check", *net]) == 0
+    monkeypatch.delenv("STREETLOC_KEYS_DIR")
+    monkeypatch.setenv("STREETLOC_INSECURE", "0")
+    assert main(["launch", split, "--check", "--insecure", *net]) == 0
