@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nodes.commands.train", "train a model (posenet, ...) on drives; --resume; DDP via torchrun"),
     "evaluate": ("nodes.commands.evaluate", "score a trained model on drives (errors, honest uncertainty)"),
     "eval": ("nodes.commands.eval", "score a recorded run's poses and raw fixes against the drive's GPS truth"),
+    "keys": ("nodes.commands.keys", "CurveZMQ keys for a graph on tcp (generate)"),
     "calibrate": ("nodes.commands.calibrate", "fit a checkpoint's uncertainty on validation drives (no training)"),
 }
 

@@ -31,6 +31,7 @@ from typing import ClassVar
 import msgspec
 import zmq
 
+from nodes.bus import security
 from nodes.bus.messages import Diagnostics, Header, TopicStats
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
@@ -508,8 +509,9 @@ def serve(runner: NodeRunner, duration_s: float | None = None) -> int:
         runner.spin(duration_s)
     finally:
         runner.close()
-        # deliver what is still queued (bounded by the publishers' linger) before the process exits
-        zmq.Context.instance().term()
+        # deliver what is still queued (bounded by the publishers' linger) before the process exits;
+        # the CurveZMQ ZAP handler, if any, is stopped first (its socket would hold term() forever)
+        security.terminate(zmq.Context.instance())
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from nodes.bus import security
 from nodes.bus.messages import Hop
 from nodes.bus.topics import BusConfig, Topic, get_topic, private_dir
 from nodes.bus.wire import FIRST_ARRAY_FRAME, Codec, DecodeError
@@ -83,6 +84,24 @@ def _context(context: zmq.Context | None) -> zmq.Context:
     return context if context is not None else zmq.Context.instance()
 
 
+def secure_bind(socket: zmq.Socket, endpoint: str, config: BusConfig, context: zmq.Context) -> None:
+    """Before binding ``endpoint``: on tcp with keys, make ``socket`` a CURVE server that accepts only
+    the allow-list (``nodes.bus.security``); without keys beyond loopback, warn (the config was let through
+    only with ``insecure``)."""
+    if not endpoint.startswith("tcp://"):
+        return
+    if config.keys_dir:
+        security.secure_server(socket, config.keys_dir, context)
+    elif not security.is_local_bind(config.bind):
+        security.warn_insecure(config.bind)
+
+
+def secure_connect(socket: zmq.Socket, endpoint: str, config: BusConfig) -> None:
+    """Before connecting ``endpoint``: on tcp with keys, make ``socket`` a CURVE client."""
+    if endpoint.startswith("tcp://") and config.keys_dir:
+        security.secure_client(socket, config.keys_dir)
+
+
 class Publisher:
     """Publishes one topic. ``publish`` stamps the header's ``seq`` and appends this node's hop to the
     trace; arrays are sent without copying, so do not modify them after publishing."""
@@ -105,6 +124,14 @@ class Publisher:
             self.socket = _context(context).socket(zmq.PUB)
         self.socket.setsockopt(zmq.SNDHWM, self.topic.queue_depth)
         self.socket.setsockopt(zmq.LINGER, PUBLISHER_LINGER_MS)
+        try:
+            if bind:
+                secure_bind(self.socket, endpoint, self.config, _context(context))
+            else:
+                secure_connect(self.socket, endpoint, self.config)
+        except ValueError:
+            self.socket.close(0)
+            raise
         if bind:
             try:
                 bind_exclusive(self.socket, endpoint)
@@ -205,6 +232,11 @@ class Subscriber:
         self._sub.setsockopt(zmq.RCVHWM, depth)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.SUBSCRIBE, self.topic.name.encode())
+        try:
+            secure_connect(self._sub, self.endpoint, self.config)
+        except ValueError:
+            self._sub.close(0)
+            raise
         self._sub.connect(self.endpoint)
         self._poller = zmq.Poller()  # one, reused: Socket.poll builds a new one per call
         self._poller.register(self._sub, zmq.POLLIN)

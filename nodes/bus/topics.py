@@ -16,6 +16,9 @@ Configuration (environment, or a ``BusConfig`` passed explicitly):
   STREETLOC_PORT_BASE   first tcp port                         (default 47100)
   STREETLOC_TOPIC_HOSTS per-topic hosts, "camera/image=10.0.0.2,gps/fix=10.0.0.2" (graphs split
                         across machines: a subscriber connects to the host where the topic's publisher runs)
+  STREETLOC_KEYS_DIR    CurveZMQ keys folder (``streetloc keys generate``): tcp sockets authenticate and
+                        encrypt, binding ones accept only its allow-list (nodes/bus/security.py)
+  STREETLOC_INSECURE    1: allow binding tcp beyond loopback without keys (refused otherwise)
 
 The ipc folder is private (``private_dir``): created 0700 when missing, and before any socket is bound
 or connected in it, checked as ssh checks ``~/.ssh`` -- a real folder (not a symlink), owned by this user,
@@ -30,6 +33,7 @@ import os
 import stat
 from dataclasses import dataclass, field, replace
 
+from nodes.bus.security import insecure_bind_refusal, is_local_bind
 from perception.drives.topics import BUS_TOPICS, Topic
 
 TOPICS: dict[str, Topic] = BUS_TOPICS  # the bus's view of the one table (perception.drives.topics)
@@ -128,10 +132,14 @@ class BusConfig:
     bind: str = "127.0.0.1"
     port_base: int = 47100
     topic_hosts: dict[str, str] = field(default_factory=dict)
+    keys_dir: str = ""  # CurveZMQ keys folder; "" = no authentication (nodes/bus/security.py)
+    insecure: bool = False  # opt-in: bind tcp beyond loopback without keys
 
     def __post_init__(self) -> None:
         if self.transport not in ("ipc", "tcp"):
             raise ValueError(f"bus transport {self.transport!r} is not 'ipc' or 'tcp'")
+        if self.transport == "tcp" and not self.keys_dir and not self.insecure and not is_local_bind(self.bind):
+            raise ValueError(insecure_bind_refusal(self.bind))
         if not (1024 <= self.port_base <= 65000):
             raise ValueError(f"bus port base {self.port_base} is outside [1024, 65000]")
         for name in self.topic_hosts:
@@ -164,7 +172,19 @@ class BusConfig:
                     raise ValueError(f"STREETLOC_TOPIC_HOSTS entry {item!r} is not topic=host")
                 hosts[name] = host
             kwargs["topic_hosts"] = hosts
+        if env.get("STREETLOC_KEYS_DIR"):
+            kwargs["keys_dir"] = env["STREETLOC_KEYS_DIR"]
+        kwargs["insecure"] = cls.insecure_from_env(env)
         return cls(**kwargs)
+
+    @staticmethod
+    def insecure_from_env(env: dict[str, str] | None = None) -> bool:
+        """STREETLOC_INSECURE as a bool (unset: False); ValueError naming it if not 0/1."""
+        env = os.environ if env is None else env
+        value = env.get("STREETLOC_INSECURE", "").strip().lower()
+        if value not in ("", "0", "1", "true", "false", "yes", "no"):
+            raise ValueError(f"STREETLOC_INSECURE={env['STREETLOC_INSECURE']!r} is not 0 or 1")
+        return value in ("1", "true", "yes")
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce this config in a child process."""
@@ -177,6 +197,10 @@ class BusConfig:
         }
         if self.topic_hosts:
             env["STREETLOC_TOPIC_HOSTS"] = ",".join(f"{k}={v}" for k, v in self.topic_hosts.items())
+        if self.keys_dir:
+            env["STREETLOC_KEYS_DIR"] = os.path.abspath(self.keys_dir)
+        if self.insecure:
+            env["STREETLOC_INSECURE"] = "1"
         return env
 
     def with_(self, **changes) -> BusConfig:

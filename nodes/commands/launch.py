@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", metavar="DIR", type=Path,
                    help="write the logs here (default: $STREETLOC_LOG_DIR or ~/.local/state/streetloc/log, "
                         "in a folder per run; 'latest' links to the newest)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow binding tcp beyond loopback without CurveZMQ keys (anyone who reaches the ports "
+                        "can read and publish); same as STREETLOC_INSECURE=1 or [bus] insecure = true")
     p.set_defaults(func=cmd_launch)
 
 
@@ -91,6 +94,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return 0
     if not args.file:
         raise ValueError("which launch file? e.g. streetloc launch launch/bringup.toml")
+    if args.insecure:  # before any bus config is made; nodes inherit it through the launcher's bus env
+        os.environ["STREETLOC_INSECURE"] = "1"
     desc = load_launch(args.file, parse_arg_assignments(args.arg))
     if args.show_args:
         _show_args(desc)

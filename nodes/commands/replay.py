@@ -91,7 +91,9 @@ class Recording:
         try:
             self.runner.close()
         finally:
-            self.context.term()
+            from nodes.bus.security import terminate
+
+            terminate(self.context)  # stops a CurveZMQ ZAP handler first
 
 
 def run(args: argparse.Namespace) -> int:

@@ -130,6 +130,8 @@ class BusTable(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str | msgspec.UnsetType = msgspec.UNSET
     bind: str | msgspec.UnsetType = msgspec.UNSET
     port_base: int | msgspec.UnsetType = msgspec.UNSET
+    keys_dir: str | msgspec.UnsetType = msgspec.UNSET  # CurveZMQ keys folder (streetloc keys generate)
+    insecure: bool | msgspec.UnsetType = msgspec.UNSET  # bind tcp beyond loopback without keys
 
 
 class LaunchFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -586,7 +588,8 @@ def load_launch(path: str | os.PathLike[str], args: dict[str, str] | None = None
         from nodes.bus.topics import BusConfig
 
         try:
-            BusConfig(**bus)
+            # --insecure / STREETLOC_INSECURE opt in for the whole run, files may too
+            BusConfig(**{"insecure": BusConfig.insecure_from_env(), **bus})
         except ValueError as exc:
             problems.append(Problem(merged.where(f"bus.{next(iter(bus), '')}", shown), str(exc), key="bus"))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -166,6 +167,25 @@ def load_graph(path: str, args: dict[str, str] | None = None) -> Graph:
     return build_graph(load_launch(path, args))
 
 
+def _check_machine_binds(desc: LaunchDescription, problems: list[Problem]) -> None:
+    """A machine binding tcp beyond loopback needs CurveZMQ keys or the insecure opt-in (environment or
+    ``[bus]``), as ``BusConfig`` requires at run time: said by ``--check`` already."""
+    from nodes.bus.security import insecure_bind_refusal, is_local_bind
+
+    try:
+        keyed = bool(desc.bus.get("keys_dir", os.environ.get("STREETLOC_KEYS_DIR", "")))
+        insecure = bool(desc.bus.get("insecure", BusConfig.insecure_from_env()))
+    except ValueError as exc:
+        problems.append(Problem(desc.file, str(exc), key="bus.insecure"))
+        return
+    if keyed or insecure:
+        return
+    for name, machine in desc.machines.items():
+        if not is_local_bind(machine.bind):
+            problems.append(Problem(desc.file, f"machine {name}: {insecure_bind_refusal(machine.bind)}",
+                                    key=f"machines.{name}.bind"))
+
+
 def build_graph(desc: LaunchDescription) -> Graph:
     """Resolve every enabled node and check the graph; problems of the description come first."""
     graph = Graph(desc, problems=list(desc.problems))
@@ -177,6 +197,7 @@ def build_graph(desc: LaunchDescription) -> Graph:
         elif get_topic(topic).fan_in:
             problems.append(Problem(file, f"{topic!r} is fan-in (every node publishes it); it cannot be external",
                                     key="external_topics"))
+    _check_machine_binds(desc, problems)
     loaded = {}
     for name, spec in desc.enabled_nodes.items():
         item = _load_node(desc, spec, problems)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes.bus.topics import BusConfig
 from nodes.cli import main
 from nodes.launcher import build_graph, load_launch
 from nodes.launcher.description import ArgTable, BusTable, LaunchFile, MachineTable, NodeEntry
@@ -253,11 +254,14 @@ def test_include_overrides_key_by_key(tmp_path):
     assert camera.spec.where("params.width_px").endswith("base.toml")
 
 
-def test_split_graph_derives_each_machines_bus():
+def test_split_graph_derives_each_machines_bus(monkeypatch):
+    monkeypatch.setenv("STREETLOC_INSECURE", "1")  # 10.0.0.x without keys (tests/nodes/bus/test_curve.py)
     desc = load_launch(REPO / "launch/split.toml", {"robot_address": "10.0.0.2", "box_address": "10.0.0.3"})
     graph = build_graph(desc)
     assert not graph.problems
-    robot, box = graph.bus_config("robot"), graph.bus_config("box")
+    with pytest.raises(ValueError, match="--insecure"):  # 10.0.0.x without keys: refused unless opted in
+        graph.bus_config("robot", base=BusConfig())
+    robot, box = (graph.bus_config(m, base=BusConfig(insecure=True)) for m in ("robot", "box"))
     assert (robot.transport, robot.bind, robot.topic_hosts) == ("tcp", "10.0.0.2", {})
     assert (box.transport, box.host, box.bind) == ("tcp", "10.0.0.3", "10.0.0.3")
     assert box.topic_hosts == {"camera/image": "10.0.0.2"}  # the box subscribes where the camera runs
