@@ -4,6 +4,7 @@ the script runs and prints its table."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,12 @@ import pytest
 import torch
 import torchvision
 
-from benchmarks.posenet_load_proto import mobilenet_v3_small_features
-
 REPO = Path(__file__).resolve().parents[2]
+# benchmarks/ is scripts, not a package of the install: load the prototype by its path
+_spec = importlib.util.spec_from_file_location("posenet_load_proto", REPO / "benchmarks" / "posenet_load_proto.py")
+_proto = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_proto)
+mobilenet_v3_small_features = _proto.mobilenet_v3_small_features
 
 
 def test_prototype_backbone_is_torchvisions_mobilenet_v3_small():
