@@ -188,7 +188,12 @@ def filtered_c_stderr(pattern: re.Pattern[str] = LIBJPEG_WARNING) -> Iterator[CS
     live = open(os.dup(saved_fd), "w", buffering=1, encoding=getattr(py_stderr, "encoding", None) or "utf-8",
                 errors="backslashreplace")
     os.dup2(capture.fileno(), 2)
-    sys.stderr = live
+    try:  # Python's stderr written to fd 2 stays live; one that is not (a test's capture) is left alone
+        on_fd2 = py_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        on_fd2 = False
+    if on_fd2:
+        sys.stderr = live
     try:
         yield found
     finally:

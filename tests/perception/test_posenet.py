@@ -282,6 +282,29 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert 0.0 <= figures["within_95_ellipse"] <= 1.0
 
 
+def test_fine_tuning_starts_from_the_checkpoint_and_keeps_what_its_weights_mean(tmp_path, capsys):
+    drive = write_drive(tmp_path / "corridor.mcap")
+    common = ["train", "posenet", "--data", drive, "--batch-size", "16", "--val-fraction", "0.25", "--quiet"]
+    assert cli([*common, "--out", str(tmp_path / "base"), "--input-size", "32x24", "--hidden", "32",
+                "--anchors", "8", "--epochs", "2", "--lr", "3e-3"]) == 0
+    base = Checkpoint.load(tmp_path / "base" / "model.pt")
+    # other size/anchors/width asked for: the starting checkpoint's win (its weights mean those)
+    assert cli([*common, "--out", str(tmp_path / "tuned"), "--init", str(tmp_path / "base" / "model.pt"),
+                "--input-size", "64x48", "--anchors", "4", "--epochs", "1", "--lr", "1e-9"]) == 0
+    tuned = Checkpoint.load(tmp_path / "tuned" / "model.pt")
+    assert tuned.meta["input_size_px"] == [32, 24] and tuned.arch == base.arch
+    assert tuned.meta["recipe"]["init"]["model_id"] == base.model_id
+    for key in ("geo_origin", "center_enu_m", "scale_m"):
+        assert tuned.meta[key] == base.meta[key]
+    assert torch.equal(tuned.state_dict["anchors"], base.state_dict["anchors"])
+    # at a vanishing learning rate the tuned weights are the starting ones (they were loaded, not re-drawn)
+    head = next(k for k in base.state_dict if k.startswith("head") and k.endswith("weight"))
+    assert torch.allclose(tuned.state_dict[head].float(), base.state_dict[head].float(), atol=1e-3)
+    capsys.readouterr()
+    assert cli([*common, "--out", str(tmp_path / "x"), "--init", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert cli(["evaluate", "posenet", "--model", str(tmp_path / "none.pt"), "--data", "x.mcap"]) == 2
     assert "none.pt" in capsys.readouterr().err
