@@ -4,7 +4,7 @@ A model brings a `Scorer`: it scores one drive at a time into a partial result (
 errors; a segmenter: a confusion matrix), merges partials, and summarizes them into flat figures.
 `evaluate_drives` runs it over the drives and returns the report every model shares::
 
-    {"model": "posenet", "model_id": "posenet-bca50c2a", "checkpoint": "(default)",
+    {"model": "posenet", "model_id": "posenet-f09b1cf9", "checkpoint": "(default)",
      "drives": ["demo_city.mcap"], <the model's figures>, "images_per_s": 380.0, "device": "cpu",
      "per_drive": {drive: <figures>}}          # per_drive only with several drives
 

@@ -305,6 +305,18 @@ def test_fine_tuning_starts_from_the_checkpoint_and_keeps_what_its_weights_mean(
     assert "none.pt" in capsys.readouterr().err
 
 
+def test_night_weights_are_registered_and_localize_the_demo_drive():
+    """The second PoseNet checkpoint (fine-tuned on day + night) loads by name and still localizes."""
+    from sim_data import DEFAULT_DEMO_DRIVE
+
+    predictor = PosePredictor("posenet_synthetic_city_night", device="cpu")
+    assert predictor.checkpoint.meta["recipe"]["init"]["model_id"] == "posenet-f09b1cf9"
+    assert any("night" in d["path"] for d in predictor.checkpoint.meta["trained_on"])
+    frames = load_pose_frames([f"{DEFAULT_DEMO_DRIVE}@::5"], size_px=predictor.input_size_px, frame=predictor.frame)
+    est = predictor.predict(frames.images)
+    assert np.median(np.hypot(est.east_m - frames.east_m, est.north_m - frames.north_m)) < 10.0
+
+
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert cli(["evaluate", "posenet", "--model", str(tmp_path / "none.pt"), "--data", "x.mcap"]) == 2
     assert "none.pt" in capsys.readouterr().err
@@ -351,17 +363,17 @@ def test_weights_record_carries_meta_and_the_preprocessing_the_predictor_uses():
 
 
 def test_default_checkpoint_scores_the_demo_drive_as_recorded():
-    """The shipped checkpoint on the shipped demo drive gives the figures measured when it was made
-    (2026-12-01, `streetloc evaluate posenet --data demo_city.mcap --json`): a regression in loading,
-    preprocessing, decoding or scoring moves them."""
+    """The shipped checkpoint on the shipped demo drive gives the figures measured before the models were
+    split into modules (2026-12-01, `streetloc evaluate posenet --data demo_city.mcap --json`): a
+    regression in loading, preprocessing, decoding or scoring moves them."""
     from perception.models.posenet.evaluation import evaluate
     from sim_data import DEFAULT_DEMO_DRIVE
 
     r = evaluate(None, [DEFAULT_DEMO_DRIVE], device="cpu")
-    assert r["model_id"] == "posenet-bca50c2a" and r["frames"] == 150
-    recorded = {"position_error_m_median": 0.8646655048583514, "position_error_m_mean": 17.466620015065647,
-                "position_error_m_p95": 185.57728194270834, "position_error_m_max": 364.5234065747518,
-                "heading_error_deg_median": 0.015627455311957306, "within_95_ellipse": 1.0,
-                "heading_within_95": 1.0, "predicted_std_m_median": 30.95690960388289}
+    assert r["model_id"] == "posenet-f09b1cf9" and r["frames"] == 150
+    recorded = {"position_error_m_median": 0.7607164515527253, "position_error_m_mean": 11.165324797845182,
+                "position_error_m_p95": 44.08708341990639, "position_error_m_max": 301.78660198573806,
+                "heading_error_deg_median": 0.07134350033555847, "within_95_ellipse": 1.0,
+                "heading_within_95": 0.9866666666666667, "predicted_std_m_median": 26.107954994187207}
     for key, value in recorded.items():
         assert r[key] == pytest.approx(value, rel=1e-3, abs=1e-3), key
