@@ -23,35 +23,23 @@ byte count), whose JPEG does not decode or whose width/height fields disagree wi
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 
 from nodes.bus.messages import Detections, Header, Image
-from nodes.bus.pubsub import Delivery
-from nodes.runtime import Node, Outputs, node_main
+from nodes.camera_model import CameraModelNode, CameraModelParams
+from nodes.runtime import Outputs, node_main
 from perception.classes import CLASS_NAMES
 from perception.drives.topics import CAMERA_TOPIC, DETECTIONS_TOPIC
 
 log = logging.getLogger("streetloc.detector")
 
 
-class DetectorParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: Annotated[str, msgspec.Meta(
-        description="checkpoint file or registered weights name; empty: the default synthetic-city model")] = ""
-    device: Annotated[str, msgspec.Meta(
-        pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto"
-    fp16: Annotated[bool, msgspec.Meta(description="half precision on CUDA (ignored on CPU)")] = True
-    max_batch: Annotated[int, msgspec.Meta(
-        ge=1, le=512, description="most queued frames taken in one forward pass")] = 16
-    delivery: Annotated[str, msgspec.Meta(
-        pattern="^(latest|every)$",
-        description="latest: newest frame only (live); every: all frames, batched when behind")] = "latest"
-    # 1 by default, as the PoseNet node: several OpenMP threads on a CPU shared with other nodes wait at
-    # barriers for each other (nodes/posenet.py)
-    threads: Annotated[int, msgspec.Meta(
-        ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
+class DetectorParams(CameraModelParams, kw_only=True, forbid_unknown_fields=True):
+    """The camera-model parameters (`nodes.camera_model`) and the detector's own."""
+
     score_threshold: Annotated[float, msgspec.Meta(
         ge=0.0, le=1.0, description="boxes scoring below this are not published")] = 0.5
     nms_iou: Annotated[float, msgspec.Meta(
@@ -59,46 +47,27 @@ class DetectorParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_detections: Annotated[int, msgspec.Meta(ge=1, le=1000, description="most boxes per frame")] = 100
 
 
-class DetectorNode(Node):
+class DetectorNode(CameraModelNode):
     """Detects signs, cars, pedestrians and bicyclists in each camera frame."""
 
     name = "detector"
     Params = DetectorParams
-    subscribes = {CAMERA_TOPIC: Delivery.LATEST}
     publishes = (DETECTIONS_TOPIC,)
-
-    @classmethod
-    def declared_topics(cls, params: msgspec.Struct):
-        assert isinstance(params, DetectorParams)
-        return {CAMERA_TOPIC: _delivery(params)}, cls.publishes
+    what_out = "detection sets"
 
     def __init__(self, params: DetectorParams | None = None) -> None:
         super().__init__(params)
-        p: DetectorParams = self.params
-        self.subscribes = {CAMERA_TOPIC: _delivery(p)}
-        import torch
-
-        from perception.models.detector.predictor import DetectorPredictor
-
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        # ValueError/OSError here (unknown name, missing file, another model's checkpoint) is a bad
-        # parameter: node_main prints it, exit 2
-        self.predictor = DetectorPredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch,
-                                           nms_iou=p.nms_iou, max_detections=p.max_detections)
-        self.model_id = self.predictor.model_id
         self.class_ids = np.asarray(self.predictor.class_ids, np.int32)  # detector index -> table id
-        self.frames_in = 0
-        self.detections_out = 0
         self.boxes_out = 0
-        self.rejected = 0
         self.resized = 0
         self.letterboxed = 0
-        self.batches = 0
-        self.largest_batch = 0
-        self._errors: list[tuple[str, str]] = []
-        log.info("model %s on %s%s, input %dx%d", self.model_id, self.predictor.device,
-                 " fp16" if self.predictor.half else "", *self.predictor.input_size_px)
+
+    def load_predictor(self, params: Any) -> Any:
+        from perception.models.detector.predictor import DetectorPredictor
+
+        return DetectorPredictor(params.model or None, device=params.device, half=params.fp16,
+                                 max_batch=params.max_batch, nms_iou=params.nms_iou,
+                                 max_detections=params.max_detections)
 
     def _prepare(self, msg: Image) -> tuple[np.ndarray, float, int, int]:
         image = msg.to_bgr()  # the one decode path: ValueError naming the frame when it is not an image
@@ -115,45 +84,13 @@ class DetectorNode(Node):
         prepared, scale = self.predictor.prepare_bgr(image)
         return prepared, scale, w, h
 
-    def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        assert isinstance(msg, Image)
-        self.frames_in += 1
-        try:
-            prepared = self._prepare(msg)
-        except ValueError:
-            self.rejected += 1
-            raise  # counted by the runtime as handler:camera/image:ValueError, logged once
-        return self._infer([msg], [prepared])
-
-    def max_batch(self, topic: str) -> int:
-        return self.params.max_batch if self.params.delivery == "every" else 1
-
-    def on_batch(self, topic: str, msgs: list, recv_ns: int) -> Outputs:
-        """Several queued frames in one forward pass; a bad frame is rejected (see take_errors)."""
-        good, prepared = [], []
-        for msg in msgs:
-            self.frames_in += 1
-            try:
-                prepared.append(self._prepare(msg))
-                good.append(msg)
-            except ValueError as exc:
-                self.rejected += 1
-                self._errors.append((f"reject:{topic}", str(exc)))
-        return self._infer(good, prepared) if good else []
-
-    def take_errors(self) -> list[tuple[str, str]]:
-        errors, self._errors = self._errors, []
-        return errors
-
-    def _infer(self, msgs: list[Image], prepared: list[tuple[np.ndarray, float, int, int]]) -> list[tuple[str, Detections]]:
+    def _infer(self, msgs: list[Image], prepared: list[tuple[np.ndarray, float, int, int]]) -> Outputs:
         import torch
 
         from perception.models.detector.predictor import to_frame_pixels
 
         det = self.predictor.predict(torch.from_numpy(np.stack([p[0] for p in prepared])),
                                      score_threshold=self.params.score_threshold)
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(msgs))
         out = []
         for i, msg in enumerate(msgs):
             _, scale, w, h = prepared[i]
@@ -165,17 +102,10 @@ class DetectorNode(Node):
                 scores=scores.astype(np.float32), class_names=list(CLASS_NAMES), image_width_px=int(w),
                 image_height_px=int(h), model_id=self.model_id)))
             self.boxes_out += len(boxes)
-        self.detections_out += len(out)
         return out
 
-    def close(self) -> None:
-        log.info("detector: %d frames in, %d detection sets out (%d boxes), %d rejected, %d resized (%d "
-                 "letterboxed), %d batches (largest %d)", self.frames_in, self.detections_out, self.boxes_out,
-                 self.rejected, self.resized, self.letterboxed, self.batches, self.largest_batch)
-
-
-def _delivery(p: DetectorParams) -> Delivery:
-    return Delivery.EVERY if p.delivery == "every" else Delivery.LATEST
+    def close_details(self) -> str:
+        return f", {self.boxes_out} boxes, {self.resized} resized ({self.letterboxed} letterboxed)"
 
 
 NODE = DetectorNode

@@ -32,81 +32,50 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
 
 from nodes.bus.messages import FixHypothesis, GeoFix, Header, Image
-from nodes.bus.pubsub import Delivery
-from nodes.runtime import Node, Outputs, node_main
-from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
+from nodes.camera_model import CameraModelNode, CameraModelParams
+from nodes.runtime import node_main
+from perception.drives.topics import POSENET_TOPIC
 
 log = logging.getLogger("streetloc.posenet")
 
 
-class PoseNetParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: Annotated[str, msgspec.Meta(
-        description="checkpoint file or registered weights name; empty: the default synthetic-city model")] = ""
-    device: Annotated[str, msgspec.Meta(
-        pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu, cuda, cuda:N")] = "auto"
-    fp16: Annotated[bool, msgspec.Meta(description="half precision on CUDA (ignored on CPU)")] = True
-    max_batch: Annotated[int, msgspec.Meta(
-        ge=1, le=512, description="most queued frames taken in one forward pass")] = 16
-    delivery: Annotated[str, msgspec.Meta(
-        pattern="^(latest|every)$",
-        description="latest: newest frame only (live); every: all frames, batched when behind")] = "latest"
-    # 1 by default: a batch-1 forward pass is ~50 small kernels, and with several OpenMP threads each
-    # waits at a barrier for the others; on a CPU shared with other nodes a waiting thread loses its
-    # core for a scheduler slice (measured: 5 ms with 1 thread, 0.5-1 s with 2 on a busy 2-core machine)
-    threads: Annotated[int, msgspec.Meta(
-        ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
+class PoseNetParams(CameraModelParams, kw_only=True, forbid_unknown_fields=True):
+    """The camera-model parameters (`nodes.camera_model`) and PoseNet's own."""
+
     min_heading_std_deg: Annotated[float, msgspec.Meta(
         ge=0, description="floor of the published heading std, deg")] = 0.5
     hypotheses: Annotated[int, msgspec.Meta(
         ge=0, le=32, description="top hypotheses (modes of the anchor mixture) per fix; 0: none")] = 5
 
 
-class PoseNetNode(Node):
+class PoseNetNode(CameraModelNode):
     """Localizes each camera frame with PoseNet and publishes a GeoFix with the learned covariance."""
 
     name = "posenet"
     Params = PoseNetParams
-    subscribes = {CAMERA_TOPIC: Delivery.LATEST}
     publishes = (POSENET_TOPIC,)
-
-    @classmethod
-    def declared_topics(cls, params: msgspec.Struct):
-        assert isinstance(params, PoseNetParams)
-        return {CAMERA_TOPIC: _delivery(params)}, cls.publishes
+    what_out = "fixes"
 
     def __init__(self, params: PoseNetParams | None = None) -> None:
         super().__init__(params)
-        p: PoseNetParams = self.params
-        self.subscribes = {CAMERA_TOPIC: _delivery(p)}
-        import torch
-
-        from perception.models import PosePredictor
         from perception.models.posenet.validity import FrameValidity
 
-        if p.threads:
-            torch.set_num_threads(p.threads)
-        # ValueError/OSError here (unknown name, missing file) is a bad parameter: node_main prints it, exit 2
-        self.predictor = PosePredictor(p.model or None, device=p.device, half=p.fp16, max_batch=p.max_batch,
-                                       hypotheses=p.hypotheses)
-        self.model_id = self.predictor.model_id
         self.validity = FrameValidity(self.predictor)  # black/frozen/... and out-of-area; state of this stream
-        self.frames_in = 0
-        self.fixes_out = 0
-        self.rejected = 0
         self.resized = 0
         self.cropped = 0
         self._fov_warned = False
-        self.batches = 0
-        self.largest_batch = 0
-        self._errors: list[tuple[str, str]] = []  # rejected frames of the last batch, for take_errors
-        log.info("model %s on %s%s, input %dx%d", self.model_id, self.predictor.device,
-                 " fp16" if self.predictor.half else "", *self.predictor.input_size_px)
+
+    def load_predictor(self, params: Any) -> Any:
+        from perception.models import PosePredictor
+
+        return PosePredictor(params.model or None, device=params.device, half=params.fp16,
+                             max_batch=params.max_batch, hypotheses=params.hypotheses)
 
     # ------------------------------------------------------------------------------------ frames
 
@@ -147,38 +116,6 @@ class PoseNetNode(Node):
                         "camera %.0f deg: fixes may be off (a zoom it was not trained for)",
                         width_px, height_px, hfov, model_hfov)
 
-    def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        assert isinstance(msg, Image)
-        self.frames_in += 1
-        try:
-            prepared = self._prepare(msg)
-        except ValueError:
-            self.rejected += 1
-            raise  # counted by the runtime as handler:camera/image:ValueError, logged once
-        return self._infer([msg], [prepared])
-
-    def max_batch(self, topic: str) -> int:
-        # only "every" delivery queues frames; "latest" always hands over the newest one alone
-        return self.params.max_batch if self.params.delivery == "every" else 1
-
-    def on_batch(self, topic: str, msgs: list, recv_ns: int) -> Outputs:
-        """Several queued frames in one forward pass; a bad frame is rejected (see take_errors), the
-        others are localized."""
-        good, prepared = [], []
-        for msg in msgs:
-            self.frames_in += 1
-            try:
-                prepared.append(self._prepare(msg))
-                good.append(msg)
-            except Exception as exc:  # noqa: BLE001 - one bad frame (ValueError, cv2.error) costs only its own fix
-                self.rejected += 1
-                self._errors.append((f"reject:{topic}", str(exc)))
-        return self._infer(good, prepared) if good else []
-
-    def take_errors(self) -> list[tuple[str, str]]:
-        errors, self._errors = self._errors, []
-        return errors
-
     def _infer(self, msgs: list[Image], prepared: list[np.ndarray]) -> list[tuple[str, GeoFix]]:
         import torch
 
@@ -188,8 +125,6 @@ class PoseNetNode(Node):
                                      [m.header.stamp_ns for m in msgs])
         self._errors += [(f"flagged:{r}", f"frame {m.header.stamp_ns}")
                          for m, f in zip(msgs, flags, strict=True) for r in f]
-        self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(msgs))
         floor = self.params.min_heading_std_deg
         out = []
         for i, msg in enumerate(msgs):
@@ -211,7 +146,6 @@ class PoseNetNode(Node):
                 hypotheses=self._hypotheses(est, i, floor),
             )
             out.append((POSENET_TOPIC, fix))
-        self.fixes_out += len(out)
         return out
 
     @staticmethod
@@ -233,14 +167,8 @@ class PoseNetNode(Node):
                                      heading_deg=heading, heading_std_deg=heading_std))
         return out
 
-    def close(self) -> None:
-        log.info("posenet: %d frames in, %d fixes out, %d rejected, %d resized (%d cropped to the model's aspect), "
-                 "%d batches (largest %d)", self.frames_in, self.fixes_out, self.rejected, self.resized,
-                 self.cropped, self.batches, self.largest_batch)
-
-
-def _delivery(p: PoseNetParams) -> Delivery:
-    return Delivery.EVERY if p.delivery == "every" else Delivery.LATEST
+    def close_details(self) -> str:
+        return f", {self.resized} resized ({self.cropped} cropped to the model's aspect)"
 
 
 NODE = PoseNetNode

@@ -92,8 +92,8 @@ class Graph:
 # -- finding node classes -----------------------------------------------------------------------
 
 def node_class(module: ModuleType) -> type[Node]:
-    """The node class of a node module: ``module.NODE``, else the one ``Node`` subclass it defines.
-    ValueError naming the module otherwise."""
+    """The node class of a node module: ``module.NODE``, else the one ``Node`` subclass it defines
+    (a base class that sets ``abstract = True`` is not one). ValueError naming the module otherwise."""
     cls = getattr(module, "NODE", None)
     if cls is not None:
         if not (isinstance(cls, type) and issubclass(cls, Node)):
@@ -101,7 +101,7 @@ def node_class(module: ModuleType) -> type[Node]:
         return cls
     found = [obj for obj in vars(module).values()
              if isinstance(obj, type) and issubclass(obj, Node) and obj is not Node
-             and obj.__module__ == module.__name__]
+             and obj.__module__ == module.__name__ and not vars(obj).get("abstract", False)]
     if len(found) == 1:
         return found[0]
     if not found:
