@@ -67,7 +67,8 @@ def test_two_processes_of_batch_8_train_the_weights_of_one_process_of_batch_16(t
 
 TINY = {
     "posenet": ["--backbone", "mobilenet_v3_small", "--input-size", "32x24", "--hidden", "16", "--anchors", "8"],
-    "segmenter": ["--input-size", "32x24", "--width", "4", "--depth", "1"],
+    "segmenter": ["--input-size", "48x36", "--width-mult", "0.25", "--head-channels", "16"],
+    "detector": ["--input-size", "64x48", "--crop", "64x48", "--width-mult", "0.25", "--fpn-channels", "16"],
 }
 
 

@@ -77,9 +77,12 @@ class MaskScorer:
         pred = self.predictor.predict(frames.images, out_size_px=label_size)
         infer_s = time.perf_counter() - t0
         cm = confusion_matrix(pred, masks)
-        self.label_sizes.add(label_size)
+        # the label size is accumulated in `keep`, which every process runs over every drive (torchrun)
         return DriveScore(cm, len(frames), infer_s, {"frames": len(frames), "skipped": frames.skipped,
-                                                     "label_size_px": list(label_size)})
+                                                     "label_size_px": list(label_size)}, label_size)
+
+    def keep(self, spec: DriveSpec, score: DriveScore[np.ndarray]) -> None:
+        self.label_sizes.add(tuple(score.kept))
 
     def merge(self, partials: list[np.ndarray]) -> np.ndarray:
         return np.sum(partials, axis=0)
