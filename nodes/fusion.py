@@ -17,9 +17,10 @@ Outputs:
 
 Every pose says the filter's status and why (``status``, ``reason``), the inputs used and gated since the
 previous pose (topic names; ``posenet/fix:heading`` when only a fix's heading was gated), whether it is
-usable (``valid``: TRACKING or DEGRADED), and carries the header trace of the newest fix the filter took
-(used or gated), so camera -> pose latency can be read off any pose (``trace[-1].pub_ns - stamp_ns`` of
-a per-fix pose).
+usable (``valid``: TRACKING or DEGRADED), and carries the header traces of the newest fix the filter took
+(used or gated) and of its other non-odometry inputs, joined with the fix's last (``nodes.latency``), so
+camera -> pose latency can be read off any pose (``trace[-1].pub_ns - stamp_ns`` of a per-fix pose) and
+``streetloc topic latency localization/pose`` times every hop.
 
 The ENU frame is anchored at the first usable fix (no pose is published before one: there is nothing to
 say where). A fix marked ``valid=False`` by its source is skipped and counted by its reason; a fix or
@@ -51,6 +52,7 @@ from localization.measurements import (
 from nodes.bus.messages import GeoFix, Header, Hop, Odometry, Pose
 from nodes.bus.pubsub import Delivery
 from nodes.clock import StampMerge
+from nodes.latency import join_traces
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import GPS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
 
@@ -204,7 +206,9 @@ class FusionNode(Node):
         self.filter = PoseFilter(p.filter_params())
         self.frame: LocalFrame | None = None
         self.skipped: dict[str, int] = {}  # "<topic>:<reason>" -> inputs skipped before the filter
-        self._trace: list[Hop] = []  # trace of the newest fix handed to the filter
+        # header trace of the newest message of each non-odometry input handed to the filter, the newest
+        # input last: a pose carries them joined (nodes/latency.py), so that every hop to it can be timed
+        self._traces: dict[str, tuple[int, list[Hop]]] = {}
         self._errors: list[tuple[str, str]] = []
         self.poses_out = 0
 
@@ -251,10 +255,19 @@ class FusionNode(Node):
         if outcome.startswith("rejected"):
             return self._rejected(topic, outcome)
         if kind != ODOMETRY:  # the camera (or receiver) path: what pose latency is measured along
-            self._trace = list(msg.header.trace)  # type: ignore[attr-defined]
+            self._note_trace(topic, msg)
         if kind == POSENET and self.params.pose_on_fix and self.frame is not None:
             return [(POSE_TOPIC, self._pose(max(stamp_ns, self.filter.stamp_ns or stamp_ns)))]
         return ()
+
+    def _note_trace(self, topic: str, msg: msgspec.Struct) -> None:
+        """Keep ``msg``'s trace as its topic's newest (after the others: it caused what comes next); inputs
+        older than ``history_s`` than it are dropped from the poses' traces."""
+        stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
+        self._traces.pop(topic, None)
+        self._traces[topic] = (stamp_ns, list(msg.header.trace))  # type: ignore[attr-defined]
+        oldest_ns = stamp_ns - int(self.params.history_s * 1e9)
+        self._traces = {t: v for t, v in self._traces.items() if v[0] >= oldest_ns}
 
     def _rejected(self, topic: str, outcome: str) -> Outputs:
         self._errors.append((f"reject:{topic}", f"{outcome}: {self.filter.last_rejection}"))
@@ -268,7 +281,7 @@ class FusionNode(Node):
     def _pose(self, stamp_ns: int) -> Pose:
         fused = self.filter.pose(stamp_ns)
         self.poses_out += 1
-        return pose_message(fused, self.frame, self._trace)
+        return pose_message(fused, self.frame, join_traces([trace for _, trace in self._traces.values()]))
 
     def close(self) -> None:
         log.info("fusion: %d poses out, %d relocalisations, not used: %s", self.poses_out,

@@ -200,15 +200,23 @@ def evaluate(run_path: str, drive_path: str | None = None) -> dict:
     return {name: score(tr, truth, kidnaps, fused=name != "posenet")[0] for name, tr in tracks.items()}
 
 
-def run(args: argparse.Namespace) -> int:
-    tracks, truth, kidnaps, _ = load(args.run, args.drive)
+def score_run(run_path: str, drive_path: str | None = None, *, plot: str | None = None,
+              title: str | None = None) -> dict:
+    """`evaluate`, and with ``plot`` the picture (`nodes.commands.eval_plot`) written there: the one
+    scoring of a run, for ``streetloc eval`` and ``streetloc demo``."""
+    tracks, truth, kidnaps, _ = load(run_path, drive_path)
     results, errors = {}, {}
     for name, tr in tracks.items():
         results[name], errors[name] = score(tr, truth, kidnaps, fused=name != "posenet")
-    if args.plot:
+    if plot:
         from nodes.commands.eval_plot import draw
 
-        draw(args.plot, tracks, truth, errors, title=args.run)
+        draw(plot, tracks, truth, errors, title=title or run_path)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    results = score_run(args.run, args.drive, plot=args.plot)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

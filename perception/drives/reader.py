@@ -304,6 +304,12 @@ class DriveReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def metadata_record(self, name: str) -> dict[str, str] | None:
+        """The MCAP metadata record ``name`` as written (string -> string), None when the file has none
+        (e.g. ``streetloc.traces``, the header traces a recorder keeps: ``nodes/latency.py``)."""
+        record = self._metadata_records.get(name)
+        return None if record is None else dict(record)
+
     @property
     def topics(self) -> list[str]:
         return sorted(self._topic_ids)
