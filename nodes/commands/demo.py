@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
                                  end_s=args.end_s, lockstep_topics=list(LOCKSTEP_TOPICS),
                                  lockstep_timeout_s=10.0, start_delay_s=0.5)
     replay = Replay(replay_params)  # a bad slice (end before start) is reported before anything starts
-    total = len(replay.reader.image_stamps())
+    # the frames of the slice (end exclusive, as the replay reads it)
+    total = sum(replay.first_ns <= s and (replay.last_ns is None or s < replay.last_ns)
+                for s in replay.reader.image_stamps())
     launch_args = {"model": posenet.model, "device": posenet.device, "monitor": "false", "detector": "true",
                    "segmenter": "true", "detector_model": args.detector_model,
                    "segmenter_model": args.segmenter_model, "nmea": "true", "nmea_port": "0"}

@@ -1,9 +1,10 @@
-"""``streetloc topic list|echo|hz|info``: look at the bus from a terminal."""
+"""``streetloc topic list|echo|hz|info|latency``: look at the bus (or a recorded run) from a terminal."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 import time
@@ -18,10 +19,11 @@ from nodes.bus.messages import SCHEMA_VERSION
 from nodes.bus.pubsub import Delivery, Subscriber
 from nodes.bus.topics import TOPICS, BusConfig, Topic, get_topic
 from nodes.bus.wire import DecodeError
+from nodes.commands import positive_float
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("topic", help="inspect bus topics: list, echo, hz, info")
+    p = subparsers.add_parser("topic", help="inspect bus topics: list, echo, hz, info, latency")
     sub = p.add_subparsers(dest="topic_command", metavar="ACTION", required=True)
     sub.add_parser("list", help="the topic table: name, type, rate, endpoint").set_defaults(func=cmd_list)
 
@@ -41,6 +43,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="a topic's type, rate, endpoint and message fields")
     i.add_argument("topic")
     i.set_defaults(func=cmd_info)
+
+    la = sub.add_parser("latency", help="p50/p95 latency of every hop to a topic, from the header traces",
+                        description="Time every hop of the messages' header traces (capture -> camera/replay "
+                                    "-> PoseNet -> fusion, detector, segmenter): live from the bus, or from a "
+                                    "recorded run (--run RUN.mcap, made by `streetloc replay --record` or "
+                                    "`streetloc demo`).",
+                        epilog="e.g. streetloc topic latency localization/pose perception/detections "
+                               "perception/segmentation --run streetloc-demo/run.mcap")
+    la.add_argument("topics", nargs="+", metavar="TOPIC",
+                    help="topics whose traces to time (several: hops shared by them count once)")
+    la.add_argument("--run", metavar="RUN.mcap", help="read the traces a recording kept instead of the bus")
+    la.add_argument("--duration", type=positive_float, default=10.0, metavar="S",
+                    help="live: listen this long, s (default %(default)s; Ctrl-C stops early)")
+    la.add_argument("--json", action="store_true", help="print the rows as JSON")
+    la.set_defaults(func=cmd_latency)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -228,4 +245,36 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"queue depth per subscriber: {topic.queue_depth} messages")
     print("fields:")
     print("\n".join(_field_lines(topic.message_type)))
+    return 0
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from nodes.latency import Traced, format_rows, latency_rows, rows_as_dicts, traces_of_run
+
+    topics = [get_topic(t) for t in args.topics]  # an unknown name: one line naming it
+    if args.run:
+        traced = traces_of_run(args.run, [t.name for t in topics])
+        where = args.run
+    else:
+        traced = []
+        with contextlib.ExitStack() as stack:
+            subs = [stack.enter_context(_subscription(t, Delivery.BUFFERED)) for t in topics]
+            deadline = time.monotonic() + args.duration
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the table of what came so far
+                while time.monotonic() < deadline:
+                    for sub in subs:
+                        msg = sub.recv(timeout_s=0.02)
+                        if msg is not None:
+                            h = msg.header  # type: ignore[attr-defined]
+                            traced.append(Traced(sub.topic.name, h.stamp_ns, tuple(h.trace)))
+        where = f"the bus, {args.duration:g} s"
+    if not traced:
+        print(f"no traced message on {', '.join(t.name for t in topics)} ({where})", file=sys.stderr)
+        return 1
+    rows = latency_rows(traced)
+    if args.json:
+        print(json.dumps(rows_as_dicts(rows), indent=1))
+        return 0
+    print(f"{len(traced)} messages of {', '.join(t.name for t in topics)} ({where}); wall clock, ms")
+    print(format_rows(rows))
     return 0

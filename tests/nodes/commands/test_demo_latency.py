@@ -1,0 +1,137 @@
+"""Per-hop latency from header traces (nodes/latency.py), the table of `streetloc demo` and of
+`streetloc topic latency`: what a user reads off it must be the times the hops really took."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nodes.bus.messages import GeoFix, Header, Hop, Odometry
+from nodes.fusion import FusionNode, FusionParams
+from nodes.latency import (
+    Traced,
+    decode_traces,
+    encode_traces,
+    join_traces,
+    latency_rows,
+    split_chains,
+    traces_of_run,
+)
+from nodes.record import Recorder, RecordParams
+from perception.drives.topics import DETECTIONS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
+
+MS = 1_000_000
+T0 = 1_700_000_000_000_000_000  # a frame's capture stamp
+
+
+def frame_hops(k: int, *, replay_ms: float = 0.0) -> dict[str, Hop]:
+    """The hops of frame k: replay publishes at +0, PoseNet receives at +2 and publishes at +12 ms, the
+    detector publishes at +30 ms, fusion receives the fix at +13 and publishes at +15 ms (k ms later each frame)."""
+    base = T0 + k * 100 * MS + int(replay_ms * MS)
+    return {"replay": Hop("replay", base, base), "posenet": Hop("posenet", base + 2 * MS, base + 12 * MS),
+            "detector": Hop("detector", base + 3 * MS, base + (30 + k) * MS),
+            "fusion": Hop("fusion", base + 13 * MS, base + 15 * MS)}
+
+
+def row(rows, stage):
+    [r] = [r for r in rows if r.stage == stage]
+    return r
+
+
+def test_each_hop_is_timed_publish_to_publish_and_inside_its_node():
+    msgs = []
+    for k in range(10):
+        h = frame_hops(k)
+        stamp = T0 + k * 100 * MS
+        msgs.append(Traced(POSE_TOPIC, stamp, (h["replay"], h["posenet"], h["fusion"])))
+        msgs.append(Traced(DETECTIONS_TOPIC, stamp, (h["replay"], h["detector"])))
+    rows = latency_rows(msgs)
+    assert [r.stage for r in rows] == ["capture -> replay", "replay -> posenet", "posenet -> fusion",
+                                       "replay -> fusion (total)", "replay -> detector"]
+    assert row(rows, "replay -> posenet").p50_ms == pytest.approx(12.0)
+    assert row(rows, "replay -> posenet").in_node_p50_ms == pytest.approx(10.0)
+    assert row(rows, "posenet -> fusion").p50_ms == pytest.approx(3.0)
+    assert row(rows, "posenet -> fusion").in_node_p95_ms == pytest.approx(2.0)
+    assert row(rows, "replay -> fusion (total)").p50_ms == pytest.approx(15.0)
+    det = row(rows, "replay -> detector")  # 30..39 ms
+    assert det.n == 10 and det.p50_ms == pytest.approx(34.5) and det.p95_ms == pytest.approx(38.55)
+    assert row(rows, "capture -> replay").p50_ms == pytest.approx(0.0)
+
+
+def test_a_replayed_drive_s_old_stamps_are_not_a_capture_latency():
+    h = frame_hops(0)
+    rows = latency_rows([Traced(POSENET_TOPIC, T0 - 3600 * 10**9, (h["replay"], h["posenet"]))])
+    assert [r.stage for r in rows] == ["replay -> posenet"]
+
+
+def test_poses_on_the_tick_repeating_a_fix_s_chain_count_once_and_a_fix_with_its_pose_too():
+    h = frame_hops(0)
+    msgs = [Traced(POSENET_TOPIC, T0, (h["replay"], h["posenet"])),
+            Traced(POSE_TOPIC, T0, (h["replay"], h["posenet"], h["fusion"]))]
+    for tick in range(1, 6):  # 20 Hz poses after it, the same fix's chain, fusion publishing later each time
+        msgs.append(Traced(POSE_TOPIC, T0 + tick * 50 * MS,
+                           (h["replay"], h["posenet"], Hop("fusion", T0 + tick * 50 * MS, T0 + tick * 50 * MS))))
+    rows = latency_rows(msgs)
+    assert row(rows, "replay -> posenet").n == 1
+    assert row(rows, "posenet -> fusion").n == 1 and row(rows, "posenet -> fusion").p50_ms == pytest.approx(3.0)
+
+
+def test_a_joined_trace_times_every_input_to_the_consumer():
+    h = frame_hops(0)
+    trace = (*join_traces([[h["replay"], h["detector"]], [h["replay"], h["posenet"]]]), h["fusion"])
+    assert [x.node for x in trace] == ["replay", "detector", "replay", "posenet", "fusion"]
+    chains, consumer = split_chains(trace)
+    assert [[x.node for x in c] for c in chains] == [["replay", "detector"], ["replay", "posenet"]]
+    assert consumer == h["fusion"]
+    rows = latency_rows([Traced(POSE_TOPIC, T0, trace)])
+    # the detections came out 15 ms after the pose: negative, as it was (fusion did not wait for them)
+    assert row(rows, "detector -> fusion").p50_ms == pytest.approx(-15.0)
+    assert row(rows, "posenet -> fusion").p50_ms == pytest.approx(3.0)
+    assert row(rows, "replay -> fusion (total)").p50_ms == pytest.approx(15.0)
+    # the wire limit: 64 hops with the publisher's; the oldest chains are left out
+    long = join_traces([[h["replay"], *[h["posenet"]] * 40], [h["replay"], h["posenet"]] * 20])
+    assert len(long) == 40
+
+
+def test_traces_survive_the_recording_metadata_and_bad_ones_are_named():
+    h = frame_hops(3)
+    msgs = [Traced(POSE_TOPIC, T0, (h["replay"], h["posenet"], h["fusion"]))]
+    assert decode_traces(encode_traces(msgs)) == msgs
+    with pytest.raises(ValueError, match="run.mcap.*localization/pose.*malformed"):
+        decode_traces({POSE_TOPIC: "[[1, [[\"a\", 1]]]]"}, source="run.mcap")
+
+
+def test_fusion_poses_carry_the_fix_chain_of_their_inputs(tmp_path):
+    node = FusionNode(FusionParams(tick_hz=0.0, max_delay_s=0.0))
+    poses = []
+    for k in range(4):
+        h = frame_hops(k)
+        stamp = T0 + k * 100 * MS
+        node.on_message(ODOMETRY_TOPIC, Odometry(Header(stamp, trace=[h["replay"]]), speed_mps=5.0,
+                                                 yaw_rate_radps=0.0), 0)
+        fix = GeoFix(Header(stamp, trace=[h["replay"], h["posenet"]]), lat_deg=34.05, lon_deg=-118.24,
+                     cov_enu_m2=[4.0, 0.0, 0.0, 4.0], valid=True)
+        poses.extend(msg for _, msg in node.on_message(POSENET_TOPIC, fix, 0))
+    assert len(poses) == 4
+    # each pose: its own frame's fix chain (odometry is not the camera path), fusion's hop added on publish
+    for k, pose in enumerate(poses):
+        h = frame_hops(k)
+        assert pose.header.trace == [h["replay"], h["posenet"]]
+
+
+def test_the_recorder_keeps_the_traces_that_topic_latency_reads(tmp_path, bus_config):
+    run = tmp_path / "run.mcap"
+    rec = Recorder(RecordParams(output=str(run), topics=[POSENET_TOPIC]))
+    for k in range(5):
+        h = frame_hops(k)
+        rec.on_message(POSENET_TOPIC, GeoFix(Header(T0 + k * 100 * MS, trace=[h["replay"], h["posenet"]]),
+                                             lat_deg=34.05, lon_deg=-118.24, valid=True), 0)
+    rec.close()
+    assert len(traces_of_run(str(run))) == 5
+    out = subprocess.run([sys.executable, "-m", "nodes.cli", "topic", "latency", POSENET_TOPIC, "--run", str(run)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("replay -> posenet"))
+    assert line.split()[3:6] == ["5", "12.0", "12.0"]  # n, p50, p95 ms
