@@ -14,7 +14,7 @@ import sys
 
 # One table of subcommands: name -> (module, one-line help).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("nodes.commands.demo", "localize along a shipped synthetic drive with the default PoseNet, scored"),
+    "demo": ("nodes.commands.demo", "the whole graph (PoseNet, detector, segmenter, fusion, NMEA) on a shipped drive, scored"),
     "sim": ("nodes.commands.sim", "render a drive through the synthetic city, with full ground truth"),
     "topic": ("nodes.commands.topic", "inspect bus topics: list, echo, hz, info"),
     "launch": ("nodes.commands.launch", "run a graph of nodes from a launch file (or --check it)"),
