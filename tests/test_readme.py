@@ -47,7 +47,7 @@ HOW: dict[str, str] = {
     "streetloc topic list": FAST,
     "streetloc topic info localization/pose": FAST,
     "streetloc train posenet --data sim_data/drives/train_small.mcap --val-data sim_data/drives/test_small.mcap "
-    "--epochs 2 --out runs/area": SLOW,
+    "--epochs 1 --out runs/area": SLOW,
     "streetloc evaluate posenet --model runs/area/model.pt --data sim_data/drives/test_small.mcap": SLOW,
     "streetloc replay sim_data/drives/test_small.mcap --lockstep --launch launch/replay.toml "
     "--arg model=runs/area/model.pt --record area_run.mcap": SLOW,
@@ -215,6 +215,7 @@ def test_readme_replay_eval_and_latency(bus_config, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_readme_train_evaluate_and_replay_a_new_area(bus_config, tmp_path):
     cwd = _scratch(tmp_path)
     group = _slow_group("streetloc train posenet", "streetloc replay sim_data/drives/test_small.mcap --lockstep "
