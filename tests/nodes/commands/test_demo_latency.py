@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from nodes.bus.messages import GeoFix, Header, Hop, Odometry
+from nodes.cli import main
 from nodes.fusion import FusionNode, FusionParams
 from nodes.latency import (
     Traced,
@@ -121,7 +119,7 @@ def test_fusion_poses_carry_the_fix_chain_of_their_inputs(tmp_path):
         assert pose.header.trace == [h["replay"], h["posenet"]]
 
 
-def test_the_recorder_keeps_the_traces_that_topic_latency_reads(tmp_path, bus_config):
+def test_the_recorder_keeps_the_traces_that_topic_latency_reads(tmp_path, bus_config, capsys):
     run = tmp_path / "run.mcap"
     rec = Recorder(RecordParams(output=str(run), topics=[POSENET_TOPIC]))
     for k in range(5):
@@ -130,8 +128,37 @@ def test_the_recorder_keeps_the_traces_that_topic_latency_reads(tmp_path, bus_co
                                              lat_deg=34.05, lon_deg=-118.24, valid=True), 0)
     rec.close()
     assert len(traces_of_run(str(run))) == 5
-    out = subprocess.run([sys.executable, "-m", "nodes.cli", "topic", "latency", POSENET_TOPIC, "--run", str(run)],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    line = next(x for x in out.stdout.splitlines() if x.startswith("replay -> posenet"))
+    assert main(["topic", "latency", POSENET_TOPIC, "--run", str(run)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("replay -> posenet"))
     assert line.split()[3:6] == ["5", "12.0", "12.0"]  # n, p50, p95 ms
+
+
+def test_topic_latency_live_times_the_hops_of_what_the_bus_carries(bus_config, capsys):
+    """`streetloc topic latency` on a live bus: fixes published here with known hops, the table from them."""
+    import threading
+    import time
+
+    from nodes.bus.pubsub import Publisher
+
+    result = {}
+    command = threading.Thread(target=lambda: result.update(code=main(["topic", "latency", POSENET_TOPIC,
+                                                                       "--duration", "2"])))
+    pub = Publisher(POSENET_TOPIC, node="posenet", config=bus_config)
+    command.start()
+    try:
+        while command.is_alive():  # until the command has listened its 2 s
+            now = time.time_ns()
+            # replay published 20 ms ago; PoseNet received it 15 ms ago (the publisher adds its hop now)
+            pub.publish(GeoFix(Header(now - 25 * MS, trace=[Hop("replay", now - 20 * MS, now - 20 * MS)]),
+                               lat_deg=34.05, lon_deg=-118.24, valid=True), recv_ns=now - 15 * MS)
+            time.sleep(0.02)
+    finally:
+        command.join()
+        pub.socket.close(0)
+    out = capsys.readouterr()
+    assert result["code"] == 0, out.err
+    rows = {line[:24].strip(): line.split() for line in out.out.splitlines()[2:]}
+    capture, hop = rows["capture -> replay"], rows["replay -> posenet"]
+    assert int(hop[3]) >= 20  # every message heard once it was subscribed
+    assert 19.0 <= float(hop[4]) <= 25.0 and 14.0 <= float(hop[6]) <= 20.0  # p50, in node p50 (ms)
+    assert 4.0 <= float(capture[4]) <= 6.0  # p50: 25 ms stamp -> 20 ms publish
