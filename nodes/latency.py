@@ -200,7 +200,8 @@ def decode_traces(record: dict[str, str], *, source: str = "") -> list[Traced]:
 
 
 def traces_of_run(path: str, topics: Sequence[str] | None = None) -> list[Traced]:
-    """The traces a recording holds (written by the recorder, ``nodes/record.py``), of ``topics`` (all: None).
+    """The traces a recording holds (written by the recorder, ``nodes/record.py``), of ``topics`` (all: None)
+    in that order of topics.
     ValueError when the file holds none (recorded before traces were kept, or cut off before its end)."""
     from perception.drives import DriveReader
 
@@ -210,4 +211,7 @@ def traces_of_run(path: str, topics: Sequence[str] | None = None) -> list[Traced
         raise ValueError(f"{path}: no header traces recorded (metadata {TRACES_RECORD!r} missing: recorded "
                          "by an older streetloc, or the recording was cut off)")
     traced = decode_traces(record, source=path)
-    return [t for t in traced if topics is None or t.topic in topics]
+    if topics is None:
+        return traced
+    order = {t: k for k, t in enumerate(topics)}  # the stages then come in the order of the topics asked for
+    return sorted((t for t in traced if t.topic in order), key=lambda t: order[t.topic])
