@@ -248,6 +248,7 @@ class LandmarkMap:
             east_m=np.atleast_1d(np.asarray(e, float)), north_m=np.atleast_1d(np.asarray(n, float)),
             centre_up_m=np.array([(lm.bottom_m + lm.top_m) / 2 for lm in lms], float),
             face_height_m=np.array([lm.face_height_m for lm in lms], float),
+            width_m=np.array([lm.width_m for lm in lms], float),
             position_std_m=np.array([lm.position_std_m for lm in lms], float),
             size_rel_std=np.array([lm.size_rel_std for lm in lms], float),
             up_std_m=np.array([lm.bottom_std_m for lm in lms], float))
@@ -263,6 +264,7 @@ class EnuLandmarks:
     north_m: np.ndarray
     centre_up_m: np.ndarray  # face centre above the ground
     face_height_m: np.ndarray
+    width_m: np.ndarray
     position_std_m: np.ndarray
     size_rel_std: np.ndarray
     up_std_m: np.ndarray
@@ -409,6 +411,22 @@ def _in_view(pose: np.ndarray, lm: EnuLandmarks, camera: Pinhole, p: LandmarkPar
               & (np.abs((p.camera_height_m - lm.centre_up_m) / d) <= 1.1 * (camera.height_px / 2) / camera.fy_px)
               & (camera.fy_px * lm.face_height_m / d >= 0.5 * p.min_box_height_px))
     return np.flatnonzero(ok)
+
+
+def expected_boxes(pose: np.ndarray, lm: EnuLandmarks, camera: Pinhole, p: LandmarkParams
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Where the landmarks in view from ``pose`` (east_m, north_m, yaw_rad) appear: boxes float64 [K, 4]
+    (x1, y1, x2, y2 px, undistorted; a face seen square-on) and the landmark indices [K]. For plots,
+    simulations and tests."""
+    view = _in_view(np.asarray(pose, float), lm, camera, p)
+    c, s = math.cos(pose[2]), math.sin(pose[2])
+    de, dn = lm.east_m[view] - pose[0], lm.north_m[view] - pose[1]
+    d, x = de * c + dn * s, de * s - dn * c
+    u = camera.cx_px + camera.fx_px * x / d
+    half_w = camera.fx_px * lm.width_m[view] / d / 2
+    top = camera.cy_px + camera.fy_px * (p.camera_height_m - lm.centre_up_m[view] - lm.face_height_m[view] / 2) / d
+    bottom = camera.cy_px + camera.fy_px * (p.camera_height_m - lm.centre_up_m[view] + lm.face_height_m[view] / 2) / d
+    return np.stack([u - half_w, top, u + half_w, bottom], -1).reshape(-1, 4), view
 
 
 def _pair_models(pose: np.ndarray, lm: EnuLandmarks, view: np.ndarray, boxes: list[BoxObservation],
