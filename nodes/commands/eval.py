@@ -51,6 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drive", help="the replayed drive: truth when the run has no gps/fix, ENU frame, kidnap")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="draw the tracks (with 95 %% ellipses) and errors over time")
+    p.add_argument("--map", metavar="MAP.geojson",
+                   help="with --plot: draw the landmark map and each pose's landmark associations on it "
+                        "(docs/landmarks.md); without it poses that used landmarks are marked")
     p.set_defaults(func=run)
 
 
@@ -201,14 +204,14 @@ def evaluate(run_path: str, drive_path: str | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    tracks, truth, kidnaps, _ = load(args.run, args.drive)
+    tracks, truth, kidnaps, frame = load(args.run, args.drive)
     results, errors = {}, {}
     for name, tr in tracks.items():
         results[name], errors[name] = score(tr, truth, kidnaps, fused=name != "posenet")
     if args.plot:
-        from nodes.commands.eval_plot import draw
+        from nodes.commands.eval_plot import draw, landmark_marks
 
-        draw(args.plot, tracks, truth, errors, title=args.run)
+        draw(args.plot, tracks, truth, errors, title=args.run, landmarks=landmark_marks(args.run, args.map, frame))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -136,3 +136,31 @@ def test_launch_files_pass_the_map_and_lockstep_waits_for_detections(launch_file
         # a map without the detector is refused before anything starts, saying what is missing
         with pytest.raises(ValueError, match="subscribes to 'perception/detections' but no node"):
             checked_graph(launch_file, {"map": "city.geojson"})
+
+
+def test_eval_plot_marks_landmark_associations(tmp_path, capsys):
+    """A recorded run whose poses used landmarks: `streetloc eval --plot --map` draws the map's landmarks and
+    a magenta link from each pose to the landmarks it used; the same run's figures are unchanged."""
+    import cv2
+
+    from nodes.cli import main
+    from perception.drives import DriveMetadata, DriveWriter
+    from perception.drives.topics import GPS_TOPIC
+
+    map_path = _map_file(tmp_path)
+    run = tmp_path / "run.mcap"
+    with DriveWriter(str(run), DriveMetadata(source="test", geo_origin=GeoOrigin())) as w:
+        for k in range(100):
+            t = T0_NS + k * 200_000_000
+            lat, lon, _ = FRAME.to_geodetic(4.0, -20.0 + 2.0 * k)
+            w.write(GPS_TOPIC, GeoFix(Header(t), float(lat), float(lon), heading_deg=0.0))
+            ids = ["sig/1/0/post", "sig/1/0/mast"] if 20 <= k < 40 else []
+            w.write(POSE_TOPIC, Pose(Header(t), float(lat), float(lon), cov_enu_m2=(1.0, 0.0, 0.0, 1.0),
+                                     status="tracking", valid=True, landmarks_used=len(ids), landmark_ids=ids))
+    png = tmp_path / "run.png"
+    assert main(["eval", str(run), "--plot", str(png), "--map", map_path]) == 0
+    img = cv2.imread(str(png))
+    magenta = (img[:, :900, 0] > 150) & (img[:, :900, 1] < 90) & (img[:, :900, 2] > 150)
+    assert magenta.sum() > 200  # the links and the marked poses
+    assert main(["eval", str(run), "--plot", str(tmp_path / "plain.png")]) == 0  # no map: marks only
+    capsys.readouterr()
