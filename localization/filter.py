@@ -58,6 +58,10 @@ Design choices (and why):
   recovery 5.2 -> 4.8 s, benchmarks/fusion_tune.py). The same chain test, with ``init_min_fixes``,
   starts the filter.
 
+* **Landmarks** (kind ``landmarks``, `localization.landmarks`): a frame's sign/light boxes JCBB-matched
+  to a map and applied as one stacked bearing/elevation/depth update, on the confirmed estimate only
+  (``_update_landmarks``; docs/landmarks.md).
+
 Status: INITIALIZING (no consistent fixes yet, or fewer than ``init_confirm_m`` driven since the start
 on the started track with no candidate likelier: on validation drives most of the time > 20 m off was a
 wrong first street in the first 1-6 s; confirming over 40 m took it from 3.0 % to 0.8 % of frames), TRACKING (a fix accepted within ``degraded_after_s``),

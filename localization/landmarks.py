@@ -347,15 +347,25 @@ class BoxObservation(NamedTuple):
 
 def boxes_to_observations(boxes_xyxy_px: np.ndarray, camera: Pinhole, params: LandmarkParams) -> list[BoxObservation]:
     """Usable boxes (float [N, 4] x1 y1 x2 y2 px) as observations, largest first: boxes cut off by the
-    image edge (their size and centre are wrong) and boxes under ``min_box_height_px`` are left out."""
+    image edge (their size and centre are wrong) and boxes under ``min_box_height_px`` are left out, and
+    so is a box whose centre lies inside a larger one (widened by half its width): the detector boxes a small head twice now and then
+    (two boxes 1-2 px apart overlap less than its NMS threshold), and two boxes of one landmark would
+    make every pairing look ambiguous."""
     b = np.asarray(boxes_xyxy_px, float).reshape(-1, 4)
     keep = ((b[:, 0] >= params.border_px) & (b[:, 2] <= camera.width_px - params.border_px)
             & (b[:, 1] >= params.border_px) & (b[:, 3] <= camera.height_px - params.border_px)
             & (b[:, 3] - b[:, 1] >= params.min_box_height_px) & np.all(np.isfinite(b), axis=1))
     b = b[keep]
-    b = b[np.argsort(-(b[:, 3] - b[:, 1]), kind="stable")][: params.max_boxes]
+    b = b[np.argsort(-(b[:, 3] - b[:, 1]), kind="stable")]
+    kept: list[np.ndarray] = []
+    for box in b:
+        u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        # inside a kept box, widened by half its width (a thin housing's twin box sits beside it)
+        if not any(k[0] - 1 - (k[2] - k[0]) / 2 <= u <= k[2] + 1 + (k[2] - k[0]) / 2 and k[1] - 1 <= v <= k[3] + 1
+                   for k in kept):
+            kept.append(box)
     return [BoxObservation(float((x1 + x2) / 2), float((y1 + y2) / 2), float(x2 - x1), float(y2 - y1))
-            for x1, y1, x2, y2 in b]
+            for x1, y1, x2, y2 in kept[: params.max_boxes]]
 
 
 class LandmarkObservation(NamedTuple):

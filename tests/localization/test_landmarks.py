@@ -252,6 +252,9 @@ def test_bad_boxes_are_left_out():
     boxes = np.array([[0.0, 50, 10, 70], [100, 100, 104, 101.5], [150, 100, 155, 110], [200, 230, 205, 240]])
     obs = boxes_to_observations(boxes, CAMERA, p)  # cut at the left edge, too small, fine, cut at the bottom
     assert obs == [BoxObservation(152.5, 105.0, 5.0, 10.0)]
+    # the detector's twin box on one head (1-3 px apart, under its NMS IoU) is one observation, not two
+    twins = np.array([[150, 100, 155, 110], [152, 101, 156.5, 110.5], [150, 140, 155, 150]])
+    assert [round(o.v_px) for o in boxes_to_observations(twins, CAMERA, p)] == [105, 145]
 
 
 # ------------------------------------------------------------------------------------------ the filter
