@@ -82,14 +82,17 @@ def main() -> int:
     ap.add_argument("--table-only", action="store_true", help="reprint the table from --out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| drive | run | median m | p95 m | max m | > 20 m | in 95 % ellipse | availability | landmarks/fix |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| drive | run | median m | p95 m | max m | > 20 m | in 95 % ellipse | availability | landmarks/fix | kidnap recovery |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for drive in args.drives:
         for row, rep in run_drive(drive, args.out, args.table_only).items():
             f = rep["fused_at_fixes"]
+            kidnaps = rep["fused"].get("kidnaps", [])
+            recovery = ", ".join("never" if k["recover_s"] is None else f"{k['recover_s']:.1f} s"
+                                 + ("" if k["lost_reported"] else " (no LOST)") for k in kidnaps) or "-"
             print(f"| {drive.stem} | {row} | {f['median_m']:.2f} | {f['p95_m']:.2f} | {f['max_m']:.1f} | "
                   f"{100 * f['over_20m']:.1f} % | {100 * f['in_95_ellipse']:.0f} % | {100 * f['availability']:.0f} % | "
-                  f"{rep['landmarks_per_fix']:.2f} |", flush=True)
+                  f"{rep['landmarks_per_fix']:.2f} | {recovery} |", flush=True)
     return 0
 
 

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         graph = checked_graph(args.launch, launch_args)  # a missing or bad file: nothing is played to nobody
         if params.lockstep and "lockstep_topics" not in given_params(args, ReplayParams):
             params = msgspec.structs.replace(params, lockstep_topics=answered_topics(graph))
+            print(f"replay: lock-step waits for {', '.join(params.lockstep_topics)}", file=sys.stderr)
     if args.record_topics is not None and not args.record:
         raise ValueError("--record-topics: only with --record RUN.mcap")
     record_topics = ([t.strip() for t in args.record_topics.split(",") if t.strip()]
