@@ -1,5 +1,9 @@
 """The fusion node: ``posenet/fix`` + ``odometry`` (+ ``gps/fix`` when enabled) in, ``localization/pose`` out.
 
+With a landmark map (``map``, docs/landmarks.md) it also takes ``perception/detections``: sign/light boxes
+become the filter's ``landmarks`` measurement (bearing, elevation and depth to JCBB-matched map landmarks),
+and each pose says how many landmarks it used (``landmarks_used``, ``landmark_ids``).
+
 A thin shell around the pure `localization.filter.PoseFilter` (openpilot locationd's shape): it turns bus
 messages into measurements in a local ENU frame, hands them to the filter in capture-time order, and turns
 the filter's estimate into ``Pose`` records. All the estimation lives in the filter; this module only
