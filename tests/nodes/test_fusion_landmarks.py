@@ -164,3 +164,23 @@ def test_eval_plot_marks_landmark_associations(tmp_path, capsys):
     assert magenta.sum() > 200  # the links and the marked poses
     assert main(["eval", str(run), "--plot", str(tmp_path / "plain.png")]) == 0  # no map: marks only
     capsys.readouterr()
+
+
+def test_sim_exports_the_map_of_a_drives_city(tmp_path, capsys):
+    """`streetloc sim --export-map` of a shipped drive's city (from its metadata) equals the map of the same
+    city named by its seed and size; a drive that is not synthetic is one line."""
+    from nodes.cli import main
+    from perception.drives import DriveMetadata, DriveWriter
+    from sim_data import DRIVES_DIR
+
+    by_drive, by_seed = tmp_path / "a.geojson", tmp_path / "b.geojson"
+    assert main(["sim", "--export-map", str(by_drive), "--map-of", str(DRIVES_DIR / "test_small.mcap")]) == 0
+    assert main(["sim", "--export-map", str(by_seed), "--city-seed", "0", "--blocks", "2x1"]) == 0
+    assert by_drive.read_text() == by_seed.read_text()
+    m = LandmarkMap.load(by_drive)
+    assert m.counts()["traffic_signals"] > 10 and "wrote" in capsys.readouterr().out
+    other = tmp_path / "photos.mcap"
+    with DriveWriter(str(other), DriveMetadata(source="import photos")) as w:
+        w.write(POSE_TOPIC, Pose(Header(T0_NS), 34.0, -118.0))
+    assert main(["sim", "--export-map", str(tmp_path / "c.geojson"), "--map-of", str(other)]) == 2
+    assert "not a synthetic drive" in capsys.readouterr().err
