@@ -136,8 +136,8 @@ def test_mapillary_gps_accuracy_is_the_fix_error(tmp_path):
 
 def test_lund_walk_heading_follows_the_street(tmp_path):
     """The Lund photos (Mapillary, iPhone 4S, GPS 5-10 m, ~7 m apart) walk north along one street: the
-    heading from their own track follows it within ~45 deg, where neighbouring photos alone gave up to
-    75 deg off."""
+    heading from their own track over 20 m is 9 deg off the street's direction at the median (over the
+    nearest neighbours alone: 17 deg)."""
     assert LUND.is_dir(), f"{LUND} is missing: the shared data belongs at ../shared/data next to the repository"
     assert main(["import", "photos", str(LUND), "-o", str(tmp_path / "lund.mcap")]) == 0
     with DriveReader(tmp_path / "lund.mcap") as drive:
@@ -173,4 +173,4 @@ def test_own_model_served_and_fused_camera_only(tmp_path, bus_config):
     scored = subprocess.run([*cli, "eval", str(run), "--json"], env=env, cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert scored.returncode == 0, scored.stderr[-2000:]
-    assert json.loads(scored.stdout)["posenet"]["frames"] == 8
+    assert json.loads(scored.stdout)["posenet"]["samples"] == 8
