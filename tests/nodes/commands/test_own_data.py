@@ -174,3 +174,18 @@ def test_own_model_served_and_fused_camera_only(tmp_path, bus_config):
                             timeout=120)
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert json.loads(scored.stdout)["posenet"]["samples"] == 8
+
+
+@pytest.mark.slow
+def test_lund_benchmark_script_runs_the_whole_path(tmp_path):
+    """benchmarks/lund.sh (BENCHMARKS.md, "Own data: Lund") with one epoch: every step runs and the tables
+    come out, so the documented path cannot rot unseen."""
+    assert LUND.is_dir(), f"{LUND} is missing: the shared data belongs at ../shared/data next to the repository"
+    out = subprocess.run(["bash", "benchmarks/lund.sh", str(LUND.parent), str(tmp_path / "work")], cwd=REPO,
+                         env={**os.environ, "PYTHON": sys.executable, "EPOCHS": "1"}, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for line in ("| held-out photos (7) |", "| heldout | posenet | 7 |", "| all | fused | ",
+                 "| all, offline, chain_gap_s=20 | fused | 29 |", "| train (1 epochs) |"):
+        assert line in out.stdout, line
+    assert not (REPO / "lund.mcap").exists()  # everything it writes stays in WORK
