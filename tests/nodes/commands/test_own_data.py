@@ -90,7 +90,8 @@ def test_own_photos_import_train_evaluate(tmp_path, capsys):
     ckpt = Checkpoint.load(out / "model.pt")
     origin = ckpt.meta["geo_origin"]
     assert (origin["lat_deg"], origin["lon_deg"]) == pytest.approx(positions[0], abs=1e-6)  # the first photo
-    assert [d["frames"] for d in ckpt.meta["trained_on"]] == [3, 3]
+    # what it was trained on, as specs that name the same frames again (`calibrate` refuses those drives)
+    assert [(d["path"], d["frames"]) for d in ckpt.meta["trained_on"]] == [(f"{walk}@:3", 3), (f"{walk}@5:", 3)]
 
     assert main(["evaluate", "posenet", "--model", str(out / "model.pt"), "--data", str(held), "--device", "cpu",
                  "--json"]) == 0
