@@ -58,6 +58,10 @@ Design choices (and why):
   recovery 5.2 -> 4.8 s, benchmarks/fusion_tune.py). The same chain test, with ``init_min_fixes``,
   starts the filter.
 
+* **Landmarks** (kind ``landmarks``, `localization.landmarks`): a frame's sign/light boxes JCBB-matched
+  to a map and applied as one stacked bearing/elevation/depth update, on the confirmed estimate only
+  (``_update_landmarks``; docs/landmarks.md).
+
 Status: INITIALIZING (no consistent fixes yet, or fewer than ``init_confirm_m`` driven since the start
 on the started track with no candidate likelier: on validation drives most of the time > 20 m off was a
 wrong first street in the first 1-6 s; confirming over 40 m took it from 3.0 % to 0.8 % of frames), TRACKING (a fix accepted within ``degraded_after_s``),
@@ -77,6 +81,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from localization.geodesy import GeoOrigin, LocalFrame
+from localization.landmarks import LANDMARKS, LandmarkObservation, associate, check_landmark_observation
 from localization.measurements import (
     GPS,
     ODOMETRY,
@@ -228,6 +233,7 @@ class FusedPose:
     inputs_used: dict[str, int]  # kind -> measurements used since the last pose
     inputs_gated: dict[str, int]  # kind -> measurements gated or rejected since the last pose
     valid: bool
+    landmark_ids: list[str] = field(default_factory=list)  # map landmarks used since the last pose
 
 
 @dataclass
@@ -254,6 +260,13 @@ class _Track:
     llr: float = 0.0  # log-likelihood ratio against the estimate over the fixes since birth (decorrelated)
 
 
+class _Shared(tuple):
+    """An immutable tuple that a history rewind's deepcopy shares instead of copying."""
+
+    def __deepcopy__(self, memo: dict) -> _Shared:
+        return self
+
+
 @dataclass
 class _Core:
     """Everything a history rewind must restore (copied before each measurement)."""
@@ -276,6 +289,7 @@ class _Core:
     used: dict[str, int] = field(default_factory=dict)  # cumulative counts by kind
     gated: dict[str, int] = field(default_factory=dict)
     relocalisations: int = 0
+    recent_landmarks: _Shared = field(default_factory=lambda: _Shared())  # (used count, id), the last 256
 
 
 class PoseFilter:
@@ -341,7 +355,7 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         """Apply one measurement taken at ``stamp_ns``. Returns what happened: ``used``, ``gated``,
         ``init`` (it started the filter), ``relocalised``, ``pending`` (kept for initialisation), or
         ``rejected:<why>`` (invalid, too_old, future, disabled)."""
-        why = check_measurement(kind, measurement)
+        why = check_landmark_observation(measurement) if kind == LANDMARKS else check_measurement(kind, measurement)
         if why is not None:
             return self._reject(kind, "invalid", why)
         if kind == GPS and not self.params.use_gps:
@@ -381,6 +395,7 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         used = {k: v - self._reported_used.get(k, 0) for k, v in core.used.items() if v - self._reported_used.get(k, 0)}
         gated = {k: v - self._reported_gated.get(k, 0) for k, v in all_gated.items()
                  if v - self._reported_gated.get(k, 0)}
+        landmark_ids = [i for k, i in core.recent_landmarks if k > self._reported_used.get(LANDMARKS, 0)]
         self._reported_used, self._reported_gated = dict(core.used), all_gated
         speed, yaw = float(x[_V]), float(x[_YAW])
         cov = P[POS, POS]
@@ -392,7 +407,7 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             heading_std_deg=min(math.degrees(math.sqrt(P[_YAW, _YAW])), 180.0),
             speed_std_mps=math.sqrt(P[_V, _V]), status=status, reason=reason,
             inputs_used=used, inputs_gated=gated,
-            valid=core.initialized and status in (Status.TRACKING, Status.DEGRADED))
+            valid=core.initialized and status in (Status.TRACKING, Status.DEGRADED), landmark_ids=landmark_ids)
 
     # ------------------------------------------------------------------------------------------ time
 
@@ -445,6 +460,8 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             core.stamp_ns = stamp_ns if core.stamp_ns is None else max(core.stamp_ns, stamp_ns)
         if kind == ODOMETRY:
             out = self._update_odometry(measurement)
+        elif kind == LANDMARKS:
+            out = self._update_landmarks(measurement)
         else:
             out = self._update_fix(kind, stamp_ns, measurement)
         core.status, core.reason = self._status_at(core, core.P, core.stamp_ns)
@@ -671,6 +688,39 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             else:
                 x, P = self._kalman(x, P, yh, Hh, Rh, Sh)
         return x, P, hyp, heading_gated
+
+    # ------------------------------------------------------------------------------------------ landmarks
+
+    def _update_landmarks(self, m: LandmarkObservation) -> str:
+        """Map landmarks seen as sign/light boxes (`localization.landmarks`): JCBB association on the
+        estimate, then one stacked update. Only on a confirmed estimate that no candidate track beats and
+        whose position std is under ``max_position_std_m``: the city's signal heads repeat at every
+        intersection, so landmarks can sharpen a pose but never choose between streets (that stays with
+        the fixes and the candidate tracks). Candidate tracks are not updated. Returns ``used``,
+        ``gated`` (boxes with landmarks in view but no unique pairing) or ``skipped``."""
+        core = self._core
+        if (not (core.initialized and core.confirmed) or any(c.llr > 0.0 for c in core.candidates)
+                or math.sqrt(float(np.linalg.eigvalsh(core.P[POS, POS])[-1])) > m.params.max_position_std_m):
+            return "skipped"
+        idx = [_E, _N, _YAW]
+        uses: dict[str, int] = {}
+        for _, lid in core.recent_landmarks:
+            uses[lid] = uses.get(lid, 0) + 1
+        a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses)
+        if a.unpaired:
+            core.gated[LANDMARKS] = core.gated.get(LANDMARKS, 0) + a.unpaired
+        if not a.pairs:
+            return "gated" if a.unpaired else "skipped"
+        H = np.zeros((len(a.y), DIM_X))
+        H[:, idx] = a.H
+        core.x, core.P = self._kalman(core.x, core.P, a.y, H, a.R)
+        self.x_post, self.P_post = core.x.copy(), core.P.copy()
+        recent = list(core.recent_landmarks)
+        for _, j in a.pairs:
+            self._count(core.used, LANDMARKS)
+            recent.append((core.used[LANDMARKS], m.landmarks.ids[j]))
+        core.recent_landmarks = _Shared(recent[-256:])
+        return "used"
 
     # ------------------------------------------------------------------------------------------ chains
 

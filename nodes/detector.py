@@ -100,7 +100,7 @@ class DetectorNode(CameraModelNode):
                               trace=list(msg.header.trace)),
                 boxes_xyxy_px=boxes.reshape(-1, 4).astype(np.float32), class_ids=self.class_ids[labels],
                 scores=scores.astype(np.float32), class_names=list(CLASS_NAMES), image_width_px=int(w),
-                image_height_px=int(h), model_id=self.model_id)))
+                image_height_px=int(h), model_id=self.model_id, intrinsics=msg.intrinsics)))
             self.boxes_out += len(boxes)
         return out
 

@@ -1,5 +1,9 @@
 """The fusion node: ``posenet/fix`` + ``odometry`` (+ ``gps/fix`` when enabled) in, ``localization/pose`` out.
 
+With a landmark map (``map``, docs/landmarks.md) it also takes ``perception/detections``: sign/light boxes
+become the filter's ``landmarks`` measurement (bearing, elevation and depth to JCBB-matched map landmarks),
+and each pose says how many landmarks it used (``landmarks_used``, ``landmark_ids``).
+
 A thin shell around the pure `localization.filter.PoseFilter` (openpilot locationd's shape): it turns bus
 messages into measurements in a local ENU frame, hands them to the filter in capture-time order, and turns
 the filter's estimate into ``Pose`` records. All the estimation lives in the filter; this module only
@@ -41,6 +45,14 @@ import numpy as np
 
 from localization.filter import FilterParams, FusedPose, PoseFilter
 from localization.geodesy import GeoOrigin, LocalFrame
+from localization.landmarks import (
+    LANDMARKS,
+    LandmarkMap,
+    LandmarkObservation,
+    LandmarkParams,
+    Pinhole,
+    boxes_to_observations,
+)
 from localization.measurements import (
     GPS,
     ODOMETRY,
@@ -49,18 +61,20 @@ from localization.measurements import (
     Hypothesis,
     OdometryMeasurement,
 )
-from nodes.bus.messages import GeoFix, Header, Hop, Odometry, Pose
+from nodes.bus.messages import Detections, GeoFix, Header, Hop, Odometry, Pose
 from nodes.bus.pubsub import Delivery
 from nodes.clock import StampMerge
 from nodes.latency import join_traces
 from nodes.runtime import Node, Outputs, node_main
-from perception.drives.topics import GPS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
+from perception.classes import CLASS_NAMES, SIGN
+from perception.drives.topics import DETECTIONS_TOPIC, GPS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
 
 log = logging.getLogger("streetloc.fusion")
 
-KIND_TOPIC = {POSENET: POSENET_TOPIC, ODOMETRY: ODOMETRY_TOPIC, GPS: GPS_TOPIC}
+KIND_TOPIC = {POSENET: POSENET_TOPIC, ODOMETRY: ODOMETRY_TOPIC, GPS: GPS_TOPIC, LANDMARKS: DETECTIONS_TOPIC}
 TOPIC_KIND = {t: k for k, t in KIND_TOPIC.items()}
 _DEFAULT_FILTER = FilterParams()
+_DEFAULT_LANDMARKS = LandmarkParams()
 
 
 class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -136,6 +150,24 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     odometry_yaw_rate_std_radps: Annotated[float, msgspec.Meta(
         gt=0, description="white noise of the gyro, rad/s (its bias is estimated)")] = (
         _DEFAULT_FILTER.odometry_yaw_rate_std_radps)
+    # --- landmarks from a map (docs/landmarks.md): detected signs/lights matched to map landmarks
+    map: Annotated[str, msgspec.Meta(
+        description="landmark map, GeoJSON points with OSM tags (`streetloc sim --export-map`); subscribes to "
+                    "perception/detections when set; \"\" = no map")] = ""
+    map_hfov_deg: Annotated[float, msgspec.Meta(
+        gt=1, lt=179, description="horizontal field of view of the camera, deg, for detections that carry no "
+                                  "intrinsics")] = 70.0
+    camera_height_m: Annotated[float, msgspec.Meta(
+        gt=0, le=10, description="the camera's optical centre above the road, m (the elevation of a landmark)")] = 1.5
+    landmark_box_std_px: Annotated[float, msgspec.Meta(
+        gt=0, le=100, description="1-sigma of a detected box's centre and height, px")] = _DEFAULT_LANDMARKS.box_centre_std_px
+    landmark_pitch_std_deg: Annotated[float, msgspec.Meta(
+        ge=0, le=45, description="the camera's pitch wobble, deg (braking, bumps): widens landmark elevations")] = (
+        _DEFAULT_LANDMARKS.pitch_std_deg)
+
+    def landmark_params(self) -> LandmarkParams:
+        return LandmarkParams(box_centre_std_px=self.landmark_box_std_px, box_height_std_px=self.landmark_box_std_px,
+                              pitch_std_deg=self.landmark_pitch_std_deg, camera_height_m=self.camera_height_m)
 
     def filter_params(self) -> FilterParams:
         """The filter's parameters: these values, the filter's defaults for the rest."""
@@ -193,6 +225,8 @@ class FusionNode(Node):
         assert isinstance(params, FusionParams)
         # odometry first: at equal stamps the merger hands over odometry before the fix (as fusion_eval)
         subs = {ODOMETRY_TOPIC: Delivery.EVERY} if params.use_odometry else {}
+        if params.map:  # before the fix: at one stamp the frame's landmarks go into the pose at that fix
+            subs[DETECTIONS_TOPIC] = Delivery.EVERY
         subs[POSENET_TOPIC] = Delivery.EVERY
         if params.use_gps:
             subs[GPS_TOPIC] = Delivery.EVERY
@@ -211,6 +245,13 @@ class FusionNode(Node):
         self._traces: dict[str, tuple[int, list[Hop]]] = {}
         self._errors: list[tuple[str, str]] = []
         self.poses_out = 0
+        # landmarks: the map (a bad file stops the node with one line naming file, feature and field)
+        self.landmark_map = LandmarkMap.load(p.map) if p.map else None
+        self._landmark_params = p.landmark_params()
+        self._enu_landmarks = None  # the map in self.frame, made with the first detections after it
+        if self.landmark_map is not None:
+            log.info("map %s: %s (%d other features skipped)", p.map, self.landmark_map.counts(),
+                     self.landmark_map.skipped)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -233,6 +274,8 @@ class FusionNode(Node):
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
         stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
         kind = TOPIC_KIND[topic]
+        if isinstance(msg, Detections):
+            return self._on_detections(topic, stamp_ns, msg)
         if isinstance(msg, Odometry):
             if not msg.valid:
                 return self._skip(topic, "not_valid")
@@ -269,6 +312,31 @@ class FusionNode(Node):
         oldest_ns = stamp_ns - int(self.params.history_s * 1e9)
         self._traces = {t: v for t, v in self._traces.items() if v[0] >= oldest_ns}
 
+    def _on_detections(self, topic: str, stamp_ns: int, msg: Detections) -> Outputs:
+        """A frame's sign/light boxes -> the filter's landmark measurement (docs/landmarks.md)."""
+        if not msg.valid:
+            return self._skip(topic, "not_valid")
+        if self.frame is None or self.landmark_map is None:
+            return self._skip(topic, "no_fix_yet")  # no ENU frame to put the map in
+        if self._enu_landmarks is None:
+            self._enu_landmarks = self.landmark_map.in_frame(self.frame)
+        camera = _pinhole(msg, self.params.map_hfov_deg)
+        if camera is None:
+            return self._skip(topic, "no_image_size")
+        names = msg.class_names or list(CLASS_NAMES)
+        ids = np.asarray(msg.class_ids).reshape(-1)
+        is_sign = np.array([0 <= int(i) < len(names) and names[int(i)] == CLASS_NAMES[SIGN] for i in ids], bool)
+        boxes = np.asarray(msg.boxes_xyxy_px, np.float64).reshape(-1, 4)[is_sign]
+        obs = boxes_to_observations(boxes, camera, self._landmark_params)
+        if not obs:
+            return ()
+        outcome = self.filter.handle(LANDMARKS, stamp_ns, LandmarkObservation(obs, camera, self._enu_landmarks,
+                                                                              self._landmark_params))
+        if outcome.startswith("rejected"):
+            return self._rejected(topic, outcome)
+        self._note_trace(topic, msg)  # the detector's hop reaches the poses' traces (nodes/latency.py)
+        return ()
+
     def _rejected(self, topic: str, outcome: str) -> Outputs:
         self._errors.append((f"reject:{topic}", f"{outcome}: {self.filter.last_rejection}"))
         return ()
@@ -286,6 +354,20 @@ class FusionNode(Node):
     def close(self) -> None:
         log.info("fusion: %d poses out, %d relocalisations, not used: %s", self.poses_out,
                  self.filter.relocalisations, self.counters or "none")
+
+
+def _pinhole(msg: Detections, hfov_deg: float) -> Pinhole | None:
+    """The camera of a Detections message: its intrinsics (scaled to the image), else a centred pinhole of
+    ``hfov_deg``; None without an image size."""
+    w, h = msg.image_width_px, msg.image_height_px
+    cam = msg.intrinsics
+    if cam is not None:
+        if (w, h) != (0, 0) and (w, h) != (cam.width_px, cam.height_px):
+            cam = cam.scaled(w, h)
+        return Pinhole(cam.fx_px, cam.fy_px, cam.cx_px, cam.cy_px, cam.width_px, cam.height_px, tuple(cam.distortion))
+    if w <= 0 or h <= 0:
+        return None
+    return Pinhole.from_hfov(w, h, hfov_deg)
 
 
 def _topics(counts: dict[str, int]) -> list[str]:
@@ -309,7 +391,8 @@ def pose_message(fused: FusedPose, frame: LocalFrame | None, trace: list[Hop]) -
         velocity_enu_mps=fused.velocity_enu_mps, yaw_rate_radps=fused.yaw_rate_radps,
         cov_enu_m2=fused.cov_enu_m2, heading_std_deg=fused.heading_std_deg, speed_std_mps=fused.speed_std_mps,
         status=fused.status, reason=fused.reason, inputs_used=_topics(fused.inputs_used),
-        inputs_gated=_topics(fused.inputs_gated), valid=fused.valid)
+        inputs_gated=_topics(fused.inputs_gated), valid=fused.valid,
+        landmarks_used=int(fused.inputs_used.get(LANDMARKS, 0)), landmark_ids=list(fused.landmark_ids))
 
 
 NODE = FusionNode

@@ -65,8 +65,9 @@ class DriveSpec:
         s = self.frames
         if s == slice(None):
             return str(self.path)
-        fmt = [("" if v is None else str(v)) for v in (s.start, s.stop, s.step)]
-        return f"{self.path}@{':'.join(fmt).rstrip(':')}"
+        start, stop = ("" if v is None else str(v) for v in (s.start, s.stop))
+        # "18:" must keep its colon: "drive@18" would name a file, not frames 18 onwards
+        return f"{self.path}@{start}:{stop}" + ("" if s.step is None else f":{s.step}")
 
 
 def file_digest(path: Path, *, head_bytes: int = 1 << 20) -> str:

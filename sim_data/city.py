@@ -201,6 +201,9 @@ class City:
     props_east_m: np.ndarray = field(default=None)  # type: ignore[assignment]
     props_north_m: np.ndarray = field(default=None)  # type: ignore[assignment]
     props_radius_m: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # instance_id -> what a prop is, for the landmark map (sim_data.landmarks): "street_lamp",
+    # "utility_pole", "sign:<kind>" (textures.SIGN_KINDS); props not listed are no landmarks
+    landmark_kinds: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.props_east_m = np.array([p.east_m for p in self.props], np.float64)
@@ -328,6 +331,7 @@ class _Builder:
         img, alpha = T.traffic_light_side()
         self.signal_side = self.sprites.add(img, alpha, None, C.SIGN)
         self.next_instance = 1
+        self.landmark_kinds: dict[int, str] = {}  # instance_id -> kind (City.landmark_kinds)
 
     def instance(self) -> int:
         self.next_instance += 1
@@ -440,6 +444,7 @@ def _street_side_props(bld: _Builder, city_streets: tuple[Street, ...], crossing
                     toward_road = (-side, 0.0) if st.axis == NS else (0.0, -side)
                     (tex_l, w), (tex_r, _) = bld.light_textures
                     bld.props.append(Billboard(e, n, 0.0, w, 8.0, tex_l, C.POLE, bld.instance(), tex_r, toward_road))
+                    bld.landmark_kinds[bld.props[-1].instance_id] = "street_lamp"
                 if tree_lined[side]:
                     spacing = float(rng.uniform(9.0, 13.0))
                     for s in np.arange(seg0 + float(rng.uniform(2.0, 8.0)), seg1 - 2.0, spacing):
@@ -452,6 +457,7 @@ def _street_side_props(bld: _Builder, city_streets: tuple[Street, ...], crossing
                         e, n = en(float(s), kerb + 0.35)
                         bld.props.append(Billboard(e, n, 0.0, bld.utility_pole_w, 10.0, bld.utility_pole_tex, C.POLE,
                                                    bld.instance()))
+                        bld.landmark_kinds[bld.props[-1].instance_id] = "utility_pole"
                 if rng.random() < 0.55:
                     # A sign facing the traffic of this side, some way before the intersection it approaches.
                     approach_end = seg1 if travel in (0.0, 90.0) else seg0
@@ -465,6 +471,7 @@ def _street_side_props(bld: _Builder, city_streets: tuple[Street, ...], crossing
                     bld.props.append(Billboard(e, n, 0.0, bld.sign_pole_w, 2.0 + sh, bld.sign_pole_tex, C.POLE, bld.instance()))
                     bld.props.append(Box(e, n, travel + 180.0, 0.03, sw, 2.0, sh, (front, back, bld.signal_side, bld.signal_side),
                                          40.0, C.SIGN, bld.instance()))
+                    bld.landmark_kinds[bld.props[-1].instance_id] = f"sign:{kind}"
                 if rng.random() < 0.3:
                     e, n = en(float(rng.uniform(seg0 + 5, seg1 - 5)), st.half_width_m - 0.6)
                     tex = bld.bin_textures[int(rng.integers(len(bld.bin_textures)))]
@@ -633,6 +640,7 @@ def generate_city(seed: int = 0, blocks_east: int = 3, blocks_north: int = 3) ->
         bikes=bikes,
         ground_noise=T.ground_noise(rng),
         block_rects=np.array(rects, np.float64),
+        landmark_kinds=dict(bld.landmark_kinds),
     )
 
 

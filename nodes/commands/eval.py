@@ -51,6 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drive", help="the replayed drive: truth when the run has no gps/fix, ENU frame, kidnap")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--plot", metavar="OUT.png", help="draw the tracks (with 95 %% ellipses) and errors over time")
+    p.add_argument("--map", metavar="MAP.geojson",
+                   help="with --plot: draw the landmark map and each pose's landmark associations on it "
+                        "(docs/landmarks.md); without it poses that used landmarks are marked")
     p.set_defaults(func=run)
 
 
@@ -201,22 +204,23 @@ def evaluate(run_path: str, drive_path: str | None = None) -> dict:
 
 
 def score_run(run_path: str, drive_path: str | None = None, *, plot: str | None = None,
-              title: str | None = None) -> dict:
-    """`evaluate`, and with ``plot`` the picture (`nodes.commands.eval_plot`) written there: the one
-    scoring of a run, for ``streetloc eval`` and ``streetloc demo``."""
-    tracks, truth, kidnaps, _ = load(run_path, drive_path)
+              title: str | None = None, map_path: str | None = None) -> dict:
+    """`evaluate`, and with ``plot`` the picture (`nodes.commands.eval_plot`, landmark associations marked
+    with ``map_path``) written there: the one scoring of a run, for ``streetloc eval`` and ``streetloc demo``."""
+    tracks, truth, kidnaps, frame = load(run_path, drive_path)
     results, errors = {}, {}
     for name, tr in tracks.items():
         results[name], errors[name] = score(tr, truth, kidnaps, fused=name != "posenet")
     if plot:
-        from nodes.commands.eval_plot import draw
+        from nodes.commands.eval_plot import draw, landmark_marks
 
-        draw(plot, tracks, truth, errors, title=title or run_path)
+        draw(plot, tracks, truth, errors, title=title or run_path,
+             landmarks=landmark_marks(run_path, map_path, frame))
     return results
 
 
 def run(args: argparse.Namespace) -> int:
-    results = score_run(args.run, args.drive, plot=args.plot)
+    results = score_run(args.run, args.drive, plot=args.plot, map_path=args.map)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -5,12 +5,15 @@ Left: the truth (black), PoseNet's raw fixes (grey dots; those off the map are c
 the fused track coloured by status (green TRACKING, orange DEGRADED, red LOST, grey INITIALIZING) with
 its 95 % ellipse every 2 s (blue). Right: position error over time on a log scale, raw fixes as grey dots,
 fused as a line coloured by status, the fused 95 % radius (blue, thin: the error should stay under it),
-5 m and 20 m guides, and a status band along the bottom.
+5 m and 20 m guides, and a status band along the bottom. With a landmark map (``--map``): signal heads
+(dark squares) and signs (purple) of the map, and a thin magenta line from each pose to every landmark it
+used; poses that used landmarks get a magenta dot either way (`landmark_marks`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -36,17 +39,18 @@ def _text(img: np.ndarray, s: str, xy: tuple[int, int], scale: float = 0.5, colo
     cv2.putText(img, s, xy, FONT, scale, color, thick, cv2.LINE_AA)
 
 
-def draw(path: str, tracks: dict[str, Track], truth: Track, errors: dict[str, np.ndarray], *, title: str = "") -> None:
+def draw(path: str, tracks: dict[str, Track], truth: Track, errors: dict[str, np.ndarray], *, title: str = "",
+         landmarks: LandmarkMarks | None = None) -> None:
     """Write the PNG to ``path`` (ValueError naming it when it cannot be written)."""
     img = np.full((H_PX, W_PX, 3), 255, np.uint8)
-    _map(img[:, : H_PX], tracks, truth)
+    _map(img[:, : H_PX], tracks, truth, landmarks)
     _errors(img[:, H_PX:], tracks, errors)
     _text(img, title, (10, 18), 0.5, GREY)
     if not cv2.imwrite(str(path), img):
         raise ValueError(f"--plot {path}: could not write the PNG (folder missing or not .png?)")
 
 
-def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track) -> None:
+def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track, landmarks: LandmarkMarks | None = None) -> None:
     h, w = img.shape[:2]
     margin = 60
     fused = tracks.get("fused")
@@ -96,6 +100,8 @@ def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track) -> None:
                 continue
             next_ns = fused.stamps_ns[k] + int(ELLIPSE_EVERY_S * 1e9)
             _ellipse(img, p[k], fused.cov[k], scale)
+    if landmarks is not None:
+        _landmarks(img, px, landmarks)
     y = 40
     for label, color in [("truth (gps/fix)", BLACK), ("PoseNet raw fixes", GREY), ("fused: tracking",
                          STATUS_BGR["tracking"]), ("fused: degraded", STATUS_BGR["degraded"]),
@@ -190,3 +196,56 @@ def _errors(img: np.ndarray, tracks: dict[str, Track], errors: dict[str, np.ndar
         cv2.line(img, (w - 230, y - 5), (w - 205, y - 5), color, 3)
         _text(img, label, (w - 198, y), 0.45)
         y += 20
+
+
+# ------------------------------------------------------------------------------------------ landmarks
+
+MAGENTA, SIGNAL_BGR, SIGN_BGR = (200, 40, 200), (60, 60, 60), (150, 60, 120)
+
+
+@dataclass
+class LandmarkMarks:
+    """What the map panel shows of landmarks: the map's detectable landmarks (ENU [M, 2], kinds), the
+    poses that used landmarks (ENU [P, 2]) and one link per landmark used (pose ENU, landmark ENU [L, 2, 2])."""
+
+    map_en: np.ndarray
+    kinds: list[str]
+    used_en: np.ndarray
+    links: np.ndarray
+
+
+def landmark_marks(run_path: str, map_path: str | None, frame) -> LandmarkMarks | None:
+    """The landmark marks of a run (its poses' ``landmark_ids``) on ``map_path``'s landmarks; None when
+    there is neither a map nor a pose that used one."""
+    from localization.landmarks import LandmarkMap
+    from perception.drives import DriveReader
+    from perception.drives.topics import POSE_TOPIC
+
+    with DriveReader(run_path) as run:
+        poses = [p for p in run.fixes(POSE_TOPIC) if p.landmarks_used] if POSE_TOPIC in run.topics else []
+    if not poses and not map_path:
+        return None
+    map_en, kinds, by_id = np.zeros((0, 2)), [], {}
+    if map_path:
+        enu = LandmarkMap.load(map_path).in_frame(frame)
+        map_en, kinds = np.stack([enu.east_m, enu.north_m], -1).reshape(-1, 2), list(enu.kinds)
+        by_id = {lid: map_en[k] for k, lid in enumerate(enu.ids)}
+    e, n, _ = frame.to_enu([p.lat_deg for p in poses], [p.lon_deg for p in poses])
+    used_en = np.stack([np.atleast_1d(e), np.atleast_1d(n)], -1).reshape(-1, 2)
+    links = [(used_en[k], by_id[i]) for k, p in enumerate(poses) for i in p.landmark_ids if i in by_id]
+    return LandmarkMarks(map_en, kinds, used_en, np.array(links, float).reshape(-1, 2, 2))
+
+
+def _landmarks(img: np.ndarray, px, marks: LandmarkMarks) -> None:
+    h, w = img.shape[:2]
+    for a, b in px(marks.links).astype(int):
+        cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), MAGENTA, 1, cv2.LINE_AA)
+    for (x, y), kind in zip(px(marks.map_en).astype(int), marks.kinds, strict=True):
+        if 0 <= x < w and 0 <= y < h:
+            color = SIGNAL_BGR if kind == "traffic_signals" else SIGN_BGR
+            cv2.rectangle(img, (int(x) - 2, int(y) - 2), (int(x) + 2, int(y) + 2), color, -1)
+    for x, y in px(marks.used_en).astype(int):
+        cv2.circle(img, (int(x), int(y)), 2, MAGENTA, -1, cv2.LINE_AA)
+    n_links = len(marks.links)
+    _text(img, f"landmarks: map (squares), {len(marks.used_en)} poses used them (magenta), {n_links} links",
+          (60, h - 35), 0.45, MAGENTA)

@@ -13,8 +13,19 @@ def _output(args: argparse.Namespace, default_name: str) -> Path:
     return Path(args.output) if args.output else Path.cwd() / f"{default_name}.mcap"
 
 
-
-
+def _frame_slice(text: str) -> slice:
+    """``START:STOP[:STEP]``: the frame selection of ``DRIVE@START:STOP:STEP`` (`DriveSpec.parse`, not called
+    here: perception.datasets imports torch, seconds for an import that needs none)."""
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP[:STEP] (e.g. 11:18)")
+    try:
+        values = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP[:STEP] of integers (e.g. 11:18)") from None
+    if len(values) == 3 and values[2] is not None and values[2] <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the step must be positive")
+    return slice(*values)
 
 
 def _date(text: str) -> dt.date:
@@ -37,7 +48,7 @@ def _photos(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     result = import_photos(
         folder, _output(args, folder.resolve().name), max_width_px=args.max_width, interval_s=args.interval_s,
-        jpeg_quality=args.jpeg_quality, heading=args.heading,
+        jpeg_quality=args.jpeg_quality, heading=args.heading, frames=args.frames,
     )
     return _report(result)
 
@@ -92,6 +103,9 @@ def add_parser(subparsers) -> None:
                         help="photos without EXIF time: order by file name, S seconds apart")
     photos.add_argument("--heading", choices=("auto", "exif", "track"), default="auto",
                         help="auto: EXIF direction, else from the track (default); exif: EXIF only; track: always from the track")
+    photos.add_argument("--frames", type=_frame_slice, metavar="START:STOP[:STEP]",
+                        help="keep only these photos of the time order, as DRIVE@START:STOP elsewhere (11:18: the "
+                        "12th to the 18th): a held-out stretch as its own drive; headings still from all photos")
     common(photos)
     photos.set_defaults(func=_photos)
 

@@ -19,13 +19,15 @@ import sys
 import threading
 import time
 
+import msgspec
+
 from nodes.clock import USE_SIM_TIME_ENV
 from nodes.commands import checked_graph, launched, positive_float, wait_until_ready
-from nodes.params import add_params_arguments, params_from_args
+from nodes.params import add_params_arguments, given_params, params_from_args
 from nodes.record import Recorder, RecordParams
 from nodes.replay import Replay, ReplayParams
 from nodes.runtime import NodeRunner, serve, setup_logging
-from perception.drives.topics import CAMERA_TOPIC, recorded_topics
+from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC, recorded_topics
 
 ALIASES = {"start_s": ["--start"], "end_s": ["--end"], "lockstep_topics": ["--lockstep-topic"],
            "start_delay_s": ["--start-delay"]}
@@ -54,6 +56,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--record-topics", metavar="A,B",
                    help=f"topics --record keeps (default: {','.join(default_run_topics())})")
     p.set_defaults(func=run)
+
+
+def answered_topics(graph) -> list[str]:
+    """What a lock-step replay of a launched graph waits for unless ``--lockstep-topics`` says: posenet/fix,
+    and every topic a launched node makes from camera frames that another launched node consumes (the
+    detector's boxes when fusion has a map): the next frame goes out once every input of the frame is in."""
+    topics = [POSENET_TOPIC]
+    for name, node in graph.nodes.items():
+        if CAMERA_TOPIC not in node.subscribes:
+            continue
+        for topic in node.publishes:
+            if topic not in topics and any(topic in other.subscribes for o, other in graph.nodes.items() if o != name):
+                topics.append(topic)
+    return topics
 
 
 class Recording:
@@ -107,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--arg {item!r}: expected NAME=VALUE, with --launch FILE")
         launch_args[name.strip()] = value
     if args.launch:
-        checked_graph(args.launch, launch_args)  # a missing or bad file: nothing is played to nobody
+        graph = checked_graph(args.launch, launch_args)  # a missing or bad file: nothing is played to nobody
+        if params.lockstep and "lockstep_topics" not in given_params(args, ReplayParams):
+            params = msgspec.structs.replace(params, lockstep_topics=answered_topics(graph))
+            print(f"replay: lock-step waits for {', '.join(params.lockstep_topics)}", file=sys.stderr)
     if args.record_topics is not None and not args.record:
         raise ValueError("--record-topics: only with --record RUN.mcap")
     record_topics = ([t.strip() for t in args.record_topics.split(",") if t.strip()]

@@ -54,6 +54,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--origin", default=None, metavar="LAT,LON[,ALT]",
                    help="geo origin of the city (default: downtown Los Angeles)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored frames (90)")
+    p.add_argument("--export-map", metavar="MAP.geojson",
+                   help="write the city's landmark map (signal heads, signs, lamp posts as GeoJSON points with "
+                        "OpenStreetMap tags; docs/landmarks.md) for fusion's map= parameter; alone, renders nothing")
+    p.add_argument("--map-of", metavar="DRIVE.mcap",
+                   help="with --export-map: the city (seed, blocks) and geo origin of this synthetic drive")
     p.add_argument("--list-routes", action="store_true", help="list the named routes and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=handler)
@@ -69,8 +74,14 @@ def handler(args: argparse.Namespace) -> int:
         for name, spec in ROUTES.items():
             print(f"{name.ljust(width)}  {spec.description}")
         return 0
+    if args.map_of and not args.export_map:
+        raise ValueError("--map-of DRIVE: only with --export-map MAP.geojson")
+    if args.export_map:
+        export_map(args)
+        if not args.output and not args.preview:
+            return 0
     if not args.output and not args.preview:
-        raise ValueError("nothing to do: give -o DRIVE.mcap and/or --preview OUT.png")
+        raise ValueError("nothing to do: give -o DRIVE.mcap, --preview OUT.png and/or --export-map MAP.geojson")
     if args.preview_frames < 1:
         raise ValueError(f"--preview-frames {args.preview_frames}: must be at least 1")
     # Sizes and the origin are parsed here, not by argparse, so that a bad one is a one-line error.
@@ -125,3 +136,36 @@ def handler(args: argparse.Namespace) -> int:
         write_preview(args.preview, sampler.frames())
         print(f"wrote {args.preview}")
     return 0
+
+
+def export_map(args: argparse.Namespace) -> None:
+    """Write the landmark map of the city of ``--city-seed``/``--blocks``/``--origin``, or of the drive
+    ``--map-of`` names (its metadata records the city and the origin)."""
+    import json
+
+    from sim_data.city import generate_city
+    from sim_data.drive import default_origin
+    from sim_data.landmarks import city_landmarks
+
+    if args.map_of:
+        from perception.drives import DriveReader
+
+        with DriveReader(args.map_of) as reader:
+            meta = reader.metadata
+        extra = meta.extra
+        if extra.get("generator") != "sim_data" or "city_seed" not in extra or "blocks" not in extra:
+            raise ValueError(f"--map-of {args.map_of}: not a synthetic drive (its metadata names no sim_data city: "
+                             "city_seed, blocks)")
+        seed, blocks = int(extra["city_seed"]), (int(extra["blocks"][0]), int(extra["blocks"][1]))
+        origin = meta.geo_origin or default_origin()
+    else:
+        seed = args.city_seed
+        blocks = pair_of_ints(args.blocks, option="--blocks", names="EASTxNORTH", low=1)
+        origin = _origin(args.origin) if args.origin else default_origin()
+    landmark_map = city_landmarks(generate_city(seed, *blocks), origin)
+    with open(args.export_map, "w", encoding="utf-8") as f:
+        json.dump(landmark_map.to_geojson(), f, indent=None, separators=(",", ":"))
+        f.write("\n")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(landmark_map.counts().items()))
+    print(f"wrote {args.export_map}: {len(landmark_map)} landmarks of city_seed={seed} blocks={blocks[0]}x{blocks[1]} "
+          f"({counts})")

@@ -208,6 +208,8 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
             meta.append(("reason", msg.reason))
         if msg.inputs_gated:
             meta.append(("inputs_gated", json.dumps(msg.inputs_gated)))
+        if msg.landmarks_used:
+            meta += [("landmarks_used", str(int(msg.landmarks_used))), ("landmark_ids", json.dumps(msg.landmark_ids))]
     else:
         if heading is not None and msg.speed_mps is not None:
             # ENU velocity from compass heading: east = v sin(h), north = v cos(h)
@@ -471,9 +473,11 @@ def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -
             fields[key] = value
     if "status" in meta:
         fields["status"] = meta["status"]
-    for key in ("inputs_used", "inputs_gated"):
+    for key in ("inputs_used", "inputs_gated", "landmark_ids"):
         if key in meta:
             fields[key] = list(json.loads(meta[key]))
+    if "landmarks_used" in meta:
+        fields["landmarks_used"] = int(meta["landmarks_used"])
     if "reason" in meta:
         fields["reason"] = meta["reason"]
     return Pose(header, **fields)

@@ -230,6 +230,7 @@ class Detections(msgspec.Struct):
     image_height_px: int = 0
     model_id: str = ""
     valid: bool = True
+    intrinsics: CameraInfo | None = None  # the camera of the image (bearings from boxes); None: unknown
 
 
 class Segmentation(msgspec.Struct):
@@ -284,6 +285,9 @@ class Pose(msgspec.Struct):
     # topics whose measurements were gated or rejected since the last pose ("posenet/fix:heading": a fix's
     # heading alone)
     inputs_gated: list[str] = []
+    # map landmarks (ids of the fusion node's map) matched to detected boxes and used since the last pose
+    landmarks_used: int = 0
+    landmark_ids: list[str] = []
 
     @property
     def horizontal_std_m(self) -> float:
