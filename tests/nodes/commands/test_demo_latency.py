@@ -162,3 +162,26 @@ def test_topic_latency_live_times_the_hops_of_what_the_bus_carries(bus_config, c
     assert int(hop[3]) >= 20  # every message heard once it was subscribed
     assert 19.0 <= float(hop[4]) <= 25.0 and 14.0 <= float(hop[6]) <= 20.0  # p50, in node p50 (ms)
     assert 4.0 <= float(capture[4]) <= 6.0  # p50: 25 ms stamp -> 20 ms publish
+
+
+def test_fusion_with_a_map_carries_the_detector_chain_so_detector_to_fusion_is_timed(tmp_path):
+    from nodes.clock import run_offline
+    from tests.nodes.test_fusion_landmarks import _map_file, _messages
+
+    map_path = _map_file(tmp_path)
+    msgs, _ = _messages(map_path, seconds=6.0)
+    for topic, msg in msgs:  # the hops a graph would have added: replay, then the CNN that made it
+        t = msg.header.stamp_ns
+        node = {POSENET_TOPIC: "posenet", DETECTIONS_TOPIC: "detector"}.get(topic)
+        msg.header.trace = [Hop("replay", t, t)] + ([Hop(node, t + MS, t + 10 * MS)] if node else [])
+    node = FusionNode(FusionParams(tick_hz=0.0, init_confirm_m=20.0, map=map_path))
+    poses = [m for t, m in run_offline(node, msgs) if t == POSE_TOPIC]
+    assert poses
+    # a pose at fix k: the detector chain of the newest detections taken, then fix k's chain (which caused it)
+    joined = [p for p in poses if [h.node for h in p.header.trace] == ["replay", "detector", "replay", "posenet"]]
+    assert len(joined) >= len(poses) - 1
+    traced = [Traced(POSE_TOPIC, p.header.stamp_ns, (*p.header.trace, Hop("fusion", p.header.stamp_ns + 11 * MS,
+                                                                           p.header.stamp_ns + 12 * MS)))
+              for p in poses]
+    stages = [r.stage for r in latency_rows(traced)]
+    assert {"replay -> posenet", "posenet -> fusion", "replay -> detector", "detector -> fusion"} <= set(stages)
