@@ -208,6 +208,8 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
             meta.append(("reason", msg.reason))
         if msg.inputs_gated:
             meta.append(("inputs_gated", json.dumps(msg.inputs_gated)))
+        if msg.fix_trust_reason:  # a fusion with a context model (docs/context.md)
+            meta += [("fix_trust", repr(float(msg.fix_trust))), ("fix_trust_reason", msg.fix_trust_reason)]
     else:
         if heading is not None and msg.speed_mps is not None:
             # ENU velocity from compass heading: east = v sin(h), north = v cos(h)
@@ -476,6 +478,11 @@ def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -
             fields[key] = list(json.loads(meta[key]))
     if "reason" in meta:
         fields["reason"] = meta["reason"]
+    trust = optional_float(meta.get("fix_trust"))
+    if trust is not None:
+        fields["fix_trust"] = trust
+    if "fix_trust_reason" in meta:
+        fields["fix_trust_reason"] = meta["fix_trust_reason"]
     return Pose(header, **fields)
 
 
