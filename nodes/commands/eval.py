@@ -206,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
     for name, tr in tracks.items():
         results[name], errors[name] = score(tr, truth, kidnaps, fused=name != "posenet")
     if args.plot:
-        from nodes.commands.eval_plot import draw
+        from nodes.commands.eval_plot import draw, fix_marks
 
-        draw(args.plot, tracks, truth, errors, title=args.run)
+        draw(args.plot, tracks, truth, errors, title=args.run, marks=fix_marks(args.run))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

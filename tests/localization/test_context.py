@@ -170,3 +170,29 @@ def test_fusion_refuses_a_bad_model_file_in_one_line(tmp_path):
     bad.write_text("[]")
     with pytest.raises(ValueError, match=r"^context model .*bad.json: version 'list'"):
         FusionNode(FusionParams(context=str(bad)))
+
+
+def test_trust_survives_a_recording_and_eval_plot_marks_the_fixes(tmp_path):
+    """A run's per-fix poses keep fix_trust/fix_trust_reason through the drive format; `eval --plot`'s
+    marks find the gated and the doubted fixes."""
+    from localization.geodesy import GeoOrigin, LocalFrame
+    from nodes.bus.messages import GeoFix, Header, Pose
+    from nodes.commands.eval_plot import fix_marks
+    from perception.drives import DriveMetadata, DriveReader, DriveWriter
+    from perception.drives.topics import POSE_TOPIC, POSENET_TOPIC
+
+    frame = LocalFrame(GeoOrigin())
+    run = tmp_path / "run.mcap"
+    with DriveWriter(str(run), DriveMetadata(source="test", geo_origin=GeoOrigin())) as w:
+        for k, (trust, reason, gated) in enumerate([(0.9, "ordinary view", False), (0.2, "sky 0.81", False),
+                                                    (0.3, "cars 4", True), (1.0, "", False)]):
+            lat, lon, _ = frame.to_geodetic(0.0, 10.0 * k)
+            stamp = 1_000_000_000 * (k + 1)
+            w.write(POSENET_TOPIC, GeoFix(Header(stamp), float(lat), float(lon), cov_enu_m2=(4.0, 0.0, 0.0, 4.0)))
+            w.write(POSE_TOPIC, Pose(Header(stamp), float(lat), float(lon), fix_trust=trust, fix_trust_reason=reason,
+                                     inputs_gated=[POSENET_TOPIC] if gated else []))
+    with DriveReader(run) as r:
+        poses = list(r.fixes(POSE_TOPIC))
+    assert [(p.fix_trust, p.fix_trust_reason) for p in poses] == [
+        (0.9, "ordinary view"), (0.2, "sky 0.81"), (0.3, "cars 4"), (1.0, "")]
+    assert fix_marks(str(run)) == {"gated": {3_000_000_000}, "low_trust": {2_000_000_000, 3_000_000_000}}
