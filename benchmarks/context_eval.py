@@ -8,10 +8,15 @@ drives of the *other* fold (two folds, by drive: no drive is scored by a model t
 
     PYTHONPATH=. nice -n 10 python benchmarks/context_eval.py --fold-a A.mcap... --fold-b B.mcap... \
         --cache /work/context_data/cache [--json]
+    # a fitted model applied as it is (no fitting here: held-out drives allowed, for the ablation)
+    PYTHONPATH=. nice -n 10 python benchmarks/context_eval.py --model perception/weights/context_synthetic_city.json \
+        --drives HELD_OUT.mcap... --cache DIR
 
 Prints per drive and pooled: median / p95 / > 20 m share / 95 % ellipse coverage / availability of the
 fused pose without and with context, for three ways to apply it: ``scale`` (the inlier covariance scale
-only), ``trust`` (1 / trust only) and ``both`` (what the node does). Refuses held-out drives.
+only), ``trust`` (1 / trust only), ``both`` (what the node does), and ``constant`` (every fix of the drive
+inflated by the mean of ``both`` over it: what the same average inflation does without context). The two-fold fit refuses held-out
+drives; ``--model`` fits nothing and takes any.
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fusion_eval import load_drive, run_filter, summarize  # noqa: E402
 
-from localization.context import ContextModel, fit_context, score_context  # noqa: E402
+from localization.context import FEATURES, FIX_FEATURES, ContextModel, fit_context, score_context  # noqa: E402
 from localization.filter import FilterParams  # noqa: E402
 
 HELD_OUT = re.compile(r"(heldout|kidnap_s404|_s(101|202|303|404)\b|_7\d\d\d)")
-MODES = ("scale", "trust", "both")
+MODES = ("scale", "trust", "both", "constant")
 
 
 def inflation(model: ContextModel, x: np.ndarray, mode: str) -> np.ndarray:
@@ -44,20 +49,42 @@ def inflation(model: ContextModel, x: np.ndarray, mode: str) -> np.ndarray:
     return {"scale": scale, "trust": 1.0 / trust, "both": scale / trust}[mode]
 
 
-def fit_on(drives: list, l2: float) -> ContextModel:
-    x = np.concatenate([d.x[d.valid] for d in drives])
+SUBSETS = {"scene only": [f for f in FEATURES if f not in FIX_FEATURES], "PoseNet only": list(FIX_FEATURES),
+           "all": list(FEATURES)}
+
+
+def fit_on(drives: list, l2: float, features: list[str] | None = None) -> ContextModel:
+    cols = [FEATURES.index(f) for f in (features or FEATURES)]
+    x = np.concatenate([d.x[d.valid][:, cols] for d in drives])
     return fit_context(x, np.concatenate([d.err_m[d.valid] for d in drives]),
-                       np.concatenate([d.mahal2[d.valid] for d in drives]), l2=l2)
+                       np.concatenate([d.mahal2[d.valid] for d in drives]), l2=l2, features=features or FEATURES)
+
+
+def subset_scores(fit: list, check: list, l2: float) -> dict[str, dict]:
+    """What each feature group tells alone: fitted on ``fit``, scored on ``check``."""
+    out = {}
+    for name, feats in SUBSETS.items():
+        cols = [FEATURES.index(f) for f in feats]
+        m = fit_on(fit, l2, feats)
+        out[name] = score_context(m, np.concatenate([d.x[d.valid][:, cols] for d in check]),
+                                  np.concatenate([d.err_m[d.valid] for d in check]),
+                                  np.concatenate([d.mahal2[d.valid] for d in check]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fold-a", nargs="+", required=True, metavar="DRIVE")
-    ap.add_argument("--fold-b", nargs="+", required=True, metavar="DRIVE")
+    ap.add_argument("--fold-a", nargs="+", default=[], metavar="DRIVE", help="validation drives, fold a")
+    ap.add_argument("--fold-b", nargs="+", default=[], metavar="DRIVE", help="validation drives, fold b")
+    ap.add_argument("--model", default=None, help="apply this fitted model to --drives instead of fitting")
+    ap.add_argument("--drives", nargs="+", default=[], metavar="DRIVE", help="drives --model is applied to")
     ap.add_argument("--cache", required=True, metavar="DIR", help="feature and PoseNet caches (reruns skip the CNNs)")
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if bool(args.model) == bool(args.fold_a or args.fold_b) or (args.model and not args.drives) or (
+            not args.model and not (args.fold_a and args.fold_b)):
+        raise SystemExit("give --fold-a A... --fold-b B... (fit and score by drive) or --model FILE --drives D...")
     for p in args.fold_a + args.fold_b:
         if HELD_OUT.search(Path(p).name) or "/heldout/" in p:
             raise SystemExit(f"{p}: a held-out drive; tune on validation drives only")
@@ -67,24 +94,33 @@ def main(argv: list[str] | None = None) -> int:
     from perception.context_data import ContextExtractor
 
     extractor = ContextExtractor()
-    folds = {"a": [extractor.drive(p, cache_dir=args.cache) for p in args.fold_a],
-             "b": [extractor.drive(p, cache_dir=args.cache) for p in args.fold_b]}
-    models = {"a": fit_on(folds["b"], args.l2), "b": fit_on(folds["a"], args.l2)}  # each fold's model: the other's
+    report: dict = {"per_drive": {}, "check": {}}
+    if args.model:
+        paths = {"a": args.drives}
+        folds = {"a": [extractor.drive(p, cache_dir=args.cache) for p in args.drives]}
+        models = {"a": ContextModel.load(args.model)}
+    else:
+        paths = {"a": args.fold_a, "b": args.fold_b}
+        folds = {k: [extractor.drive(p, cache_dir=args.cache) for p in v] for k, v in paths.items()}
+        models = {"a": fit_on(folds["b"], args.l2), "b": fit_on(folds["a"], args.l2)}  # each fold: the other's model
+        report["subsets"] = {"a": subset_scores(folds["b"], folds["a"], args.l2),
+                             "b": subset_scores(folds["a"], folds["b"], args.l2)}
     params = FilterParams()
     rows: dict[str, list[dict]] = {"without": [], **{m: [] for m in MODES}}
-    report: dict = {"per_drive": {}, "check": {}}
     for fold, drives in folds.items():
         model = models[fold]
-        v = [d for d in drives]
-        report["check"][fold] = score_context(model, np.concatenate([d.x[d.valid] for d in v]),
-                                              np.concatenate([d.err_m[d.valid] for d in v]),
-                                              np.concatenate([d.mahal2[d.valid] for d in v]))
-        for ctx, path in zip(drives, args.fold_a if fold == "a" else args.fold_b, strict=True):
+        report["check"][fold] = score_context(model, np.concatenate([d.x[d.valid] for d in drives]),
+                                              np.concatenate([d.err_m[d.valid] for d in drives]),
+                                              np.concatenate([d.mahal2[d.valid] for d in drives]))
+        for ctx, path in zip(drives, paths[fold], strict=True):
             data = load_drive(path, checkpoint=None, hypotheses=5, odometry_noise="typical", cache_dir=args.cache)
             where = {int(s): k for k, s in enumerate(ctx.stamps_ns)}
             per = {"without": run_filter(data, params, use_odometry=True, hypotheses=5, fix_std_m=None)}
             for mode in MODES:
-                infl = inflation(model, ctx.x, mode)
+                if mode == "constant":  # no context: every fix inflated by the model's mean ("both", valid fixes)
+                    infl = np.full(len(ctx.x), float(np.mean(inflation(model, ctx.x[ctx.valid], "both"))))
+                else:
+                    infl = inflation(model, ctx.x, mode)
                 scaled = dataclasses.replace(data, fixes=[
                     [h._replace(cov_enu_m2=h.cov_enu_m2 * float(infl[where[int(s)]])) for h in hyps]
                     if int(s) in where else hyps for s, hyps in zip(data.stamps_ns, data.fixes, strict=True)])
@@ -98,14 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=1))
         return 0
     for fold, c in report["check"].items():
-        print(f"fold {fold} (model fitted on the other fold): outlier AUC {c['auc']:.3f}, log loss {c['log_loss']:.3f} "
+        which = f"model {args.model}" if args.model else f"fold {fold} (model fitted on the other fold)"
+        print(f"{which}: outlier AUC {c['auc']:.3f}, log loss {c['log_loss']:.3f} "
               f"(constant {c['log_loss_constant']:.3f}), inlier 95% coverage {c['inlier_coverage_raw']:.1%} -> "
               f"{c['inlier_coverage_scaled']:.1%}, all fixes {c['coverage_raw']:.1%} -> {c['coverage_inflated']:.1%}")
+    for fold, table in report.get("subsets", {}).items():
+        print(f"fold {fold}, outlier AUC by feature group: "
+              + ", ".join(f"{k} {v['auc']:.3f}" for k, v in table.items()))
     head = f"{'':34s}{'median m':>9s}{'p95 m':>8s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}"
     for name, table in [*report["per_drive"].items(), ("pooled", report["pooled"])]:
         print(f"\n{name}\n{head}")
         for k, s in table.items():
-            label = "fused" if k == "without" else f"fused + context ({k})"
+            label = ("fused" if k == "without" else "fused, constant inflation" if k == "constant"
+                     else f"fused + context ({k})")
             print(f"  {label:32s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
                   f"{s['availability']:8.1%}")
     return 0

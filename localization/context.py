@@ -49,7 +49,7 @@ FEATURES = (tuple(f"seg_{c}" for c in SEG_CLASSES)
             + FIX_FEATURES)
 # How a feature is named in a fix's trust reason, e.g. "sky 0.62", "cars 3", "cars area 0.31".
 _REASON_NAMES = {**{f"seg_{c}": c for c in SEG_CLASSES}, **{f"det_{g}_count": g for g in DET_GROUPS},
-                 **{f"det_{g}_area": f"{g} area" for g in DET_GROUPS}, "log_std_m": "fix std m",
+                 **{f"det_{g}_area": f"{g} area" for g in DET_GROUPS}, "log_std_m": "fix std",
                  "top_weight": "top weight"}
 NO_CONTEXT = "no context"
 
@@ -181,8 +181,12 @@ class ContextModel:
         k = int(np.argmax(contrib))
         name = self.features[k]
         value = float(features.get(name, self.mean[k]))
-        shown = f"{value:.0f}" if name.endswith("_count") else f"{value:.2f}"
-        reason = f"{_REASON_NAMES.get(name, name)} {shown}" if contrib[k] > 0 else "ordinary view"
+        if name == "log_std_m":  # shown in metres, as PoseNet's std
+            shown = f"fix std {math.exp(value):.0f} m"
+        else:
+            shown = f"{_REASON_NAMES.get(name, name)} {value:.0f}" if name.endswith("_count") else (
+                f"{_REASON_NAMES.get(name, name)} {value:.2f}")
+        reason = shown if contrib[k] > 0 else "ordinary view"
         return FixTrust(trust=trust, cov_scale=scale, inflation=scale / max(trust, self.min_trust),
                         reason=reason, p_outlier=p)
 
