@@ -102,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             t = model.assess(dict(zip(FEATURES, ctx.x[k], strict=True)))
             trust[k], reasons[k] = t.trust, t.reason
-    trust[~ctx.valid] = 2.0  # flagged fixes are skipped by the fusion: not shown among the doubted ones
-    chosen = pick(trust, args.tiles)
+    # shown: fixes the fusion took (flagged ones it skips; with --run, those the run answered with a pose)
+    shown_k = np.flatnonzero(ctx.valid & np.array([not args.run or int(s) in poses for s in ctx.stamps_ns]))
+    if not len(shown_k):
+        raise SystemExit(f"{args.drive}: no fix the fusion took{' in ' + args.run if args.run else ''}")
+    chosen = shown_k[pick(trust[shown_k], args.tiles)]
     wanted = {int(ctx.stamps_ns[k]): k for k in chosen}
     tiles = {}
     t0 = int(ctx.stamps_ns[0])
@@ -125,11 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                 b, _, lab = to_frame_pixels(d.boxes[0], d.scores[0], d.labels[0], scale, bgr.shape[1], bgr.shape[0])
                 ids = np.asarray(extractor.detector.class_ids)[np.asarray(lab, int)]
                 boxes = [(np.asarray(bb), CLASS_NAMES[int(c)]) for bb, c in zip(b, ids, strict=True)]
-            shown = min(trust[k], 1.0)
-            flag = "" if ctx.valid[k] else " (flagged: skipped)"
-            caption = [f"t {(image.header.stamp_ns - t0) * 1e-9:.1f} s  fix {ctx.err_m[k]:.0f} m off{flag}",
-                       f"trust {shown:.2f}: {reasons[k]}"]
-            tiles[k] = tile(bgr, mask, boxes, caption, shown)
+            caption = [f"t {(image.header.stamp_ns - t0) * 1e-9:.1f} s  PoseNet's fix {ctx.err_m[k]:.0f} m off",
+                       f"trust {trust[k]:.2f}: {reasons[k]}"]
+            tiles[k] = tile(bgr, mask, boxes, caption, float(trust[k]))
     rows = []
     ordered = [tiles[k] for k in sorted(tiles, key=lambda k: (trust[k], k))]
     blank = np.full_like(ordered[0], 255)
