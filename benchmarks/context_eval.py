@@ -49,15 +49,23 @@ def inflation(model: ContextModel, x: np.ndarray, mode: str) -> np.ndarray:
     return {"scale": scale, "trust": 1.0 / trust, "both": scale / trust}[mode]
 
 
-SUBSETS = {"scene only": [f for f in FEATURES if f not in FIX_FEATURES], "PoseNet only": list(FIX_FEATURES),
-           "all": list(FEATURES)}
+SUBSETS = {
+    "scene only": [f for f in FEATURES if f not in FIX_FEATURES],
+    "PoseNet only": list(FIX_FEATURES),
+    "all": list(FEATURES),
+}
 
 
 def fit_on(drives: list, l2: float, features: list[str] | None = None) -> ContextModel:
     cols = [FEATURES.index(f) for f in (features or FEATURES)]
     x = np.concatenate([d.x[d.valid][:, cols] for d in drives])
-    return fit_context(x, np.concatenate([d.err_m[d.valid] for d in drives]),
-                       np.concatenate([d.mahal2[d.valid] for d in drives]), l2=l2, features=features or FEATURES)
+    return fit_context(
+        x,
+        np.concatenate([d.err_m[d.valid] for d in drives]),
+        np.concatenate([d.mahal2[d.valid] for d in drives]),
+        l2=l2,
+        features=features or FEATURES,
+    )
 
 
 def subset_scores(fit: list, check: list, l2: float) -> dict[str, dict]:
@@ -66,9 +74,12 @@ def subset_scores(fit: list, check: list, l2: float) -> dict[str, dict]:
     for name, feats in SUBSETS.items():
         cols = [FEATURES.index(f) for f in feats]
         m = fit_on(fit, l2, feats)
-        out[name] = score_context(m, np.concatenate([d.x[d.valid][:, cols] for d in check]),
-                                  np.concatenate([d.err_m[d.valid] for d in check]),
-                                  np.concatenate([d.mahal2[d.valid] for d in check]))
+        out[name] = score_context(
+            m,
+            np.concatenate([d.x[d.valid][:, cols] for d in check]),
+            np.concatenate([d.err_m[d.valid] for d in check]),
+            np.concatenate([d.mahal2[d.valid] for d in check]),
+        )
     return out
 
 
@@ -78,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold-b", nargs="+", default=[], metavar="DRIVE", help="validation drives, fold b")
     ap.add_argument("--model", default=None, help="apply this fitted model to --drives instead of fitting")
     ap.add_argument("--drives", nargs="+", default=[], metavar="DRIVE", help="drives --model is applied to")
-    ap.add_argument("--cache", required=True, metavar="DIR", help="feature and PoseNet caches (reruns skip the CNNs)")
+    ap.add_argument(
+        "--cache", required=True, metavar="DIR", help="feature and PoseNet caches (reruns skip the CNNs)"
+    )
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if bool(args.model) == bool(args.fold_a or args.fold_b) or (args.model and not args.drives) or (
-            not args.model and not (args.fold_a and args.fold_b)):
-        raise SystemExit("give --fold-a A... --fold-b B... (fit and score by drive) or --model FILE --drives D...")
+    if (
+        bool(args.model) == bool(args.fold_a or args.fold_b)
+        or (args.model and not args.drives)
+        or (not args.model and not (args.fold_a and args.fold_b))
+    ):
+        raise SystemExit(
+            "give --fold-a A... --fold-b B... (fit and score by drive) or --model FILE --drives D..."
+        )
     for p in args.fold_a + args.fold_b:
         if HELD_OUT.search(Path(p).name) or "/heldout/" in p:
             raise SystemExit(f"{p}: a held-out drive; tune on validation drives only")
@@ -102,53 +120,84 @@ def main(argv: list[str] | None = None) -> int:
     else:
         paths = {"a": args.fold_a, "b": args.fold_b}
         folds = {k: [extractor.drive(p, cache_dir=args.cache) for p in v] for k, v in paths.items()}
-        models = {"a": fit_on(folds["b"], args.l2), "b": fit_on(folds["a"], args.l2)}  # each fold: the other's model
-        report["subsets"] = {"a": subset_scores(folds["b"], folds["a"], args.l2),
-                             "b": subset_scores(folds["a"], folds["b"], args.l2)}
+        models = {
+            "a": fit_on(folds["b"], args.l2),
+            "b": fit_on(folds["a"], args.l2),
+        }  # each fold: the other's model
+        report["subsets"] = {
+            "a": subset_scores(folds["b"], folds["a"], args.l2),
+            "b": subset_scores(folds["a"], folds["b"], args.l2),
+        }
     params = FilterParams()
     rows: dict[str, list[dict]] = {"without": [], **{m: [] for m in MODES}}
     for fold, drives in folds.items():
         model = models[fold]
-        report["check"][fold] = score_context(model, np.concatenate([d.x[d.valid] for d in drives]),
-                                              np.concatenate([d.err_m[d.valid] for d in drives]),
-                                              np.concatenate([d.mahal2[d.valid] for d in drives]))
+        report["check"][fold] = score_context(
+            model,
+            np.concatenate([d.x[d.valid] for d in drives]),
+            np.concatenate([d.err_m[d.valid] for d in drives]),
+            np.concatenate([d.mahal2[d.valid] for d in drives]),
+        )
         for ctx, path in zip(drives, paths[fold], strict=True):
-            data = load_drive(path, checkpoint=None, hypotheses=5, odometry_noise="typical", cache_dir=args.cache)
+            data = load_drive(
+                path, checkpoint=None, hypotheses=5, odometry_noise="typical", cache_dir=args.cache
+            )
             where = {int(s): k for k, s in enumerate(ctx.stamps_ns)}
             per = {"without": run_filter(data, params, use_odometry=True, hypotheses=5, fix_std_m=None)}
             for mode in MODES:
-                if mode == "constant":  # no context: every fix inflated by the model's mean ("both", valid fixes)
+                if (
+                    mode == "constant"
+                ):  # no context: every fix inflated by the model's mean ("both", valid fixes)
                     infl = np.full(len(ctx.x), float(np.mean(inflation(model, ctx.x[ctx.valid], "both"))))
                 else:
                     infl = inflation(model, ctx.x, mode)
-                scaled = dataclasses.replace(data, fixes=[
-                    [h._replace(cov_enu_m2=h.cov_enu_m2 * float(infl[where[int(s)]])) for h in hyps]
-                    if int(s) in where else hyps for s, hyps in zip(data.stamps_ns, data.fixes, strict=True)])
+                scaled = dataclasses.replace(
+                    data,
+                    fixes=[
+                        [h._replace(cov_enu_m2=h.cov_enu_m2 * float(infl[where[int(s)]])) for h in hyps]
+                        if int(s) in where
+                        else hyps
+                        for s, hyps in zip(data.stamps_ns, data.fixes, strict=True)
+                    ],
+                )
                 per[mode] = run_filter(scaled, params, use_odometry=True, hypotheses=5, fix_std_m=None)
             report["per_drive"][Path(path).name] = {k: summarize(r) for k, r in per.items()}
             for k, r in per.items():
                 rows[k].append(r)
-    report["pooled"] = {k: summarize({f: np.concatenate([r[f] for r in v]) for f in ("err", "inside", "tracking")})
-                        for k, v in rows.items()}
+    report["pooled"] = {
+        k: summarize({f: np.concatenate([r[f] for r in v]) for f in ("err", "inside", "tracking")})
+        for k, v in rows.items()
+    }
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
     for fold, c in report["check"].items():
         which = f"model {args.model}" if args.model else f"fold {fold} (model fitted on the other fold)"
-        print(f"{which}: outlier AUC {c['auc']:.3f}, log loss {c['log_loss']:.3f} "
-              f"(constant {c['log_loss_constant']:.3f}), inlier 95% coverage {c['inlier_coverage_raw']:.1%} -> "
-              f"{c['inlier_coverage_scaled']:.1%}, all fixes {c['coverage_raw']:.1%} -> {c['coverage_inflated']:.1%}")
+        print(
+            f"{which}: outlier AUC {c['auc']:.3f}, log loss {c['log_loss']:.3f} "
+            f"(constant {c['log_loss_constant']:.3f}), inlier 95% coverage {c['inlier_coverage_raw']:.1%} -> "
+            f"{c['inlier_coverage_scaled']:.1%}, all fixes {c['coverage_raw']:.1%} -> {c['coverage_inflated']:.1%}"
+        )
     for fold, table in report.get("subsets", {}).items():
-        print(f"fold {fold}, outlier AUC by feature group: "
-              + ", ".join(f"{k} {v['auc']:.3f}" for k, v in table.items()))
+        print(
+            f"fold {fold}, outlier AUC by feature group: "
+            + ", ".join(f"{k} {v['auc']:.3f}" for k, v in table.items())
+        )
     head = f"{'':34s}{'median m':>9s}{'p95 m':>8s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}"
     for name, table in [*report["per_drive"].items(), ("pooled", report["pooled"])]:
         print(f"\n{name}\n{head}")
         for k, s in table.items():
-            label = ("fused" if k == "without" else "fused, constant inflation" if k == "constant"
-                     else f"fused + context ({k})")
-            print(f"  {label:32s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
-                  f"{s['availability']:8.1%}")
+            label = (
+                "fused"
+                if k == "without"
+                else "fused, constant inflation"
+                if k == "constant"
+                else f"fused + context ({k})"
+            )
+            print(
+                f"  {label:32s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
+                f"{s['availability']:8.1%}"
+            )
     return 0
 
 

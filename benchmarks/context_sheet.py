@@ -41,8 +41,13 @@ def pick(trust: np.ndarray, n: int) -> np.ndarray:
     return np.array(sorted({*low, *map(int, even)}))
 
 
-def tile(image_bgr: np.ndarray, mask: np.ndarray | None, boxes: list[tuple[np.ndarray, str]], caption: list[str],
-         trust: float) -> np.ndarray:
+def tile(
+    image_bgr: np.ndarray,
+    mask: np.ndarray | None,
+    boxes: list[tuple[np.ndarray, str]],
+    caption: list[str],
+    trust: float,
+) -> np.ndarray:
     from perception.classes import colorize
 
     img = cv2.resize(image_bgr, (TILE_W, TILE_H))
@@ -53,7 +58,9 @@ def tile(image_bgr: np.ndarray, mask: np.ndarray | None, boxes: list[tuple[np.nd
     for box, name in boxes:
         x1, y1, x2, y2 = (box * [sx, sy, sx, sy]).astype(int)
         cv2.rectangle(img, (x1, y1), (x2, y2), (0, 255, 255), 1)
-        cv2.putText(img, name, (x1, max(10, y1 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, name, (x1, max(10, y1 - 2)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1, cv2.LINE_AA
+        )
     band = np.full((44, TILE_W, 3), 255, np.uint8)
     bar = int(round(trust * (TILE_W - 8)))
     green_red = (0, int(200 * trust), int(220 * (1 - trust)))
@@ -67,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("drive")
     ap.add_argument("--out", required=True, help="PNG to write")
-    ap.add_argument("--model", default="perception/weights/context_synthetic_city.json", help="context model JSON")
+    ap.add_argument(
+        "--model", default="perception/weights/context_synthetic_city.json", help="context model JSON"
+    )
     ap.add_argument("--run", default=None, help="a recorded graph run: the trust the fusion used")
     ap.add_argument("--tiles", type=int, default=12)
     ap.add_argument("--cols", type=int, default=4)
@@ -118,30 +127,51 @@ def main(argv: list[str] | None = None) -> int:
             bgr = image.to_bgr()
             seg = recorded.get(SEGMENTATION_TOPIC, {}).get(image.header.stamp_ns)
             det = recorded.get(DETECTIONS_TOPIC, {}).get(image.header.stamp_ns)
-            mask = seg.label_mask if seg is not None else extractor.segmenter.predict(
-                torch.from_numpy(extractor.segmenter.prepare_bgr(bgr)[None])).numpy()[0]
+            mask = (
+                seg.label_mask
+                if seg is not None
+                else extractor.segmenter.predict(
+                    torch.from_numpy(extractor.segmenter.prepare_bgr(bgr)[None])
+                ).numpy()[0]
+            )
             if det is not None:
-                boxes = [(b, det.class_names[c]) for b, c in zip(det.boxes_xyxy_px, det.class_ids, strict=True)]
+                boxes = [
+                    (b, det.class_names[c]) for b, c in zip(det.boxes_xyxy_px, det.class_ids, strict=True)
+                ]
             else:
                 prep, scale = extractor.detector.prepare_bgr(bgr)
-                d = extractor.detector.predict(torch.from_numpy(prep[None]), score_threshold=extractor.score_threshold)
-                b, _, lab = to_frame_pixels(d.boxes[0], d.scores[0], d.labels[0], scale, bgr.shape[1], bgr.shape[0])
+                d = extractor.detector.predict(
+                    torch.from_numpy(prep[None]), score_threshold=extractor.score_threshold
+                )
+                b, _, lab = to_frame_pixels(
+                    d.boxes[0], d.scores[0], d.labels[0], scale, bgr.shape[1], bgr.shape[0]
+                )
                 ids = np.asarray(extractor.detector.class_ids)[np.asarray(lab, int)]
                 boxes = [(np.asarray(bb), CLASS_NAMES[int(c)]) for bb, c in zip(b, ids, strict=True)]
-            caption = [f"t {(image.header.stamp_ns - t0) * 1e-9:.1f} s  PoseNet's fix {ctx.err_m[k]:.0f} m off",
-                       f"trust {trust[k]:.2f}: {reasons[k]}"]
+            caption = [
+                f"t {(image.header.stamp_ns - t0) * 1e-9:.1f} s  PoseNet's fix {ctx.err_m[k]:.0f} m off",
+                f"trust {trust[k]:.2f}: {reasons[k]}",
+            ]
             tiles[k] = tile(bgr, mask, boxes, caption, float(trust[k]))
     rows = []
     ordered = [tiles[k] for k in sorted(tiles, key=lambda k: (trust[k], k))]
     blank = np.full_like(ordered[0], 255)
     for i in range(0, len(ordered), args.cols):
-        row = ordered[i:i + args.cols]
+        row = ordered[i : i + args.cols]
         row += [blank] * (args.cols - len(row))
         rows.append(np.hstack([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row]))
     title = np.full((30, rows[0].shape[1], 3), 255, np.uint8)
     source = f"fusion poses of {Path(args.run).name}" if args.run else f"model {Path(args.model).name}"
-    cv2.putText(title, f"{Path(args.drive).name}: trust of each PoseNet fix from its scene ({source}); least "
-                       "trusted first", (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        title,
+        f"{Path(args.drive).name}: trust of each PoseNet fix from its scene ({source}); least trusted first",
+        (6, 20),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (0, 0, 0),
+        1,
+        cv2.LINE_AA,
+    )
     cv2.imwrite(args.out, np.vstack([title, *rows]))
     print(args.out)
     return 0

@@ -38,8 +38,9 @@ from localization.geodesy import LocalFrame  # noqa: E402
 DYNAMIC = ("car", "pedestrian", "bicyclist")
 
 
-def masked_frames(images_bgr: list[np.ndarray], *, fill: str, dilate_px: int, batch: int = 16
-                  ) -> tuple[list[np.ndarray], float]:
+def masked_frames(
+    images_bgr: list[np.ndarray], *, fill: str, dilate_px: int, batch: int = 16
+) -> tuple[list[np.ndarray], float]:
     """The frames with the segmenter's dynamic-class pixels filled; and the mean masked pixel share."""
     import torch
 
@@ -50,7 +51,7 @@ def masked_frames(images_bgr: list[np.ndarray], *, fill: str, dilate_px: int, ba
     ids = [CLASS_NAMES.index(c) for c in DYNAMIC]
     out, shares = [], []
     for i in range(0, len(images_bgr), batch):
-        chunk = images_bgr[i:i + batch]
+        chunk = images_bgr[i : i + batch]
         masks = seg.predict(torch.from_numpy(np.stack([seg.prepare_bgr(im) for im in chunk]))).numpy()
         for im, m in zip(chunk, masks, strict=True):
             dyn = np.isin(m, ids).astype(np.uint8)
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list] = {k: [] for k in ("raw", "raw masked", "fused", "fused masked")}
     head = f"{'':24s}{'median m':>9s}{'p95 m':>8s}{'>20 m':>8s}{'in 95%':>8s}{'avail':>8s}"
     for path in args.drives:
-        data = load_drive(path, checkpoint=args.checkpoint, hypotheses=5, odometry_noise="typical",
-                          cache_dir=args.cache)
+        data = load_drive(
+            path, checkpoint=args.checkpoint, hypotheses=5, odometry_noise="typical", cache_dir=args.cache
+        )
         with DriveReader(path) as reader:
             frame = LocalFrame(reader.metadata.geo_origin)
             bgr = [im.to_bgr() for im in reader.images(decode=True)]
@@ -91,20 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         fixes, summary = posenet_hypotheses(masked, frame, args.checkpoint, 5)
         flags = posenet_validity(masked, args.checkpoint, data.stamps_ns)
         mdata = dataclasses.replace(data, fixes=fixes, summary=summary, flags=flags)
-        res = {"raw": raw_scores(data), "raw masked": raw_scores(mdata),
-               "fused": run_filter(data, params, use_odometry=True, hypotheses=5, fix_std_m=None),
-               "fused masked": run_filter(mdata, params, use_odometry=True, hypotheses=5, fix_std_m=None)}
+        res = {
+            "raw": raw_scores(data),
+            "raw masked": raw_scores(mdata),
+            "fused": run_filter(data, params, use_odometry=True, hypotheses=5, fix_std_m=None),
+            "fused masked": run_filter(mdata, params, use_odometry=True, hypotheses=5, fix_std_m=None),
+        }
         print(f"\n{Path(path).name}: {share:.1%} of the pixels masked on average\n{head}")
         for k, r in res.items():
             s = summarize(r)
             rows[k].append(r)
-            print(f"  {k:22s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
-                  f"{s['availability']:8.1%}")
+            print(
+                f"  {k:22s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
+                f"{s['availability']:8.1%}"
+            )
     print(f"\npooled\n{head}")
     for k, v in rows.items():
         s = summarize({f: np.concatenate([r[f] for r in v]) for f in ("err", "inside", "tracking")})
-        print(f"  {k:22s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
-              f"{s['availability']:8.1%}")
+        print(
+            f"  {k:22s}{s['median_m']:9.2f}{s['p95_m']:8.1f}{s['over_20m']:8.1%}{s['in_95_ellipse']:8.1%}"
+            f"{s['availability']:8.1%}"
+        )
     return 0
 
 

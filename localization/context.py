@@ -39,18 +39,36 @@ FORMAT_VERSION = 1
 EULER_GAMMA = 0.5772156649015329  # E[log X] = -gamma for X ~ exponential(1)
 
 # Segmenter classes whose pixel fraction is a feature (perception.classes names), and how they read.
-SEG_CLASSES = ("sky", "building", "road", "sidewalk", "tree", "car", "pedestrian", "bicyclist", "pole",
-               "fence", "sign")
+SEG_CLASSES = (
+    "sky",
+    "building",
+    "road",
+    "sidewalk",
+    "tree",
+    "car",
+    "pedestrian",
+    "bicyclist",
+    "pole",
+    "fence",
+    "sign",
+)
 # Detector classes counted and whose box area (share of the frame) is a feature.
 DET_GROUPS = {"cars": ("car",), "people": ("pedestrian", "bicyclist"), "signs": ("sign", "traffic_light")}
 FIX_FEATURES = ("log_std_m", "top_weight")
-FEATURES = (tuple(f"seg_{c}" for c in SEG_CLASSES)
-            + tuple(f"det_{g}_count" for g in DET_GROUPS) + tuple(f"det_{g}_area" for g in DET_GROUPS)
-            + FIX_FEATURES)
+FEATURES = (
+    tuple(f"seg_{c}" for c in SEG_CLASSES)
+    + tuple(f"det_{g}_count" for g in DET_GROUPS)
+    + tuple(f"det_{g}_area" for g in DET_GROUPS)
+    + FIX_FEATURES
+)
 # How a feature is named in a fix's trust reason, e.g. "sky 0.62", "cars 3", "cars area 0.31".
-_REASON_NAMES = {**{f"seg_{c}": c for c in SEG_CLASSES}, **{f"det_{g}_count": g for g in DET_GROUPS},
-                 **{f"det_{g}_area": f"{g} area" for g in DET_GROUPS}, "log_std_m": "fix std",
-                 "top_weight": "top weight"}
+_REASON_NAMES = {
+    **{f"seg_{c}": c for c in SEG_CLASSES},
+    **{f"det_{g}_count": g for g in DET_GROUPS},
+    **{f"det_{g}_area": f"{g} area" for g in DET_GROUPS},
+    "log_std_m": "fix std",
+    "top_weight": "top weight",
+}
 NO_CONTEXT = "no context"
 
 
@@ -61,13 +79,22 @@ def segmentation_features(class_names: Sequence[str], class_fractions: Sequence[
     return {f"seg_{c}": share.get(c, 0.0) for c in SEG_CLASSES}
 
 
-def detection_features(class_names: Sequence[str], class_ids: np.ndarray, boxes_xyxy_px: np.ndarray,
-                       width_px: int, height_px: int) -> dict[str, float]:
+def detection_features(
+    class_names: Sequence[str],
+    class_ids: np.ndarray,
+    boxes_xyxy_px: np.ndarray,
+    width_px: int,
+    height_px: int,
+) -> dict[str, float]:
     """Per detector group of `DET_GROUPS`: the number of boxes and their summed area as a share of the
     frame (clipped to 1; overlapping boxes count twice). ``class_ids`` int [N] index ``class_names``;
     ``boxes_xyxy_px`` float [N, 4] in the frame's pixels (``width_px`` x ``height_px``)."""
-    names = [str(class_names[int(i)]) if 0 <= int(i) < len(class_names) else "" for i in np.asarray(class_ids)]
+    names = [
+        str(class_names[int(i)]) if 0 <= int(i) < len(class_names) else "" for i in np.asarray(class_ids)
+    ]
     boxes = np.asarray(boxes_xyxy_px, float).reshape(-1, 4)
+    if len(boxes) != len(names):
+        raise ValueError(f"detections: {len(boxes)} boxes but {len(names)} class ids")
     areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     frame_px = float(max(1, width_px) * max(1, height_px))
     out = {}
@@ -184,18 +211,28 @@ class ContextModel:
         if name == "log_std_m":  # shown in metres, as PoseNet's std
             shown = f"fix std {math.exp(value):.0f} m"
         else:
-            shown = f"{_REASON_NAMES.get(name, name)} {value:.0f}" if name.endswith("_count") else (
-                f"{_REASON_NAMES.get(name, name)} {value:.2f}")
+            shown = (
+                f"{_REASON_NAMES.get(name, name)} {value:.0f}"
+                if name.endswith("_count")
+                else (f"{_REASON_NAMES.get(name, name)} {value:.2f}")
+            )
         reason = shown if contrib[k] > 0 else "ordinary view"
-        return FixTrust(trust=trust, cov_scale=scale, inflation=scale / max(trust, self.min_trust),
-                        reason=reason, p_outlier=p)
+        return FixTrust(
+            trust=trust,
+            cov_scale=scale,
+            inflation=scale / max(trust, self.min_trust),
+            reason=reason,
+            p_outlier=p,
+        )
 
 
 def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, float)))
 
 
-def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: int = 50) -> tuple[np.ndarray, float]:
+def fit_logistic(
+    z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: int = 50
+) -> tuple[np.ndarray, float]:
     """L2-penalised logistic regression by Newton's method (IRLS). z float [N, F] (standardized), y bool
     [N]. Returns (coef [F], intercept); the intercept is not penalised."""
     n, f = z.shape
@@ -224,8 +261,15 @@ def fit_ridge(z: np.ndarray, t: np.ndarray, *, l2: float = 1.0) -> tuple[np.ndar
     return w[:-1], float(w[-1])
 
 
-def fit_context(x: np.ndarray, err_m: np.ndarray, mahal2: np.ndarray, *, features: Sequence[str] = FEATURES,
-                outlier_m: float = 20.0, l2: float = 1.0) -> ContextModel:
+def fit_context(
+    x: np.ndarray,
+    err_m: np.ndarray,
+    mahal2: np.ndarray,
+    *,
+    features: Sequence[str] = FEATURES,
+    outlier_m: float = 20.0,
+    l2: float = 1.0,
+) -> ContextModel:
     """Fit both parts on frames: x float [N, F] features (order ``features``), err_m float [N] the fix's
     distance from the truth (m), mahal2 float [N] its squared Mahalanobis distance under its own
     covariance. Outliers: err_m > outlier_m; the scale is fitted on the others."""
@@ -247,12 +291,22 @@ def fit_context(x: np.ndarray, err_m: np.ndarray, mahal2: np.ndarray, *, feature
         raise ValueError(f"context fit: {int(inl.sum())} inlier frames, at least 5 are needed")
     t = np.log(np.maximum(mahal2[inl], 1e-6) / 2.0)
     scoef, sicpt = fit_ridge(z[inl], t, l2=l2)
-    return ContextModel(features=list(features), mean=mean.tolist(), std=std.tolist(), outlier_coef=coef.tolist(),
-                        outlier_intercept=icpt, scale_coef=scoef.tolist(), scale_intercept=sicpt, outlier_m=outlier_m,
-                        recipe={"l2": l2, "frames": int(len(x)), "outliers": int(outlier.sum())})
+    return ContextModel(
+        features=list(features),
+        mean=mean.tolist(),
+        std=std.tolist(),
+        outlier_coef=coef.tolist(),
+        outlier_intercept=icpt,
+        scale_coef=scoef.tolist(),
+        scale_intercept=sicpt,
+        outlier_m=outlier_m,
+        recipe={"l2": l2, "frames": int(len(x)), "outliers": int(outlier.sum())},
+    )
 
 
-def score_context(model: ContextModel, x: np.ndarray, err_m: np.ndarray, mahal2: np.ndarray) -> dict[str, float]:
+def score_context(
+    model: ContextModel, x: np.ndarray, err_m: np.ndarray, mahal2: np.ndarray
+) -> dict[str, float]:
     """How the model does on frames (best held out of its fit): the outlier part's AUC, log loss against
     a constant (the outlier rate) and its Brier score; the 95 % ellipse coverage of inliers before and
     after the scale (chi2 2 dof: d^2 < 5.991), and of all fixes with the whole inflation."""
@@ -267,12 +321,20 @@ def score_context(model: ContextModel, x: np.ndarray, err_m: np.ndarray, mahal2:
     scale = model.cov_scale(x)
     inflation = scale / np.maximum(1 - p, model.min_trust)
     inl = ~y
-    return {"frames": int(len(x)), "outlier_rate": float(y.mean()), "auc": _auc(p, y),
-            "log_loss": logloss, "log_loss_constant": logloss0, "brier": float(np.mean((p - y) ** 2)),
-            "inlier_coverage_raw": float(np.mean(mahal2[inl] < 5.991)) if inl.any() else float("nan"),
-            "inlier_coverage_scaled": float(np.mean(mahal2[inl] / scale[inl] < 5.991)) if inl.any() else float("nan"),
-            "coverage_raw": float(np.mean(mahal2 < 5.991)),
-            "coverage_inflated": float(np.mean(mahal2 / inflation < 5.991))}
+    return {
+        "frames": int(len(x)),
+        "outlier_rate": float(y.mean()),
+        "auc": _auc(p, y),
+        "log_loss": logloss,
+        "log_loss_constant": logloss0,
+        "brier": float(np.mean((p - y) ** 2)),
+        "inlier_coverage_raw": float(np.mean(mahal2[inl] < 5.991)) if inl.any() else float("nan"),
+        "inlier_coverage_scaled": float(np.mean(mahal2[inl] / scale[inl] < 5.991))
+        if inl.any()
+        else float("nan"),
+        "coverage_raw": float(np.mean(mahal2 < 5.991)),
+        "coverage_inflated": float(np.mean(mahal2 / inflation < 5.991)),
+    }
 
 
 def _auc(score: np.ndarray, y: np.ndarray) -> float:
@@ -294,6 +356,6 @@ def _average_ranks(sorted_values: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(sorted_values) and sorted_values[j + 1] == sorted_values[i]:
             j += 1
-        ranks[i:j + 1] = 0.5 * (i + j) + 1
+        ranks[i : j + 1] = 0.5 * (i + j) + 1
         i = j + 1
     return ranks

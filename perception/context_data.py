@@ -56,8 +56,16 @@ class ContextExtractor:
     """The three predictors, loaded once (PoseNet with the node's hypotheses, so its top weight is the
     node's)."""
 
-    def __init__(self, *, posenet: str | None = None, segmenter: str | None = None, detector: str | None = None,
-                 hypotheses: int = 5, score_threshold: float = 0.5, batch: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        posenet: str | None = None,
+        segmenter: str | None = None,
+        detector: str | None = None,
+        hypotheses: int = 5,
+        score_threshold: float = 0.5,
+        batch: int = 16,
+    ) -> None:
         from perception.models import PosePredictor
         from perception.models.detector.predictor import DetectorPredictor
         from perception.models.segmenter import SegmenterPredictor
@@ -71,8 +79,15 @@ class ContextExtractor:
 
     @property
     def key(self) -> str:
-        return "|".join([self.posenet.model_id, self.segmenter.checkpoint.model_id,
-                         self.detector.checkpoint.model_id, str(self.posenet.hypotheses), str(self.score_threshold)])
+        return "|".join(
+            [
+                self.posenet.model_id,
+                self.segmenter.checkpoint.model_id,
+                self.detector.checkpoint.model_id,
+                str(self.posenet.hypotheses),
+                str(self.score_threshold),
+            ]
+        )
 
     def drive(self, path: str | Path, *, step: int = 1, cache_dir: str | Path | None = None) -> DriveContext:
         """The drive's frames (every ``step``-th), from ``cache_dir`` when extracted before."""
@@ -84,11 +99,15 @@ class ContextExtractor:
             cache = Path(cache_dir) / f"context-{path.stem}-{key}.npz"
             if cache.is_file():
                 z = np.load(cache)
-                return DriveContext(str(path), digest, z["stamps_ns"], z["x"], z["err_m"], z["mahal2"], z["valid"])
+                return DriveContext(
+                    str(path), digest, z["stamps_ns"], z["x"], z["err_m"], z["mahal2"], z["valid"]
+                )
         out = self._extract(path, digest, step)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, stamps_ns=out.stamps_ns, x=out.x, err_m=out.err_m, mahal2=out.mahal2, valid=out.valid)
+            np.savez(
+                cache, stamps_ns=out.stamps_ns, x=out.x, err_m=out.err_m, mahal2=out.mahal2, valid=out.valid
+            )
         return out
 
     def _extract(self, path: Path, digest: str, step: int) -> DriveContext:
@@ -103,45 +122,73 @@ class ContextExtractor:
         validity = FrameValidity(self.posenet)
         with DriveReader(path) as reader:
             frame = LocalFrame(reader.metadata.geo_origin)
-            frames = [f for k, f in enumerate(reader.frames(decode=True)) if k % step == 0 and f.gps is not None]
+            frames = [
+                f for k, f in enumerate(reader.frames(decode=True)) if k % step == 0 and f.gps is not None
+            ]
         stamps, xs, errs, m2s, valid = [], [], [], [], []
         seg_names = list(self.segmenter.class_names)
         for i in range(0, len(frames), self.batch):
-            chunk = frames[i:i + self.batch]
+            chunk = frames[i : i + self.batch]
             bgr = [f.image.to_bgr() for f in chunk]
             prepared = np.stack([self.posenet.prepare_bgr(im) for im in bgr])
             est = self.posenet.predict(torch.from_numpy(prepared))
-            flags = validity.assess(prepared, [(im.shape[1], im.shape[0]) for im in bgr],
-                                    stamps_ns=np.array([f.stamp_ns for f in chunk], np.int64))
-            masks = self.segmenter.predict(torch.from_numpy(np.stack([self.segmenter.prepare_bgr(im) for im in bgr])))
+            flags = validity.assess(
+                prepared,
+                [(im.shape[1], im.shape[0]) for im in bgr],
+                stamps_ns=np.array([f.stamp_ns for f in chunk], np.int64),
+            )
+            masks = self.segmenter.predict(
+                torch.from_numpy(np.stack([self.segmenter.prepare_bgr(im) for im in bgr]))
+            )
             fractions = class_fractions(masks)
             dprep = [self.detector.prepare_bgr(im) for im in bgr]
-            det = self.detector.predict(torch.from_numpy(np.stack([p[0] for p in dprep])),
-                                        score_threshold=self.score_threshold)
+            det = self.detector.predict(
+                torch.from_numpy(np.stack([p[0] for p in dprep])), score_threshold=self.score_threshold
+            )
             pe, pn, _ = frame.to_enu(est.lat_deg, est.lon_deg)
             te, tn, _ = frame.to_enu([f.gps.lat_deg for f in chunk], [f.gps.lon_deg for f in chunk])
             for j, f in enumerate(chunk):
-                boxes, _, labels = to_frame_pixels(det.boxes[j], det.scores[j], det.labels[j], dprep[j][1],
-                                                   bgr[j].shape[1], bgr[j].shape[0])
+                boxes, _, labels = to_frame_pixels(
+                    det.boxes[j], det.scores[j], det.labels[j], dprep[j][1], bgr[j].shape[1], bgr[j].shape[0]
+                )
                 table_ids = np.asarray(self.detector.class_ids, int)[np.asarray(labels, int)]
-                feats = {**segmentation_features(seg_names, fractions[j]),
-                         **detection_features(CLASS_NAMES, table_ids, boxes, bgr[j].shape[1], bgr[j].shape[0]),
-                         **fix_features(est.cov_enu_m2[j],
-                                        float(est.hyp_weight[j, 0]) if est.hyp_weight is not None else 1.0)}
+                feats = {
+                    **segmentation_features(seg_names, fractions[j]),
+                    **detection_features(CLASS_NAMES, table_ids, boxes, bgr[j].shape[1], bgr[j].shape[0]),
+                    **fix_features(
+                        est.cov_enu_m2[j], float(est.hyp_weight[j, 0]) if est.hyp_weight is not None else 1.0
+                    ),
+                }
                 e = np.array([pe[j] - te[j], pn[j] - tn[j]])
-                cov = np.asarray(est.cov_enu_m2[j] if est.hyp_cov_enu_m2 is None else est.hyp_cov_enu_m2[j, 0], float)
+                cov = np.asarray(
+                    est.cov_enu_m2[j] if est.hyp_cov_enu_m2 is None else est.hyp_cov_enu_m2[j, 0], float
+                )
                 stamps.append(f.stamp_ns)
                 xs.append([feats[name] for name in FEATURES])
                 errs.append(float(np.hypot(*e)))
                 m2s.append(float(e @ np.linalg.solve(cov, e)))
                 valid.append(not flags[j])
-        return DriveContext(str(path), digest, np.array(stamps, np.int64), np.array(xs, float).reshape(-1, len(FEATURES)),
-                            np.array(errs), np.array(m2s), np.array(valid, bool))
+        return DriveContext(
+            str(path),
+            digest,
+            np.array(stamps, np.int64),
+            np.array(xs, float).reshape(-1, len(FEATURES)),
+            np.array(errs),
+            np.array(m2s),
+            np.array(valid, bool),
+        )
 
 
-def fit_drives(fit: list[str | Path], check: list[str | Path], *, extractor: ContextExtractor | None = None,
-               step: int = 1, cache_dir: str | Path | None = None, l2: float = 1.0,
-               outlier_m: float = 20.0) -> ContextModel:
+def fit_drives(
+    fit: list[str | Path],
+    check: list[str | Path],
+    *,
+    extractor: ContextExtractor | None = None,
+    step: int = 1,
+    cache_dir: str | Path | None = None,
+    l2: float = 1.0,
+    outlier_m: float = 20.0,
+) -> ContextModel:
     """The context model fitted on the valid frames (the node's validity check passed: the fusion uses
     no others) of ``fit`` drives, with its figures on ``check`` drives (`score_context`) and every drive's
     path, frame count and content hash recorded (``data``, ``check["drives"]``)."""
@@ -150,12 +197,17 @@ def fit_drives(fit: list[str | Path], check: list[str | Path], *, extractor: Con
     check_data = [extractor.drive(p, step=step, cache_dir=cache_dir) for p in check]
 
     def stack(drives: list[DriveContext]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.concatenate([d.x[d.valid] for d in drives]), np.concatenate([d.err_m[d.valid] for d in drives]),
-                np.concatenate([d.mahal2[d.valid] for d in drives]))
+        return (
+            np.concatenate([d.x[d.valid] for d in drives]),
+            np.concatenate([d.err_m[d.valid] for d in drives]),
+            np.concatenate([d.mahal2[d.valid] for d in drives]),
+        )
 
     model = fit_context(*stack(fit_data), l2=l2, outlier_m=outlier_m)
     model.data = [d.record() for d in fit_data]
-    model.recipe.update({"step": step, "models": extractor.key, "fit_score": score_context(model, *stack(fit_data))})
+    model.recipe.update(
+        {"step": step, "models": extractor.key, "fit_score": score_context(model, *stack(fit_data))}
+    )
     if check_data:
         model.check = {**score_context(model, *stack(check_data)), "drives": [d.record() for d in check_data]}
     return model

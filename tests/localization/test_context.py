@@ -95,8 +95,13 @@ def test_model_file_round_trip_and_one_line_refusals(tmp_path):
 def test_features_from_the_messages_fields():
     seg = segmentation_features(["sky", "building", "car"], [0.5, 0.3, 0.2])
     assert seg["seg_sky"] == 0.5 and seg["seg_car"] == 0.2 and seg["seg_road"] == 0.0
-    det = detection_features(["sky", "car", "pedestrian"], np.array([1, 1, 2]),
-                             np.array([[0, 0, 10, 10], [0, 0, 20, 10], [5, 5, 6, 7]], float), 100, 100)
+    det = detection_features(
+        ["sky", "car", "pedestrian"],
+        np.array([1, 1, 2]),
+        np.array([[0, 0, 10, 10], [0, 0, 20, 10], [5, 5, 6, 7]], float),
+        100,
+        100,
+    )
     assert det["det_cars_count"] == 2 and det["det_cars_area"] == pytest.approx(0.03)
     assert det["det_people_count"] == 1 and det["det_signs_count"] == 0
 
@@ -127,10 +132,23 @@ def _messages(stamp_ns: int, north_m: float, sky: float):
     lat, lon, _ = frame.to_geodetic(0.0, north_m)
     names = ["sky", "building", "road", "car"]
     seg = Segmentation(Header(stamp_ns), np.zeros((4, 4), np.uint8), names, [sky, 1 - sky, 0.0, 0.0])
-    det = Detections(Header(stamp_ns), np.zeros((0, 4), np.float32), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                     names, 320, 240)
-    fix = GeoFix(Header(stamp_ns), float(lat), float(lon), heading_deg=0.0, cov_enu_m2=(9.0, 0.0, 0.0, 9.0),
-                 heading_std_deg=10.0)
+    det = Detections(
+        Header(stamp_ns),
+        np.zeros((0, 4), np.float32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.float32),
+        names,
+        320,
+        240,
+    )
+    fix = GeoFix(
+        Header(stamp_ns),
+        float(lat),
+        float(lon),
+        heading_deg=0.0,
+        cov_enu_m2=(9.0, 0.0, 0.0, 9.0),
+        heading_std_deg=10.0,
+    )
     return seg, det, fix
 
 
@@ -184,15 +202,31 @@ def test_trust_survives_a_recording_and_eval_plot_marks_the_fixes(tmp_path):
     frame = LocalFrame(GeoOrigin())
     run = tmp_path / "run.mcap"
     with DriveWriter(str(run), DriveMetadata(source="test", geo_origin=GeoOrigin())) as w:
-        for k, (trust, reason, gated) in enumerate([(0.9, "ordinary view", False), (0.2, "sky 0.81", False),
-                                                    (0.3, "cars 4", True), (1.0, "", False)]):
+        for k, (trust, reason, gated) in enumerate(
+            [(0.9, "ordinary view", False), (0.2, "sky 0.81", False), (0.3, "cars 4", True), (1.0, "", False)]
+        ):
             lat, lon, _ = frame.to_geodetic(0.0, 10.0 * k)
             stamp = 1_000_000_000 * (k + 1)
-            w.write(POSENET_TOPIC, GeoFix(Header(stamp), float(lat), float(lon), cov_enu_m2=(4.0, 0.0, 0.0, 4.0)))
-            w.write(POSE_TOPIC, Pose(Header(stamp), float(lat), float(lon), fix_trust=trust, fix_trust_reason=reason,
-                                     inputs_gated=[POSENET_TOPIC] if gated else []))
+            w.write(
+                POSENET_TOPIC, GeoFix(Header(stamp), float(lat), float(lon), cov_enu_m2=(4.0, 0.0, 0.0, 4.0))
+            )
+            w.write(
+                POSE_TOPIC,
+                Pose(
+                    Header(stamp),
+                    float(lat),
+                    float(lon),
+                    fix_trust=trust,
+                    fix_trust_reason=reason,
+                    inputs_gated=[POSENET_TOPIC] if gated else [],
+                ),
+            )
     with DriveReader(run) as r:
         poses = list(r.fixes(POSE_TOPIC))
     assert [(p.fix_trust, p.fix_trust_reason) for p in poses] == [
-        (0.9, "ordinary view"), (0.2, "sky 0.81"), (0.3, "cars 4"), (1.0, "")]
+        (0.9, "ordinary view"),
+        (0.2, "sky 0.81"),
+        (0.3, "cars 4"),
+        (1.0, ""),
+    ]
     assert fix_marks(str(run)) == {"gated": {3_000_000_000}, "low_trust": {2_000_000_000, 3_000_000_000}}
