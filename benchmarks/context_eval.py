@@ -43,6 +43,8 @@ MODES = ("scale", "trust", "both", "constant")
 
 
 def inflation(model: ContextModel, x: np.ndarray, mode: str) -> np.ndarray:
+    """Per frame the covariance factor; x float [N, F] in `FEATURES` order (the model's columns taken)."""
+    x = x[:, [FEATURES.index(f) for f in model.features]]
     p = model.p_outlier(x)
     scale = model.cov_scale(x)
     trust = np.maximum(1.0 - p, model.min_trust)
@@ -50,8 +52,8 @@ def inflation(model: ContextModel, x: np.ndarray, mode: str) -> np.ndarray:
 
 
 SUBSETS = {
-    "scene only": [f for f in FEATURES if f not in FIX_FEATURES],
-    "PoseNet only": list(FIX_FEATURES),
+    "scene": [f for f in FEATURES if f not in FIX_FEATURES],
+    "posenet": list(FIX_FEATURES),
     "all": list(FEATURES),
 }
 
@@ -93,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         "--cache", required=True, metavar="DIR", help="feature and PoseNet caches (reruns skip the CNNs)"
     )
     ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument(
+        "--drop-below",
+        type=float,
+        default=0.0,
+        help="also a row skipping the fixes trusted less than this (0: no such row)",
+    )
+    ap.add_argument(
+        "--features",
+        choices=sorted(SUBSETS),
+        default="all",
+        help="features of the fitted models (the shipped one: all)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if (
@@ -121,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = {"a": args.fold_a, "b": args.fold_b}
         folds = {k: [extractor.drive(p, cache_dir=args.cache) for p in v] for k, v in paths.items()}
         models = {
-            "a": fit_on(folds["b"], args.l2),
-            "b": fit_on(folds["a"], args.l2),
+            "a": fit_on(folds["b"], args.l2, SUBSETS[args.features]),
+            "b": fit_on(folds["a"], args.l2, SUBSETS[args.features]),
         }  # each fold: the other's model
         report["subsets"] = {
             "a": subset_scores(folds["b"], folds["a"], args.l2),
@@ -130,11 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         }
     params = FilterParams()
     rows: dict[str, list[dict]] = {"without": [], **{m: [] for m in MODES}}
+    if args.drop_below > 0:
+        rows["drop"] = []
     for fold, drives in folds.items():
         model = models[fold]
+        cols = [FEATURES.index(f) for f in model.features]
         report["check"][fold] = score_context(
             model,
-            np.concatenate([d.x[d.valid] for d in drives]),
+            np.concatenate([d.x[d.valid][:, cols] for d in drives]),
             np.concatenate([d.err_m[d.valid] for d in drives]),
             np.concatenate([d.mahal2[d.valid] for d in drives]),
         )
@@ -161,6 +178,21 @@ def main(argv: list[str] | None = None) -> int:
                     ],
                 )
                 per[mode] = run_filter(scaled, params, use_odometry=True, hypotheses=5, fix_std_m=None)
+            if args.drop_below > 0:  # fixes the model trusts less than this skipped (as a flagged fix)
+                cols = [FEATURES.index(f) for f in model.features]
+                low = 1.0 - model.p_outlier(ctx.x[:, cols]) < args.drop_below
+                flags = [
+                    (["low_trust"] if int(s) in where and low[where[int(s)]] else [])
+                    + (list(data.flags[k]) if data.flags else [])
+                    for k, s in enumerate(data.stamps_ns)
+                ]
+                per["drop"] = run_filter(
+                    dataclasses.replace(data, flags=flags),
+                    params,
+                    use_odometry=True,
+                    hypotheses=5,
+                    fix_std_m=None,
+                )
             report["per_drive"][Path(path).name] = {k: summarize(r) for k, r in per.items()}
             for k, r in per.items():
                 rows[k].append(r)
@@ -192,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                 if k == "without"
                 else "fused, constant inflation"
                 if k == "constant"
+                else f"fused, trust < {args.drop_below:g} skipped"
+                if k == "drop"
                 else f"fused + context ({k})"
             )
             print(
