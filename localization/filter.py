@@ -573,8 +573,9 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         p = self.params
         hyps = sorted(m.hypotheses, key=lambda h: -h.weight)[: p.max_hypotheses]
         out = []
+        scale = p.fix_cov_scale * m.noise_scale  # noise_scale: the measurement-noise hook (scene context)
         for h in hyps:
-            cov = 0.5 * (np.asarray(h.cov_enu_m2, float) + np.asarray(h.cov_enu_m2, float).T) * p.fix_cov_scale
+            cov = 0.5 * (np.asarray(h.cov_enu_m2, float) + np.asarray(h.cov_enu_m2, float).T) * scale
             cov = cov + np.eye(2) * max(0.0, p.min_fix_std_m**2 - float(np.linalg.eigvalsh(cov)[0]))
             out.append(h._replace(cov_enu_m2=cov, heading_std_deg=max(h.heading_std_deg, p.min_heading_std_deg)))
         return out

@@ -39,9 +39,13 @@ class Hypothesis(NamedTuple):
 
 
 class FixMeasurement(NamedTuple):
-    """A position (+ heading) fix as a mixture of hypotheses; one hypothesis is an ordinary fix."""
+    """A position (+ heading) fix as a mixture of hypotheses; one hypothesis is an ordinary fix.
+
+    noise_scale: every hypothesis's position covariance times this (> 0): how much less (> 1) the fix is
+    trusted than its source says, e.g. from the scene it was taken in (`localization.context`)."""
 
     hypotheses: Sequence[Hypothesis]
+    noise_scale: float = 1.0
 
 
 class OdometryMeasurement(NamedTuple):
@@ -88,6 +92,8 @@ def check_measurement(kind: str, measurement) -> str | None:
         return f"{kind}: expected FixMeasurement, got {type(measurement).__name__}"
     if not measurement.hypotheses:
         return f"{kind}: a fix without hypotheses"
+    if not (math.isfinite(measurement.noise_scale) and measurement.noise_scale > 0):
+        return f"{kind}: noise_scale {measurement.noise_scale!r} must be finite and > 0"
     for k, h in enumerate(measurement.hypotheses):
         cov = np.asarray(h.cov_enu_m2, float)
         if not (math.isfinite(h.east_m) and math.isfinite(h.north_m)):

@@ -31,18 +31,32 @@ say where). A fix marked ``valid=False`` by its source is skipped and counted by
 odometry message with NaN/inf values is rejected by the filter and counted (``counters``, and the
 diagnostics' ``errors`` as ``reject:<topic>``); the node keeps running.
 
+Scene context (``context`` set: docs/context.md): the node also subscribes to ``perception/segmentation``
+and ``perception/detections``, matches each fix to the frame's context by ``stamp_ns``, and multiplies the
+fix's covariance by what `localization.context.ContextModel` says (a doubtful view pulls the estimate
+less); every pose carries the trust of the newest fix and why (``fix_trust``, ``fix_trust_reason``).
+
     python -m nodes.fusion --param tick_hz=20 --param use_gps=false
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
 import numpy as np
 
+from localization.context import (
+    ContextModel,
+    FixTrust,
+    detection_features,
+    fix_features,
+    segmentation_features,
+)
 from localization.filter import FilterParams, FusedPose, PoseFilter
 from localization.geodesy import GeoOrigin, LocalFrame
 from localization.landmarks import (
@@ -61,13 +75,20 @@ from localization.measurements import (
     Hypothesis,
     OdometryMeasurement,
 )
-from nodes.bus.messages import Detections, GeoFix, Header, Hop, Odometry, Pose
+from nodes.bus.messages import Detections, GeoFix, Header, Hop, Odometry, Pose, Segmentation
 from nodes.bus.pubsub import Delivery
 from nodes.clock import StampMerge
 from nodes.latency import join_traces
 from nodes.runtime import Node, Outputs, node_main
 from perception.classes import CLASS_NAMES, SIGN
-from perception.drives.topics import DETECTIONS_TOPIC, GPS_TOPIC, ODOMETRY_TOPIC, POSE_TOPIC, POSENET_TOPIC
+from perception.drives.topics import (
+    DETECTIONS_TOPIC,
+    GPS_TOPIC,
+    ODOMETRY_TOPIC,
+    POSE_TOPIC,
+    POSENET_TOPIC,
+    SEGMENTATION_TOPIC,
+)
 
 log = logging.getLogger("streetloc.fusion")
 
@@ -169,6 +190,16 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return LandmarkParams(box_centre_std_px=self.landmark_box_std_px, box_height_std_px=self.landmark_box_std_px,
                               pitch_std_deg=self.landmark_pitch_std_deg, camera_height_m=self.camera_height_m)
 
+    # --- scene context -> fix trust (docs/context.md)
+    context: Annotated[str, msgspec.Meta(
+        description="scene-context trust model: a JSON file (streetloc train context), \"default\" (the "
+                    "shipped perception/weights/context_synthetic_city.json) or \"\" (off); on, the node also "
+                    "subscribes to perception/segmentation and perception/detections")] = ""
+    context_max_delay_s: Annotated[float, msgspec.Meta(
+        ge=0, le=10, description="with context on: wall time a fix waits at most for its frame's mask and "
+                                 "boxes (the inputs' max_delay_s is raised to this), s; a fix whose context "
+                                 "has not come is used with trust 1, reason \"no context\"")] = 0.5
+
     def filter_params(self) -> FilterParams:
         """The filter's parameters: these values, the filter's defaults for the rest."""
         shared = {name: getattr(self, name) for name in (
@@ -227,6 +258,8 @@ class FusionNode(Node):
         subs = {ODOMETRY_TOPIC: Delivery.EVERY} if params.use_odometry else {}
         if params.map:  # before the fix: at one stamp the frame's landmarks go into the pose at that fix
             subs[DETECTIONS_TOPIC] = Delivery.EVERY
+        if params.context:  # before the fix: at equal stamps the merger hands a frame's context over first
+            subs.update({SEGMENTATION_TOPIC: Delivery.EVERY, DETECTIONS_TOPIC: Delivery.EVERY})
         subs[POSENET_TOPIC] = Delivery.EVERY
         if params.use_gps:
             subs[GPS_TOPIC] = Delivery.EVERY
@@ -236,7 +269,10 @@ class FusionNode(Node):
         super().__init__(params)
         p: FusionParams = self.params
         self.subscribes, self.publishes = self.declared_topics(p)
-        self.merge_inputs_by_stamp = StampMerge(max_delay_s=p.max_delay_s, late="deliver")
+        self.context = SceneContext(p.context) if p.context else None
+        max_delay_s = max(p.max_delay_s, p.context_max_delay_s) if self.context else p.max_delay_s
+        self.merge_inputs_by_stamp = StampMerge(max_delay_s=max_delay_s, late="deliver")
+        self._trust = FixTrust(reason="")  # of the newest fix handed to the filter ("" : no context model)
         self.filter = PoseFilter(p.filter_params())
         self.frame: LocalFrame | None = None
         self.skipped: dict[str, int] = {}  # "<topic>:<reason>" -> inputs skipped before the filter
@@ -273,9 +309,14 @@ class FusionNode(Node):
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
         stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
+        if isinstance(msg, (Segmentation, Detections)):
+            if self.context is not None:  # a frame's scene, for the trust of its fix (docs/context.md)
+                self.context.add(msg)
+                self._note_trace(topic, msg)
+            if isinstance(msg, Detections) and self.landmark_map is not None:
+                return self._on_detections(topic, stamp_ns, msg)
+            return ()
         kind = TOPIC_KIND[topic]
-        if isinstance(msg, Detections):
-            return self._on_detections(topic, stamp_ns, msg)
         if isinstance(msg, Odometry):
             if not msg.valid:
                 return self._skip(topic, "not_valid")
@@ -294,6 +335,9 @@ class FusionNode(Node):
                 self.frame = LocalFrame(GeoOrigin(msg.lat_deg, msg.lon_deg))
                 log.info("ENU frame at the first fix: %.7f, %.7f", msg.lat_deg, msg.lon_deg)
             measurement = fix_measurement(msg, self.frame, default_std_m=self.params.gps_std_m if kind == GPS else None)
+            if kind == POSENET and self.context is not None:
+                self._trust = self.context.trust(msg)
+                measurement = measurement._replace(noise_scale=self._trust.inflation)
             outcome = self.filter.handle(kind, stamp_ns, measurement)
         if outcome.startswith("rejected"):
             return self._rejected(topic, outcome)
@@ -349,11 +393,55 @@ class FusionNode(Node):
     def _pose(self, stamp_ns: int) -> Pose:
         fused = self.filter.pose(stamp_ns)
         self.poses_out += 1
-        return pose_message(fused, self.frame, join_traces([trace for _, trace in self._traces.values()]))
+        pose = pose_message(fused, self.frame, join_traces([trace for _, trace in self._traces.values()]))
+        pose.fix_trust, pose.fix_trust_reason = self._trust.trust, self._trust.reason
+        return pose
 
     def close(self) -> None:
-        log.info("fusion: %d poses out, %d relocalisations, not used: %s", self.poses_out,
-                 self.filter.relocalisations, self.counters or "none")
+        log.info("fusion: %d poses out, %d relocalisations, not used: %s%s", self.poses_out,
+                 self.filter.relocalisations, self.counters or "none",
+                 f", {self.context.missing} fixes without context" if self.context else "")
+
+
+class SceneContext:
+    """A frame's context (segmenter fractions, detector boxes) by ``stamp_ns``, and the model that turns it
+    into a fix's trust. Keeps the newest ``keep`` frames' context (a fix arrives within a few frames)."""
+
+    def __init__(self, spec: str, keep: int = 64) -> None:
+        self.path = default_context_path() if spec == "default" else Path(spec)
+        self.model = ContextModel.load(self.path)  # ValueError in one line: the node refuses to start
+        self.keep = keep
+        self._by_stamp: dict[int, dict[str, float]] = {}
+        self.missing = 0  # fixes with no context at their stamp
+
+    def add(self, msg: Segmentation | Detections) -> None:
+        if not msg.valid:
+            return
+        if isinstance(msg, Segmentation):
+            feats = segmentation_features(msg.class_names, msg.class_fractions)
+        else:
+            feats = detection_features(msg.class_names, msg.class_ids, msg.boxes_xyxy_px, msg.image_width_px,
+                                       msg.image_height_px)
+        self._by_stamp.setdefault(msg.header.stamp_ns, {}).update(feats)
+        while len(self._by_stamp) > self.keep:
+            del self._by_stamp[min(self._by_stamp)]
+
+    def trust(self, fix: GeoFix) -> FixTrust:
+        """The fix's trust from its frame's context (the segmentation is needed; boxes that did not come
+        count as the model's average); trust 1, "no context" without one."""
+        scene = self._by_stamp.get(fix.header.stamp_ns)
+        if scene is None or "seg_sky" not in scene:
+            self.missing += 1
+            return FixTrust()
+        top_weight = fix.hypotheses[0].weight if fix.hypotheses else 1.0
+        return self.model.assess({**scene, **fix_features(fix.cov_enu_m2, top_weight)})
+
+
+def default_context_path() -> Path:
+    """The shipped model: perception/weights/context_synthetic_city.json (found without importing torch)."""
+    spec = importlib.util.find_spec("perception")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "context_synthetic_city.json"
 
 
 def _pinhole(msg: Detections, hfov_deg: float) -> Pinhole | None:

@@ -212,10 +212,10 @@ def score_run(run_path: str, drive_path: str | None = None, *, plot: str | None 
     for name, tr in tracks.items():
         results[name], errors[name] = score(tr, truth, kidnaps, fused=name != "posenet")
     if plot:
-        from nodes.commands.eval_plot import draw, landmark_marks
+        from nodes.commands.eval_plot import draw, fix_marks, landmark_marks
 
         draw(plot, tracks, truth, errors, title=title or run_path,
-             landmarks=landmark_marks(run_path, map_path, frame))
+             landmarks=landmark_marks(run_path, map_path, frame), marks=fix_marks(run_path))
     return results
 
 

@@ -7,7 +7,8 @@ its 95 % ellipse every 2 s (blue). Right: position error over time on a log scal
 fused as a line coloured by status, the fused 95 % radius (blue, thin: the error should stay under it),
 5 m and 20 m guides, and a status band along the bottom. With a landmark map (``--map``): signal heads
 (dark squares) and signs (purple) of the map, and a thin magenta line from each pose to every landmark it
-used; poses that used landmarks get a magenta dot either way (`landmark_marks`).
+used; poses that used landmarks get a magenta dot either way (`landmark_marks`). Fixes the fusion gated
+are crossed (red), fixes it trusted less than half for their scene (docs/context.md: the pose's ``fix_trust``) ringed (orange).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from nodes.commands.eval import CHI2_2DOF_95, JUMP_M, Track
+from perception.drives.topics import POSE_TOPIC, POSENET_TOPIC
 
 W_PX, H_PX = 1800, 900
 WHITE, BLACK, GREY, LIGHT = (255, 255, 255), (0, 0, 0), (150, 150, 150), (225, 225, 225)
@@ -39,18 +41,44 @@ def _text(img: np.ndarray, s: str, xy: tuple[int, int], scale: float = 0.5, colo
     cv2.putText(img, s, xy, FONT, scale, color, thick, cv2.LINE_AA)
 
 
+LOW_TRUST = 0.5  # fixes the fusion trusted less than this are ringed
+ORANGE, RED = (0, 140, 255), (40, 40, 220)
+
+
+def fix_marks(run_path: str) -> dict[str, set[int]]:
+    """Stamps of the fixes the fusion gated (its per-fix pose lists ``posenet/fix`` in ``inputs_gated``)
+    and of those it trusted less than `LOW_TRUST` (``fix_trust``), from the run's per-fix poses."""
+    from perception.drives import DriveReader
+
+    gated, doubted = set(), set()
+    with DriveReader(run_path) as run:
+        if POSE_TOPIC not in run.topics:
+            return {"gated": gated, "low_trust": doubted}
+        fix_stamps = {f.header.stamp_ns for f in run.fixes(POSENET_TOPIC)} if POSENET_TOPIC in run.topics else set()
+        for pose in run.fixes(POSE_TOPIC):
+            s = pose.header.stamp_ns
+            if s not in fix_stamps:
+                continue
+            if POSENET_TOPIC in pose.inputs_gated:
+                gated.add(s)
+            if pose.fix_trust_reason and pose.fix_trust < LOW_TRUST:
+                doubted.add(s)
+    return {"gated": gated, "low_trust": doubted}
+
+
 def draw(path: str, tracks: dict[str, Track], truth: Track, errors: dict[str, np.ndarray], *, title: str = "",
-         landmarks: LandmarkMarks | None = None) -> None:
-    """Write the PNG to ``path`` (ValueError naming it when it cannot be written)."""
+         landmarks: LandmarkMarks | None = None, marks: dict[str, set[int]] | None = None) -> None:
+    """Write the PNG to ``path`` (ValueError naming it when it cannot be written). ``marks``: `fix_marks`."""
     img = np.full((H_PX, W_PX, 3), 255, np.uint8)
-    _map(img[:, : H_PX], tracks, truth, landmarks)
+    _map(img[:, : H_PX], tracks, truth, marks or {}, landmarks)
     _errors(img[:, H_PX:], tracks, errors)
     _text(img, title, (10, 18), 0.5, GREY)
     if not cv2.imwrite(str(path), img):
         raise ValueError(f"--plot {path}: could not write the PNG (folder missing or not .png?)")
 
 
-def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track, landmarks: LandmarkMarks | None = None) -> None:
+def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track, marks: dict[str, set[int]],
+         landmarks: LandmarkMarks | None = None) -> None:
     h, w = img.shape[:2]
     margin = 60
     fused = tracks.get("fused")
@@ -86,6 +114,12 @@ def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track, landmarks: Lan
         off_map = int((~inside).sum())
         for x, y in p[inside].astype(int):
             cv2.circle(img, (int(x), int(y)), 2, GREY, -1, cv2.LINE_AA)
+        stamps = raw.stamps_ns[raw.valid][inside]
+        for (x, y), s in zip(p[inside].astype(int), stamps, strict=True):
+            if int(s) in marks.get("low_trust", ()):
+                cv2.circle(img, (int(x), int(y)), 6, ORANGE, 1, cv2.LINE_AA)
+            if int(s) in marks.get("gated", ()):
+                cv2.drawMarker(img, (int(x), int(y)), RED, cv2.MARKER_TILTED_CROSS, 8, 1, cv2.LINE_AA)
     for seg in _segments(truth.en_m, truth.valid):
         cv2.polylines(img, [px(seg).astype(np.int32)], False, BLACK, 2, cv2.LINE_AA)
     if fused is not None:
@@ -105,7 +139,9 @@ def _map(img: np.ndarray, tracks: dict[str, Track], truth: Track, landmarks: Lan
     y = 40
     for label, color in [("truth (gps/fix)", BLACK), ("PoseNet raw fixes", GREY), ("fused: tracking",
                          STATUS_BGR["tracking"]), ("fused: degraded", STATUS_BGR["degraded"]),
-                         ("fused: lost", STATUS_BGR["lost"]), ("95 % ellipse (every 2 s)", BLUE)]:
+                         ("fused: lost", STATUS_BGR["lost"]), ("95 % ellipse (every 2 s)", BLUE),
+                         *([("fix gated (x)", RED)] if marks.get("gated") else []),
+                         *([(f"fix trust < {LOW_TRUST} (ring)", ORANGE)] if marks.get("low_trust") else [])]:
         cv2.line(img, (w - 250, y - 5), (w - 225, y - 5), color, 3)
         _text(img, label, (w - 218, y), 0.45)
         y += 20

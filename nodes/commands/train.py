@@ -94,4 +94,7 @@ def add_parser(subparsers) -> None:
         add_params_arguments(p.add_argument_group(f"{name} options ({entry.training_module().__name__}.Options)"),
                              entry.training_module().Options, dest="options")
         p.set_defaults(func=_run)
+    from nodes.commands import context  # not a network: the scene-context trust model (docs/context.md)
+
+    context.add_parser(models)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

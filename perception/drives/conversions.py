@@ -210,6 +210,8 @@ def _encode_location(msg: GeoFix | Pose, opts: EncodeOptions) -> tuple[str, Any]
             meta.append(("inputs_gated", json.dumps(msg.inputs_gated)))
         if msg.landmarks_used:
             meta += [("landmarks_used", str(int(msg.landmarks_used))), ("landmark_ids", json.dumps(msg.landmark_ids))]
+        if msg.fix_trust_reason:  # a fusion with a context model (docs/context.md)
+            meta += [("fix_trust", repr(float(msg.fix_trust))), ("fix_trust_reason", msg.fix_trust_reason)]
     else:
         if heading is not None and msg.speed_mps is not None:
             # ENU velocity from compass heading: east = v sin(h), north = v cos(h)
@@ -480,6 +482,11 @@ def _decode_pose(header: Header, schema: str, data: bytes, ctx: DecodeContext) -
         fields["landmarks_used"] = int(meta["landmarks_used"])
     if "reason" in meta:
         fields["reason"] = meta["reason"]
+    trust = optional_float(meta.get("fix_trust"))
+    if trust is not None:
+        fields["fix_trust"] = trust
+    if "fix_trust_reason" in meta:
+        fields["fix_trust_reason"] = meta["fix_trust_reason"]
     return Pose(header, **fields)
 
 

@@ -288,6 +288,11 @@ class Pose(msgspec.Struct):
     # map landmarks (ids of the fusion node's map) matched to detected boxes and used since the last pose
     landmarks_used: int = 0
     landmark_ids: list[str] = []
+    # how much the fusion trusted the newest PoseNet fix given the scene it was taken in (docs/context.md):
+    # 1 - P(fix over 20 m off), 1 without a context model or context; and why ("sky 0.62", "no context";
+    # "" when the node has no context model)
+    fix_trust: float = 1.0
+    fix_trust_reason: str = ""
 
     @property
     def horizontal_std_m(self) -> float:
