@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -466,7 +467,9 @@ class NodeRunner:
                 deadline_ns = merger.next_deadline_ns()
                 if deadline_ns is not None:  # wake when the oldest held input stops waiting
                     wait_s = min(wait_s, (deadline_ns - time.time_ns()) / 1e9 + 0.001)
-            events = poller.poll(max(0, int(wait_s * 1000))) if by_socket else time.sleep(max(0.0, wait_s))
+            # rounded up: a wait under 1 ms truncated to poll(0) would spin until the tick, a core burnt
+            # (a 1 kHz ticker, the replay, spent more CPU per frame than PoseNet did)
+            events = poller.poll(max(0, math.ceil(wait_s * 1000))) if by_socket else time.sleep(max(0.0, wait_s))
             if merger is None:
                 for sock, _ in events or ():
                     self._handle(*by_socket[sock])

@@ -1,0 +1,311 @@
+"""What the node graph costs: the same drive through (a) the launched graph, lock-step over ZeroMQ, and (b)
+the same models and filter called in one process, in the same order, one frame at a time (issue 15 item 3).
+
+(a) ``streetloc replay DRIVE --lockstep --launch launch/replay.toml`` as the command runs it (``launched``
++ ``wait_until_ready`` + the ``Replay`` node in this process), with a subscriber on ``localization/pose``
+and ``posenet/fix``. Timed from the replay publishing the first frame to the last frame answered on every
+lock-step topic (model loading and process start are not in it; they are in neither run).
+
+(b) The nodes' own classes built from the launch file's parameters (``PoseNetNode``, ``DetectorNode``,
+``SegmenterNode``, ``FusionNode``: the same ``load_predictor`` / ``_prepare`` / ``_infer`` and the same
+filter), fed by the replay's own reader and conversion (``Replay.next_frame``): each frame to each CNN, the
+fixes and the odometry to the fusion node through the runtime's ``StampMerger`` and ``TickSchedule`` on
+stamp time, as the fusion process gets them. Timed over the same frames.
+
+Runs alternate a, b, a, b ... (``--reps`` each), every run of (a) on a freshly launched graph, every run of
+(b) on freshly built nodes (a filter starts empty), and the poses of every run are compared field by field
+(stamp, lat/lon, covariance, heading, status) with the first (b) run's. One table per row (PoseNet +
+fusion; with ``--all``, the detector and the segmenter too).
+
+    python benchmarks/graph_overhead.py                       # demo_city.mcap, PoseNet + fusion, 3 reps
+    python benchmarks/graph_overhead.py --all --reps 3        # + a row with all three CNNs
+    python benchmarks/graph_overhead.py --drive sim_data/drives/demo_320.mcap --profile   # + where (a)'s ms go
+
+Nothing else may run on the machine for figures worth keeping: the graph's processes and (b) share its
+cores. The graph runs on a private ipc folder, so other graphs on the machine are not disturbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAUNCH = ROOT / "launch" / "replay.toml"
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of every descendant process of ``pid`` by its node name (``-m nodes.X``)."""
+    out: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != pid:
+            continue
+        name = next((c.decode() for c in cmd if c.startswith(b"nodes.")), entry.name)
+        out[name] = proc_cpu_s(int(entry.name))
+    return out
+
+
+def launch_args(all_cnns: bool) -> dict[str, str]:
+    flag = "true" if all_cnns else "false"
+    return {"device": "cpu", "monitor": "false", "detector": flag, "segmenter": flag}
+
+
+def lockstep_topics(all_cnns: bool) -> list[str]:
+    from perception.drives.topics import DETECTIONS_TOPIC, POSENET_TOPIC, SEGMENTATION_TOPIC
+
+    return [POSENET_TOPIC, DETECTIONS_TOPIC, SEGMENTATION_TOPIC] if all_cnns else [POSENET_TOPIC]
+
+
+def pose_key(pose) -> tuple:
+    """What must be identical between (a) and (b): everything but the header's wall-clock trace."""
+    return (pose.header.stamp_ns, pose.lat_deg, pose.lon_deg, tuple(pose.cov_enu_m2), pose.heading_deg,
+            pose.heading_std_deg, pose.speed_mps, pose.status, pose.reason, tuple(pose.inputs_used),
+            tuple(pose.inputs_gated), pose.valid)
+
+
+# -- (a) the graph ------------------------------------------------------------------------------
+
+def run_graph(drive: str, all_cnns: bool, profile: bool) -> dict:
+    import threading
+
+    import zmq
+
+    from nodes.bus.pubsub import Delivery, Subscriber
+    from nodes.clock import USE_SIM_TIME_ENV
+    from nodes.commands import launched, wait_until_ready
+    from nodes.replay import Replay, ReplayParams
+    from nodes.runtime import NodeRunner
+    from perception.drives.topics import POSE_TOPIC, POSENET_TOPIC
+
+    args = launch_args(all_cnns)
+    ctx = zmq.Context()
+    poses_sub = Subscriber(POSE_TOPIC, delivery=Delivery.BUFFERED, context=ctx)
+    fixes_sub = Subscriber(POSENET_TOPIC, delivery=Delivery.BUFFERED, context=ctx)
+    poses: list = []
+    fixes: list = []
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            for sub, into in ((poses_sub, poses), (fixes_sub, fixes)):
+                while (msg := sub.recv(0)) is not None:
+                    into.append(msg)
+            time.sleep(0.01)
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
+
+    class TimedReplay(Replay):
+        t_first_ns: int | None = None
+
+        def next_frame(self):
+            out = super().next_frame()
+            if self.t_first_ns is None and self.frames_published:
+                self.t_first_ns = time.perf_counter_ns()
+            return out
+
+    replay = TimedReplay(ReplayParams(drive=drive, lockstep=True, lockstep_topics=lockstep_topics(all_cnns),
+                                      start_delay_s=0.5))
+    env = {**os.environ, USE_SIM_TIME_ENV: "1"}
+    try:
+        with launched(LAUNCH, env=env, launch_args=args, stderr=None if profile else open(os.devnull, "w")) as proc:
+            wait_until_ready(proc, LAUNCH, launch_args=args, timeout_s=300)
+            runner = NodeRunner(replay)
+            cpu0 = children_cpu(proc.pid)
+            me0 = time.process_time()
+            runner.spin()
+            end_ns = time.perf_counter_ns()
+            cpu1 = children_cpu(proc.pid)
+            me1 = time.process_time()
+            runner.close()
+            # the last fix's pose: fusion holds a fix until the next odometry or max_delay_s
+            deadline = time.monotonic() + 3.0
+            last = -1
+            while time.monotonic() < deadline:
+                time.sleep(0.3)
+                if len(poses) == last:
+                    break
+                last = len(poses)
+    finally:
+        stop.set()
+        collector.join()
+        poses_sub.close()
+        fixes_sub.close()
+        ctx.term()
+    assert replay.t_first_ns is not None
+    seconds = (end_ns - replay.t_first_ns) / 1e9
+    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    cpu["replay (this process)"] = me1 - me0
+    return {"frames": replay.frames_published, "seconds": seconds, "poses": poses, "fixes": fixes,
+            "gave_up": replay.lockstep_gave_up, "cpu": cpu}
+
+
+# -- (b) one process ----------------------------------------------------------------------------
+
+class InProcess:
+    """The graph's nodes as plain objects (models loaded once; the stateful parts rebuilt per run)."""
+
+    def __init__(self, all_cnns: bool) -> None:
+        from nodes.commands import checked_graph
+
+        graph = checked_graph(LAUNCH, launch_args(all_cnns))
+        self.graph = graph
+        order = ["posenet", "detector", "segmenter"] if all_cnns else ["posenet"]
+        self.cnns = [graph.nodes[n].cls(graph.nodes[n].params) for n in order]
+
+    def run(self, drive: str) -> dict:
+        from nodes.clock import GraphClock, StampMerger, TickSchedule
+        from nodes.replay import Replay, ReplayParams
+        from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC
+        from perception.models.posenet.validity import FrameValidity
+
+        fusion_spec = self.graph.nodes["fusion"]
+        fusion = fusion_spec.cls(fusion_spec.params)
+        posenet = self.cnns[0]
+        posenet.validity = FrameValidity(posenet.predictor)  # a fresh stream (frozen-frame check)
+        clock = GraphClock(sim=True)
+        fusion.clock = clock
+        merger = StampMerger(list(fusion.subscribes), fusion.merge_inputs_by_stamp)
+        schedule = TickSchedule(fusion.tick_hz()) if fusion.tick_hz() > 0 else None
+        replay = Replay(ReplayParams(drive=drive, lockstep=True))
+        poses: list = []
+        fixes: list = []
+
+        def release(now_ns: int) -> None:
+            for held in merger.pop_ready(now_ns):
+                if schedule is not None and not held.late:
+                    for tick_ns in schedule.due(held.stamp_ns):
+                        clock.advance(tick_ns)
+                        poses.extend(m for _, m in fusion.on_tick(tick_ns) or ())
+                clock.advance(held.stamp_ns)
+                poses.extend(m for _, m in fusion.on_message(held.topic, held.item, held.arrival_ns) or ())
+
+        t0 = time.perf_counter_ns()
+        cpu0 = time.process_time()
+        cnn_s = fusion_s = 0.0
+        while True:
+            batch = replay.next_frame()
+            if not batch:
+                break
+            for topic, msg in batch:
+                if topic == CAMERA_TOPIC:
+                    for cnn in self.cnns:
+                        c0 = time.thread_time()
+                        outs = list(cnn.on_message(topic, msg, 0) or ())
+                        cnn_s += time.thread_time() - c0
+                        for out_topic, out in outs:
+                            if out_topic == POSENET_TOPIC:
+                                fixes.append(out)
+                                merger.push(POSENET_TOPIC, out.header.stamp_ns, out, 0)
+                elif topic in fusion.subscribes:
+                    merger.push(topic, msg.header.stamp_ns, msg, 0)
+            f0 = time.thread_time()
+            release(0)
+            fusion_s += time.thread_time() - f0
+        end_ns = time.perf_counter_ns()
+        cpu = time.process_time() - cpu0
+        release(1 << 62)  # what the graph's fusion lets go after max_delay_s: the last fix
+        replay.close()
+        return {"frames": replay.frames_published, "seconds": (end_ns - t0) / 1e9, "poses": poses, "fixes": fixes,
+                "cpu": {"total": cpu, "cnns": cnn_s, "fusion": fusion_s, "reading": cpu - cnn_s - fusion_s}}
+
+
+def compare(ref: list, got: list) -> str:
+    """'identical', or where the first difference is."""
+    a, b = [pose_key(p) for p in ref], [pose_key(p) for p in got]
+    if a == b:
+        return "identical"
+    n = sum(1 for x, y in zip(a, b, strict=False) if x == y)
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return f"DIFFER: {len(b)} vs {len(a)} poses, {n} equal, first difference at #{first}"
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}"
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--drive", default=str(ROOT / "sim_data" / "drives" / "demo_city.mcap"))
+    ap.add_argument("--reps", type=int, default=3, help="runs of each of (a) and (b) per row, alternated")
+    ap.add_argument("--all", action="store_true", help="also the row with the detector and the segmenter")
+    ap.add_argument("--only-all", action="store_true", help="only the row with all three CNNs")
+    ap.add_argument("--profile", action="store_true", help="CPU seconds per process of (a); node logs shown")
+    args = ap.parse_args()
+    os.environ["STREETLOC_IPC_DIR"] = tempfile.mkdtemp(prefix="graph-overhead-")  # a bus of our own
+    os.environ.setdefault("STREETLOC_LOG_LEVEL", "WARNING")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    rows = [True] if args.only_all else [False, True] if args.all else [False]
+    load = os.getloadavg()
+    print(f"drive {args.drive}; {args.reps} runs each, alternating graph / one process; "
+          f"load average at start {load[0]:.2f}", flush=True)
+    table = []
+    for all_cnns in rows:
+        name = "PoseNet + detector + segmenter + fusion" if all_cnns else "PoseNet + fusion"
+        inproc = InProcess(all_cnns)
+        graph_fps, one_fps, ratios, verdicts = [], [], [], []
+        reference = None
+        for rep in range(args.reps):
+            a = run_graph(args.drive, all_cnns, args.profile)
+            b = inproc.run(args.drive)
+            if reference is None:
+                reference = b["poses"]
+            fa, fb = a["frames"] / a["seconds"], b["frames"] / b["seconds"]
+            graph_fps.append(fa)
+            one_fps.append(fb)
+            ratios.append(fa / fb)
+            verdict = compare(reference, a["poses"])
+            verdict_b = compare(reference, b["poses"])
+            fixes_same = [(f.header.stamp_ns, f.lat_deg, f.lon_deg, f.cov_enu_m2) for f in a["fixes"]] == \
+                [(f.header.stamp_ns, f.lat_deg, f.lon_deg, f.cov_enu_m2) for f in b["fixes"]]
+            verdicts.append(verdict)
+            print(f"  {name} run {rep + 1}: graph {fa:.1f} frames/s ({a['frames']} frames, {len(a['poses'])} poses, "
+                  f"{a['gave_up']} unanswered; poses {verdict}, fixes {'identical' if fixes_same else 'DIFFER'}) | "
+                  f"one process {fb:.1f} frames/s ({len(b['poses'])} poses, {verdict_b}) | ratio {fa / fb:.2f}",
+                  flush=True)
+            if args.profile:
+                per = {k: f"{v / a['frames'] * 1e3:.1f}" for k, v in sorted(a["cpu"].items())}
+                per_b = {k: f"{v / b['frames'] * 1e3:.1f}" for k, v in b["cpu"].items()}
+                print(f"    CPU ms per frame (a): {per}, total {sum(a['cpu'].values()) / a['frames'] * 1e3:.1f}; "
+                      f"(b): {per_b}; wall ms per frame (a) {a['seconds'] / a['frames'] * 1e3:.1f}, "
+                      f"(b) {b['seconds'] / b['frames'] * 1e3:.1f}", flush=True)
+        table.append((name, spread(graph_fps), spread(one_fps), spread(ratios),
+                      "identical" if all(v == "identical" for v in verdicts) else "; ".join(set(verdicts))))
+    print()
+    print("| graph | (a) graph, lock-step, frames/s | (b) one process, frames/s | ratio a/b | poses (a) vs (b) |")
+    print("|---|---|---|---|---|")
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+    print(f"\nmedian (min-max) of {args.reps} interleaved runs each; load average at the end "
+          f"{os.getloadavg()[0]:.2f}")
+    return 0 if not any(math.isnan(0.0) for _ in table) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
