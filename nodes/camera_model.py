@@ -63,9 +63,9 @@ class CameraModelNode(Node):
         super().__init__(params)
         p: CameraModelParams = self.params
         self.subscribes = {CAMERA_TOPIC: delivery_of(p)}
-        import torch
-
         if p.threads:
+            import torch
+
             torch.set_num_threads(p.threads)
         # ValueError/OSError here (unknown name, missing file, another model's checkpoint) is a bad
         # parameter: node_main prints it, exit 2

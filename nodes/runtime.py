@@ -286,7 +286,7 @@ class NodeRunner:
             msgs.append(msg)
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
-        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps  # LATEST's skipped frames are gaps too
         self._note_restarts(sub)
         if msgs:
             self._deliver(topic, msgs, recv_ns)
@@ -373,7 +373,7 @@ class NodeRunner:
                                   f"was delivered ({(delivered_ns - stamp_ns) / 1e6:.1f} ms older; raise "
                                   f"max_delay_s={merger.policy.max_delay_s}?): "
                                   f"{'dropped' if held is None else 'delivered out of order'}")
-        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + merger.dropped[topic]
         self._note_restarts(sub)
 
     def _release(self) -> None:
