@@ -143,6 +143,15 @@ def run_graph(drive: str, all_cnns: bool, profile: bool) -> dict:
         return out
 
     setattr(replay, step_name, timed_step)
+    acks: dict[int, int] = {}  # fix stamp -> wall time the replay got it (a lock-step answer)
+    on_message = replay.on_message
+
+    def timed_on_message(topic, msg, recv_ns):
+        if topic == POSENET_TOPIC:
+            acks.setdefault(msg.header.stamp_ns, time.time_ns())
+        return on_message(topic, msg, recv_ns)
+
+    replay.on_message = timed_on_message
     env = {**os.environ, USE_SIM_TIME_ENV: "1"}
     try:
         with launched(LAUNCH, env=env, launch_args=args, stderr=None if profile else open(os.devnull, "w")) as proc:
@@ -173,7 +182,21 @@ def run_graph(drive: str, all_cnns: bool, profile: bool) -> dict:
     seconds = (end_ns - replay.t_first_ns) / 1e9
     cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
     cpu["replay (this process)"] = me1 - me0
-    return {"frames": replay.frames_published, "seconds": seconds, "poses": [pose_key(p) for p in poses],
+    # the wall time of one lock-step frame, hop by hop (ms, medians): from the fixes' traces and the acks
+    hops: dict[str, list[float]] = {"replay -> PoseNet receives": [], "PoseNet works": [],
+                                    "PoseNet -> replay has the fix": [], "replay: fix -> next frame out": []}
+    by_stamp = {f.header.stamp_ns: f for f in fixes}
+    stamps = sorted(by_stamp)
+    for this, following in zip(stamps, stamps[1:], strict=False):
+        rep, net = by_stamp[this].header.trace[0], by_stamp[this].header.trace[-1]
+        hops["replay -> PoseNet receives"].append((net.recv_ns - rep.pub_ns) / 1e6)
+        hops["PoseNet works"].append((net.pub_ns - net.recv_ns) / 1e6)
+        if this in acks:
+            hops["PoseNet -> replay has the fix"].append((acks[this] - net.pub_ns) / 1e6)
+            hops["replay: fix -> next frame out"].append(
+                (by_stamp[following].header.trace[0].pub_ns - acks[this]) / 1e6)
+    hop_ms = {k: round(statistics.median(v), 2) for k, v in hops.items() if v}
+    return {"frames": replay.frames_published, "seconds": seconds, "poses": [pose_key(p) for p in poses], "hops": hop_ms,
             "fixes": [fix_key(f) for f in fixes], "gave_up": replay.lockstep_gave_up, "cpu": cpu}
 
 
@@ -331,6 +354,7 @@ def main() -> int:
                 if args.profile:
                     per = {k: round(v / a["frames"] * 1e3, 1) for k, v in sorted(a["cpu"].items())}
                     line.append(f"  {n} CPU ms/frame {per}")
+                    line.append(f"  {n} wall ms/frame by hop (median) {a['hops']}")
             if args.profile:
                 line.append(f"  one process CPU ms/frame {({k: round(v / b['frames'] * 1e3, 1) for k, v in b['cpu'].items()})}")
             print(f"{name}, run {rep + 1}:\n    " + "\n    ".join(line), flush=True)

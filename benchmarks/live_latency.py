@@ -16,7 +16,7 @@ detector, the segmenter: LATEST delivery, one torch thread each) and fusion, and
 * pose rate, fix rate, and per CNN node the frames in and dropped (LATEST: older frames overtaken by a
   newer one; the ``dropped`` of ``camera/image`` in the node's diagnostics), over the window.
 
-    python benchmarks/live_latency.py                         # demo_320.mcap at 15 and 30 fps, 20 s each
+    python benchmarks/live_latency.py                         # demo_city.mcap at 15 and 30 fps, 20 s each
     python benchmarks/live_latency.py --fps 15 --seconds 30 --no-detector
 
 Timing figures need a quiet machine: the graph's five busy processes share its cores with whatever else
@@ -81,6 +81,7 @@ def run(video: str, size: tuple[int, int], args: argparse.Namespace) -> dict:
 
     launch_args = {"camera": video, "width": str(size[0]), "height": str(size[1]), "loop": "true",
                    "detector": "false" if args.no_detector else "true"}
+    launch_args.update(item.split("=", 1) for item in args.arg)
     ctx = zmq.Context()
     subs = {t: Subscriber(t, delivery=Delivery.EVERY, context=ctx) for t in (POSE_TOPIC, POSENET_TOPIC, DIAGNOSTICS_TOPIC)}
     got: dict[str, list] = {t: [] for t in subs}
@@ -103,9 +104,16 @@ def run(video: str, size: tuple[int, int], args: argparse.Namespace) -> dict:
     try:
         with launched(LAUNCH, launch_args=launch_args, stderr=err, stdout=err):
             deadline = time.monotonic() + args.start_timeout_s
-            while not got[POSE_TOPIC]:
+            expected = {n for n in CNNS if not (args.no_detector and n == "detector")}
+
+            def working() -> set[str]:  # CNN nodes whose diagnostics say they took frames
+                return {m.node for _, m in list(got[DIAGNOSTICS_TOPIC]) if m.node in expected
+                        and any(s.topic == CAMERA_TOPIC and s.count for s in m.topics)}
+
+            while not got[POSE_TOPIC] or working() != expected:
                 if time.monotonic() > deadline:
-                    raise OSError(f"no pose within {args.start_timeout_s:g} s of launching {LAUNCH}")
+                    raise OSError(f"within {args.start_timeout_s:g} s of launching {LAUNCH}: "
+                                  f"{len(got[POSE_TOPIC])} poses, working: {sorted(working())}")
                 time.sleep(0.2)
             time.sleep(args.warmup_s)
             start_ns = time.time_ns()
@@ -168,12 +176,14 @@ def run(video: str, size: tuple[int, int], args: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--drive", default=str(ROOT / "sim_data" / "drives" / "demo_320.mcap"))
+    ap.add_argument("--drive", default=str(ROOT / "sim_data" / "drives" / "demo_city.mcap"))
     ap.add_argument("--fps", type=float, nargs="+", default=[15.0, 30.0], help="input rates, Hz")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured window per rate, s")
     ap.add_argument("--warmup-s", type=float, default=5.0, help="after the first pose, before measuring")
     ap.add_argument("--start-timeout-s", type=float, default=240.0)
     ap.add_argument("--no-detector", action="store_true", help="PoseNet and the segmenter only")
+    ap.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                    help="a further robot.toml argument, e.g. perception_nice=0 (repeatable)")
     ap.add_argument("--verbose", action="store_true", help="show the graph's log")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="live-latency-"))

@@ -99,3 +99,15 @@ def test_slow_cnn_node_with_latest_drops_old_frames_and_counts_them(bus_config, 
     assert dropped <= published - handled
     # no backlog: each frame handled was at most about one model time old (2 x 100 ms with scheduling)
     assert max(model.ages_ms) < 250, model.ages_ms
+
+
+def test_nice_lowers_a_cnn_nodes_priority(monkeypatch):
+    """robot.toml runs the detector and the segmenter below PoseNet's priority (``nice``), so that the pose
+    path keeps the CPU when the three models want more than there is."""
+    import os
+
+    calls = []
+    monkeypatch.setattr(os, "nice", lambda n: calls.append(n) or n)
+    SlowModel(CameraModelParams(threads=0, nice=5))
+    SlowModel(CameraModelParams(threads=0))
+    assert calls == [5]
