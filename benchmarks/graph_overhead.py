@@ -315,7 +315,8 @@ def main() -> int:
     if args.graph_run:
         print(json.dumps(run_graph(args.drive, args.only_all, args.profile)))
         return 0
-    os.environ["STREETLOC_IPC_DIR"] = tempfile.mkdtemp(prefix="graph-overhead-")  # a bus of our own
+    ipc = tempfile.TemporaryDirectory(prefix="graph-overhead-")  # a bus of our own, removed at exit
+    os.environ["STREETLOC_IPC_DIR"] = ipc.name
     os.environ.setdefault("STREETLOC_LOG_LEVEL", "WARNING")
     import logging
 

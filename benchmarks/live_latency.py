@@ -186,7 +186,8 @@ def main() -> int:
                     help="a further robot.toml argument, e.g. perception_nice=0 (repeatable)")
     ap.add_argument("--verbose", action="store_true", help="show the graph's log")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="live-latency-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="live-latency-")  # videos and the bus, removed at exit
+    tmp = Path(tmp_dir.name)
     os.environ["STREETLOC_IPC_DIR"] = str(tmp / "ipc")  # a bus of our own: other graphs are not disturbed
     rows = []
     for fps in args.fps:
