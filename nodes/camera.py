@@ -1,7 +1,13 @@
 """The live camera: OpenCV capture of a device, a video file or a stream URL onto ``camera/image``.
 
 Publishes exactly what replay publishes (``Image`` with intrinsics, JPEG or raw BGR), stamped with the
-wall-clock time of capture. A camera that disappears (unplugged, stream down, unreadable file) is
+wall-clock time of capture.
+
+A video file stands in for a device: it plays at its own frame rate (or ``fps``), in real time. Like a
+device, it does not wait for a node that falls behind: frames whose time has passed are skipped (counted,
+``late_frames`` in the close line) rather than published late. A device is opened with a one-frame
+driver buffer where the backend allows (V4L2), so that a read returns the newest frame, not one that
+waited in the driver's queue. A camera that disappears (unplugged, stream down, unreadable file) is
 reported in diagnostics and reopened every ``reopen_interval_s``; the node never dies of it.
 
 Calibration file (TOML), pixels of the calibrated resolution::
@@ -85,7 +91,10 @@ class Camera(Node):
         self._next_open = 0.0
         self._source_fps = 0.0
         self._finished = False
+        self._play_t0 = 0.0  # video files: wall time (monotonic) of frame 0 of the current pass
+        self._play_index = 0  # video files: frames taken (read or skipped) in the current pass
         self.frames = 0
+        self.late_frames = 0  # video files: frames skipped because their time had passed
         self.failures = 0  # opens or reads that failed
         self.problem = ""
         self._open()
@@ -109,6 +118,8 @@ class Camera(Node):
                 capture.set(cv2.CAP_PROP_FRAME_HEIGHT, p.height_px)
             if p.fps:
                 capture.set(cv2.CAP_PROP_FPS, p.fps)
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queued one (V4L2; else ignored)
+        self._play_t0, self._play_index = 0.0, 0
         self._source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         if self.problem:
             log.info("camera source %r is back", p.source)
@@ -141,18 +152,36 @@ class Camera(Node):
             if time.monotonic() >= self._next_open:
                 self._open()
             return ()
+        if self._is_file:
+            self._skip_late_frames()
         ok, frame = self._capture.read()
         stamp_ns = time.time_ns()
+        self._play_index += 1
         if not ok or frame is None:
             if self._is_file and self.frames > 0:
                 if self.params.loop:
                     self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    self._play_t0, self._play_index = 0.0, 0
                     return ()
                 self._finished = True
                 return ()
             self._lost(f"camera source {self.params.source!r} gave no frame")
             return ()
         return [(CAMERA_TOPIC, self.make_image(frame, stamp_ns))]
+
+    def _skip_late_frames(self) -> None:
+        """A file played in real time: skip the frames whose time has passed (this tick came late), as a
+        device would have overwritten them."""
+        now = time.monotonic()
+        if self._play_index == 0:
+            self._play_t0 = now
+            return
+        due = int((now - self._play_t0) * self.tick_hz() + 1e-6)  # the frame whose time it is now
+        while self._play_index < due:
+            if self._capture is None or not self._capture.grab():  # the end: read() below finds it
+                return
+            self._play_index += 1
+            self.late_frames += 1
 
     def make_image(self, frame: np.ndarray, stamp_ns: int) -> Image:
         """The bus message of one captured frame (uint8 [H, W, 3] BGR or [H, W] grey)."""
@@ -180,6 +209,8 @@ class Camera(Node):
         return self._finished
 
     def close(self) -> None:
+        log.info("camera: %d frames published%s", self.frames,
+                 f", {self.late_frames} skipped as late (the node fell behind the file's rate)" if self.late_frames else "")
         if self._capture is not None:
             self._capture.release()
 

@@ -11,6 +11,7 @@ the predictor, lazily, so importing a node module stays light (tests/nodes/test_
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated, Any
 
 import msgspec
@@ -41,6 +42,10 @@ class CameraModelParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     # core for a scheduler slice (measured: 5 ms with 1 thread, 0.5-1 s with 2 on a busy 2-core machine)
     threads: Annotated[int, msgspec.Meta(
         ge=0, le=256, description="CPU threads for torch (0: torch's default, one per core)")] = 1
+    # live, the pose waits for PoseNet alone: with the detector and the segmenter at a lower priority, the
+    # pose path keeps the CPU when the three models want more than there is (BENCHMARKS.md, live latency)
+    nice: Annotated[int, msgspec.Meta(
+        ge=0, le=19, description="lower this node's CPU priority by this much (Unix nice; 0: unchanged)")] = 0
 
 
 def delivery_of(params: CameraModelParams) -> Delivery:
@@ -63,9 +68,11 @@ class CameraModelNode(Node):
         super().__init__(params)
         p: CameraModelParams = self.params
         self.subscribes = {CAMERA_TOPIC: delivery_of(p)}
-        import torch
-
+        if p.nice:
+            os.nice(p.nice)
         if p.threads:
+            import torch
+
             torch.set_num_threads(p.threads)
         # ValueError/OSError here (unknown name, missing file, another model's checkpoint) is a bad
         # parameter: node_main prints it, exit 2

@@ -3,8 +3,9 @@
 Modes:
 - real time (``rate=1``), faster or slower (``rate=N``), or as fast as possible (``rate=0``); slow
   consumers drop frames exactly as on a robot;
-- lock-step (``lockstep=true``): after each camera frame, wait until every ``lockstep_topics`` topic has
-  published a message stamped at or after that frame (the pipeline has finished with it), then go on.
+- lock-step (``lockstep=true``): publish a camera frame with everything stamped up to it (the odometry and
+  GPS taken with it too), wait until every ``lockstep_topics`` topic has published a message stamped at or
+  after that frame (the pipeline has finished with it), then go on.
   Every frame is processed, and two runs give identical outputs. A frame nobody answers within
   ``lockstep_timeout_s`` is published again (the graph may still be starting), then given up and counted.
 
@@ -144,7 +145,9 @@ class Replay(Node):
 
     # -- handlers ----------------------------------------------------------------------------------
     def tick_hz(self) -> float:
-        return 1000.0  # 1 ms scheduling resolution in real time; lock-step is driven by acks
+        # real time: 1 ms scheduling resolution; lock-step is driven by the answers, the ticks only start
+        # it and time out unanswered frames (a 1 kHz ticker costs CPU the graph's nodes need)
+        return 50.0 if self.params.lockstep else 1000.0
 
     def on_tick(self, now_ns: int) -> Outputs:
         now = time.monotonic()
@@ -174,14 +177,23 @@ class Replay(Node):
                 self.frames_published += 1
         return out
 
-    def _publish_until_frame(self) -> list[tuple[str, msgspec.Struct]]:
-        """Everything up to and including the next camera frame (lock-step)."""
+    def next_frame(self) -> list[tuple[str, msgspec.Struct]]:
+        """Everything up to and including the next camera frame, and after it what shares the frame's
+        stamp (odometry, GPS taken with the frame), in drive order: what lock-step publishes for one frame
+        (empty at the end of the drive). The frame's stamp becomes the one waited for. With the frame's
+        own odometry sent with it, a node that merges its inputs by stamp (fusion) takes the frame's fix
+        at once, instead of holding it until the next frame's messages (or ``max_delay_s``) show that
+        nothing older is coming."""
         out: list[tuple[str, msgspec.Struct]] = []
+        self._waiting_stamp = None
         while True:
             raw = self._peek()
             if raw is None:
-                self._at_end()
+                if self._waiting_stamp is None:  # the end: found on the call after the last frame's
+                    self._at_end()
                 return out
+            if self._waiting_stamp is not None and (raw.topic == CAMERA_TOPIC or raw.stamp_ns > self._waiting_stamp):
+                return out  # the frame and everything stamped with it are out
             self._pending.popleft()
             converted = self._convert(raw)
             out.extend(converted)
@@ -191,11 +203,10 @@ class Replay(Node):
                 self._waiting_frame = converted
                 self._waiting_since = time.monotonic()
                 self._retries = 0
-                return out
 
     def _lockstep_tick(self, now: float) -> Outputs:
         if self._waiting_stamp is None:
-            return self._publish_until_frame()
+            return self.next_frame()
         if now - self._waiting_since < self.params.lockstep_timeout_s:
             return ()
         if self._retries < _LOCKSTEP_RETRIES:
@@ -204,7 +215,7 @@ class Replay(Node):
             return list(self._waiting_frame)
         self.lockstep_gave_up += 1
         self._waiting_stamp = None
-        return self._publish_until_frame()
+        return self.next_frame()
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
         stamp = msg.header.stamp_ns  # type: ignore[attr-defined]
@@ -213,7 +224,7 @@ class Replay(Node):
             return ()
         if all(self._acked.get(t, -1) >= self._waiting_stamp for t in self.params.lockstep_topics):
             self._waiting_stamp = None
-            return self._publish_until_frame()
+            return self.next_frame()
         return ()
 
     def is_finished(self) -> bool:

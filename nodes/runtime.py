@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -285,7 +286,7 @@ class NodeRunner:
             msgs.append(msg)
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
-        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps  # LATEST's skipped frames are gaps too
         self._note_restarts(sub)
         if msgs:
             self._deliver(topic, msgs, recv_ns)
@@ -372,7 +373,7 @@ class NodeRunner:
                                   f"was delivered ({(delivered_ns - stamp_ns) / 1e6:.1f} ms older; raise "
                                   f"max_delay_s={merger.policy.max_delay_s}?): "
                                   f"{'dropped' if held is None else 'delivered out of order'}")
-        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + sub.skipped + merger.dropped[topic]
+        self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + merger.dropped[topic]
         self._note_restarts(sub)
 
     def _release(self) -> None:
@@ -466,7 +467,9 @@ class NodeRunner:
                 deadline_ns = merger.next_deadline_ns()
                 if deadline_ns is not None:  # wake when the oldest held input stops waiting
                     wait_s = min(wait_s, (deadline_ns - time.time_ns()) / 1e9 + 0.001)
-            events = poller.poll(max(0, int(wait_s * 1000))) if by_socket else time.sleep(max(0.0, wait_s))
+            # rounded up: a wait under 1 ms truncated to poll(0) would spin until the tick, a core burnt
+            # (a 1 kHz ticker, the replay, spent more CPU per frame than PoseNet did)
+            events = poller.poll(max(0, math.ceil(wait_s * 1000))) if by_socket else time.sleep(max(0.0, wait_s))
             if merger is None:
                 for sock, _ in events or ():
                     self._handle(*by_socket[sock])

@@ -217,11 +217,14 @@ class Subscriber:
         self.codec = Codec(self.topic)
         self.endpoint = endpoint or self.config.subscriber_endpoint(self.topic)
         self.received = 0  # messages taken off the socket
-        self.skipped = 0  # older messages dropped by LATEST delivery
+        self.skipped = 0  # older messages dropped by LATEST delivery's drain thread (part of seq_gaps)
         self.decode_errors = 0  # messages rejected by decode (malformed, out of bounds, bad stamp)
         self.rejected: dict[str, int] = {}  # DecodeError kind -> count
         self.last_rejected = ""  # the last rejection, one line
-        self.seq_gaps = 0  # messages the publisher sent that never arrived (queue overflow, late join)
+        # messages of a publisher never handed over, from the gaps in the seq of those that were (after the
+        # first): queue overflow, and for LATEST the older frames skipped in the drain thread or dropped
+        # at its 2-deep socket queue while the thread waited for the GIL (``skipped`` alone misses those)
+        self.seq_gaps = 0
         self.restarts = 0  # publishers seen starting a new incarnation (a respawned node, a replay loop)
         # (node, incarnation) -> (last seq, last stamp_ns), least recently heard first
         self._publishers: dict[tuple[str, int], tuple[int, int]] = {}
@@ -373,7 +376,7 @@ class Subscriber:
                 raise DecodeError("stamp_backwards", f"{self.topic.name}: header.stamp_ns={stamp_ns} from "
                                   f"{node or 'a publisher'} is {(last_stamp_ns - stamp_ns) / 1e9:.3g} s before "
                                   f"its previous message's")
-            if header.seq > last_seq + 1 and self.delivery is not Delivery.LATEST:
+            if header.seq > last_seq + 1:
                 self.seq_gaps += header.seq - last_seq - 1
         self._publishers[key] = (header.seq, stamp_ns)
         if len(self._publishers) > MAX_TRACKED_PUBLISHERS:

@@ -243,3 +243,23 @@ def test_record_command_finishes_on_sigint_and_survives_sigkill(bus_config, proc
         assert proc.returncode == 0 and not reader.truncated and count == 300
     else:
         assert reader.truncated and 0 < count <= 300  # readable up to its last complete chunk
+
+
+def test_lockstep_frame_goes_out_with_what_shares_its_stamp(tmp_path):
+    """A lock-step step publishes the frame and everything stamped with it (its GPS here): a node merging
+    inputs by stamp (fusion) then knows at once that nothing older is coming and takes the frame's fix,
+    instead of holding it until the next step or max_delay_s."""
+    replay = Replay(ReplayParams(drive=write_drive(tmp_path / "d.mcap", frames=3), lockstep=True))
+    steps = []
+    while batch := replay.next_frame():
+        steps.append([(topic, (msg.header.stamp_ns - T0_NS) // 1_000_000) for topic, msg in batch])
+    assert steps == [
+        [("camera/image", 0), ("gps/fix", 0)],
+        [("odometry", 50), ("camera/image", 100), ("gps/fix", 100)],
+        [("odometry", 150), ("camera/image", 200), ("gps/fix", 200)],
+        [("odometry", 250)],
+    ]
+    assert replay.frames_published == 3
+    # ticks only start lock-step and time out unanswered frames: no 1 kHz wake-ups beside the graph
+    assert replay.tick_hz() <= 100
+    replay.close()

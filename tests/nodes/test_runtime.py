@@ -224,3 +224,43 @@ def test_a_busy_node_takes_queued_messages_in_batches(bus_config):
     assert sum(node.calls) == 40, "every message handled exactly once"
     assert max(node.calls) == 8 and len(node.calls) < 40
     assert diag.errors["reject:localization/pose"] == 1
+
+
+class FastTicker(Node):
+    """Ticks at 1 kHz and listens on a topic nobody publishes (the replay's shape)."""
+
+    name = "ticker"
+    subscribes = {"localization/pose": Delivery.EVERY}
+
+    def __init__(self):
+        super().__init__()
+        self.ticks = 0
+
+    def tick_hz(self):
+        return 1000.0
+
+    def on_tick(self, now_ns):
+        self.ticks += 1
+        return ()
+
+
+def test_a_fast_ticker_sleeps_between_ticks(bus_config, monkeypatch):
+    """A wait shorter than 1 ms is rounded up, not down to a zero-timeout poll: a 1 kHz ticker used to spin
+    between its ticks and burn a whole core (the lock-step replay spent more CPU per frame than PoseNet)."""
+    polls = []
+    real_poll = zmq.Poller.poll
+
+    def counting_poll(self, timeout=None):
+        polls.append(timeout)
+        return real_poll(self, timeout)
+
+    monkeypatch.setattr(zmq.Poller, "poll", counting_poll)
+    node = FastTicker()
+    runner = NodeRunner(node, config=bus_config)
+    try:
+        runner.spin(duration_s=0.3)
+    finally:
+        runner.close()
+    assert node.ticks > 50  # it did tick (a loaded machine gives fewer than 300)
+    assert len(polls) <= 3 * node.ticks + 20, f"{len(polls)} polls for {node.ticks} ticks: the loop spins"
+    assert sum(1 for t in polls if t == 0) <= 0.2 * len(polls)
