@@ -175,13 +175,18 @@ def test_kill_each_node_during_a_lockstep_replay(tmp_path, full):
         answered = {m[2] for m in graph.heard.messages[topic]}
         missing = [s for s in frame_stamps if s not in answered]
         assert not missing, f"{topic}: {len(missing)} of {len(frame_stamps)} frames got no answer"
-    # each killed publisher came back as a new incarnation, seq from 0: a restart, not lost messages
+    # each killed publisher came back as a new incarnation: a restart, not lost messages
     for topic in [*waited, POSE_TOPIC]:
         heard = graph.heard.messages[topic]
         incarnations = _incarnations(heard)
         assert len(incarnations) == 2, f"{topic}: incarnations {incarnations}"
-        first_of_new = next(m for m in heard if m[0] == incarnations[1])
-        assert first_of_new[1] == 0, f"{topic}: the respawned publisher's first seq is {first_of_new[1]}"
+        old_seqs = [m[1] for m in heard if m[0] == incarnations[0]]
+        new_seqs = [m[1] for m in heard if m[0] == incarnations[1]]
+        # seq started over below where the killed one was (a subscriber reconnecting to the respawned
+        # publisher may miss its first messages: the slow joiner of docs/wire_format.md); the subscriber
+        # counts a restart, not lost messages
+        assert new_seqs[0] < old_seqs[-1] and new_seqs == list(range(new_seqs[0], new_seqs[0] + len(new_seqs))), (
+            topic, old_seqs[-3:], new_seqs[:3])
         assert graph.heard.restarts[topic] == 1 and graph.heard.seq_gaps[topic] == 0, (
             topic, graph.heard.restarts, graph.heard.seq_gaps)
     # the respawned fusion starts over and tracks again
