@@ -19,6 +19,7 @@ stops cleanly within a fraction of a second on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -565,4 +566,15 @@ def node_main(node_cls: type[Node], argv: list[str] | None = None, prog: str | N
     except (ValueError, OSError) as exc:
         print(f"[{args.name}] error: {exc}", file=sys.stderr)
         return 2
-    return serve(runner)
+    code = serve(runner)
+    if argv is None:  # the process's own command line: it ends here
+        # Everything the node owns is closed and its queued messages delivered (serve). Skip the
+        # interpreter's teardown: in a CNN node it is 0.8-1.3 s of CPU (collecting and freeing torch's
+        # objects), which on a busy machine ran past the launcher's stop_timeout_s and got the node
+        # SIGKILLed after a clean stop (BENCHMARKS.md, "Soak").
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code

@@ -93,24 +93,34 @@ def launched(launch_file: str | os.PathLike[str], *, launch_args: Mapping[str, s
 
     ``launch_args`` become ``--arg NAME=VALUE``, ``options`` further launch options (``--log-dir D``);
     ``popen`` goes to ``subprocess.Popen`` (env, stdout, stderr, text). Should this process die without
-    cleaning up (SIGKILL), the kernel sends the launcher SIGTERM, which stops its graph: no orphans.
+    cleaning up (SIGKILL), the launcher sees the end of a pipe only this process writes (``--parent-fd``)
+    and stops its graph once, as on Ctrl-C: no orphans, and every node stopped by one SIGTERM.
     """
-    from nodes.launcher.supervisor import die_with_parent
-
     cmd = [sys.executable, "-m", "nodes.cli", "launch", str(launch_file)]
     for name, value in (launch_args or {}).items():
         cmd += ["--arg", f"{name}={value}"]
-    proc = subprocess.Popen([*cmd, *options], preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM), **popen)
+    # the write end is not inherited by any child (os.pipe is close-on-exec); the launcher gets the read end
+    parent_r, parent_w = os.pipe()
+    try:
+        proc = subprocess.Popen([*cmd, *options, "--parent-fd", str(parent_r)], pass_fds=(parent_r,), **popen)
+    except BaseException:
+        os.close(parent_w)
+        raise
+    finally:
+        os.close(parent_r)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            os.close(parent_w)
 
 
 def wait_until_ready(launcher: subprocess.Popen, launch_file: str | os.PathLike[str], *,

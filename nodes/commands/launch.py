@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", metavar="DIR", type=Path,
                    help="write the logs here (default: $STREETLOC_LOG_DIR or ~/.local/state/streetloc/log, "
                         "in a folder per run; 'latest' links to the newest)")
+    p.add_argument("--parent-fd", type=int, metavar="FD", help=argparse.SUPPRESS)  # nodes.commands.launched
     p.add_argument("--insecure", action="store_true",
                    help="allow binding tcp beyond loopback without CurveZMQ keys (anyone who reaches the ports "
                         "can read and publish); same as STREETLOC_INSECURE=1 or [bus] insecure = true")
@@ -116,4 +117,4 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if not graph.part(machine):
         raise ValueError(f"{desc.file}: no enabled node to run" + (f" on machine {machine}" if machine else ""))
     log_dir = args.log_dir or default_log_dir(desc.file, machine)
-    return Supervisor(graph, machine=machine, log_dir=log_dir).run()
+    return Supervisor(graph, machine=machine, log_dir=log_dir, parent_fd=args.parent_fd).run()

@@ -15,10 +15,19 @@ for signals. It
   ``stop_timeout_s`` (at most 4.5 s), so the graph is down within 5 s.
 
 No node outlives the launcher, even one killed with SIGKILL: every node process is started with
-``prctl(PR_SET_PDEATHSIG, SIGKILL)``, so the kernel kills it when the launcher dies. That signal is tied
-to the *thread* that forked the child, which is why nodes are only ever started from the main thread.
+``prctl(PR_SET_PDEATHSIG, SIGTERM)``, so the kernel tells it to stop when the launcher dies, and it stops
+as on Ctrl-C (its outputs flushed, a recording closed) instead of being killed. That signal is tied to
+the *thread* that forked the child, which is why nodes are only ever started from the main thread; the
+kernel sends it again each time the orphan is handed to another of the dying launcher's threads, so a
+node may get it two or three times within a millisecond: the runtime's handler only sets a flag.
 Each node runs in its own process group, so that a node's own children are stopped with it and a
 terminal's Ctrl-C reaches the launcher alone, which then stops the nodes in order.
+
+A launcher started by another process that must not outlive it (``streetloc replay --launch``, ``streetloc
+demo``: ``nodes.commands.launched``) gets ``parent_fd``, the read end of a pipe whose write end only that
+process holds: when it dies, however, the pipe reads end-of-file and the launcher stops its graph once,
+like one Ctrl-C. (``PR_SET_PDEATHSIG`` on the launcher itself, as before, could deliver two SIGTERMs when
+the multi-threaded parent died, and the second one counted as "stop now": the nodes were SIGKILLed.)
 """
 
 from __future__ import annotations
@@ -161,8 +170,13 @@ class Supervisor:
     """Starts and supervises the nodes of one machine's part of a graph. ``run()`` from the main thread."""
 
     def __init__(self, graph: Graph, *, machine: str = "", config: BusConfig | None = None,
-                 log_dir: Path, console: TextIO | None = None, color: bool | None = None) -> None:
+                 log_dir: Path, console: TextIO | None = None, color: bool | None = None,
+                 parent_fd: int | None = None) -> None:
+        """``parent_fd``: a pipe's read end that reads end-of-file when the process that started this
+        launcher dies (see the module docstring); the graph is then stopped as by one SIGTERM."""
         self.graph = graph
+        self.parent_fd = parent_fd
+        self._parent_pid = os.getppid()
         self.machine = machine
         self.config = config or graph.bus_config(machine)
         private_dir(self.config.ipc_dir)  # another user's folder is refused before anything starts
@@ -285,7 +299,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 self._command(p.node), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, env=self._environment(p.node), close_fds=True,
-                process_group=0, preexec_fn=die_with_parent(os.getpid()),
+                process_group=0, preexec_fn=die_with_parent(os.getpid(), signal.SIGTERM),
             )
         except OSError as exc:
             self.say(f"{p.name}: cannot start: {exc}", p)
@@ -330,6 +344,10 @@ class Supervisor:
             if p.state == "stopping":
                 p.state = "stopped"
                 self._state_dirty = True
+                # in the logs only (the console says "all nodes stopped"): how each one took the stop
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                for log in (self.launch_log, p.log):
+                    log.write(f"{stamp} {p.name}: stopped, {_exit_text(code)}")
                 continue
             self.say(f"{p.name}: {_exit_text(code)} (pid {p.proc.pid})", p)
             self._after_exit(p, code, now)
@@ -480,7 +498,28 @@ class Supervisor:
             previous[sig] = signal.signal(sig, self._on_signal)
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda *_: None)  # a node exit wakes the loop
         self._poller.register(self._wake_r, zmq.POLLIN)
+        if self.parent_fd is not None:
+            os.set_blocking(self.parent_fd, False)
+            self._poller.register(self.parent_fd, zmq.POLLIN)
         return previous
+
+    def _on_parent_fd(self) -> None:
+        """The parent's pipe is readable: end-of-file (or an error) means the parent is gone."""
+        assert self.parent_fd is not None
+        try:
+            if os.read(self.parent_fd, 512):
+                return  # nothing is ever written; ignore it
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        with contextlib.suppress(KeyError, zmq.ZMQError):
+            self._poller.unregister(self.parent_fd)
+        with contextlib.suppress(OSError):
+            os.close(self.parent_fd)
+        self.parent_fd = None
+        if not self._stop_requested:  # a stop already under way keeps its pace (no SIGKILL for this)
+            self._request_stop(f"the process that started this launcher (pid {self._parent_pid}) died")
 
     def _restore_signals(self, previous: dict[int, object]) -> None:
         signal.set_wakeup_fd(-1)
@@ -500,6 +539,8 @@ class Supervisor:
                 with contextlib.suppress(BlockingIOError, OSError):
                     while os.read(self._wake_r, 512):
                         pass
+            elif self.parent_fd is not None and sock == self.parent_fd:
+                self._on_parent_fd()
             elif isinstance(sock, int):
                 p = self._by_fd.get(sock)
                 if p is not None:

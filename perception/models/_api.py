@@ -202,6 +202,18 @@ class WeightsEntry:
 
 _MODELS: dict[str, ModelEntry] = {}
 _WEIGHTS: dict[str, WeightsEntry] = {}
+# model name -> the module whose import registers it and its weights. Imported on first use of that name
+# (every one for a listing or an unknown name), not by ``import perception.models``: a PoseNet node then
+# never imports the detector and the segmenter, nor torchvision through them (a third of its start).
+_PROVIDERS = {"detector": "perception.models.detector", "posenet": "perception.models.posenet",
+              "segmenter": "perception.models.segmenter"}
+
+
+def _register(model: str | None = None) -> None:
+    """Import the module registering ``model`` (None or an unknown name: every model's)."""
+    for name, module in _PROVIDERS.items():
+        if model is None or model not in _PROVIDERS or name == model:
+            importlib.import_module(module)
 
 
 def register_model(name: str, **entry: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -223,10 +235,12 @@ def register_weights(entry: WeightsEntry) -> None:
 
 
 def list_models() -> list[str]:
+    _register()
     return sorted(_MODELS)
 
 
 def get_model_entry(name: str) -> ModelEntry:
+    _register(name)
     try:
         return _MODELS[name]
     except KeyError:
@@ -239,10 +253,13 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def list_weights(model: str | None = None) -> list[str]:
+    _register(model)
     return sorted(n for n, w in _WEIGHTS.items() if model is None or w.model == model)
 
 
 def get_weights(name: str) -> WeightsEntry:
+    if name not in _WEIGHTS:
+        _register()
     try:
         return _WEIGHTS[name]
     except KeyError:
@@ -250,6 +267,7 @@ def get_weights(name: str) -> WeightsEntry:
 
 
 def default_weights(model: str) -> WeightsEntry:
+    _register(model)
     for entry in _WEIGHTS.values():
         if entry.model == model and entry.default:
             return entry
@@ -258,6 +276,8 @@ def default_weights(model: str) -> WeightsEntry:
 
 def resolve_checkpoint(spec: str | os.PathLike | Checkpoint | None, *, model: str) -> Checkpoint:
     """A checkpoint from a file path, a registered weights name, or None (the model's default)."""
+    if not isinstance(spec, Checkpoint) and spec and str(spec) not in _WEIGHTS and not os.path.exists(spec):
+        _register()  # perhaps another model's weights name: said so below, not "no such file"
     if isinstance(spec, Checkpoint):
         ckpt = spec
     elif spec is None or str(spec) == "":

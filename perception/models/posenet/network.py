@@ -1,7 +1,7 @@
 """PoseNet (Kendall et al., ICCV 2015): from one street image, the camera's position and heading.
 
-A torchvision backbone (MobileNetV3 or ResNet, trained from scratch) and a small head give, per image,
-the position as *anchor + offset* (Saha et al., BMVC 2018, "Improved visual relocalization by
+A MobileNetV3 or ResNet backbone (torchvision's, written out here; trained from scratch) and a small
+head give, per image, the position as *anchor + offset* (Saha et al., BMVC 2018, "Improved visual relocalization by
 discovering anchor points"): K anchor points spread over the training area (k-means of the training
 positions, stored in the checkpoint) are scored by a softmax, and each anchor regresses the offset from
 itself to the camera. Plain east/north regression from scratch crawled to ~40 m after 15 epochs on the
@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from perception.models._api import (
@@ -78,14 +77,173 @@ SOFT_LABEL_SIGMA = 0.5  # anchor soft labels: Gaussian of this many anchor spaci
 OFFSET_ANCHORS = 3  # the nearest anchors that learn to point at the truth (and so matter in the mixture)
 
 
+# ---------------------------------------------------------------------------------------------- backbones
+# torchvision's MobileNetV3 and ResNet feature extractors, written out in plain torch.nn so that a PoseNet
+# node starts without importing torchvision: its import pulls in torch._dynamo (for ``torchvision.ops``),
+# a third of a respawned node's start (BENCHMARKS.md, "PoseNet node start after a respawn"). Module names,
+# parameter names and shapes are torchvision's (checkpoints trained with torchvision's load unchanged),
+# the forward pass is the same arithmetic (bit-identical outputs), and a from-scratch build draws the same
+# random numbers in the same order (same initial weights for a seed): tests/perception/test_posenet_backbone.py
+# compares all three with torchvision while it is installed.
+
+# MobileNetV3 inverted residual blocks (Howard et al. 2019, tables 1 and 2; torchvision's
+# ``_mobilenet_v3_conf`` at width 1.0, dilation 1): (in, kernel, expanded, out, squeeze-excite,
+# activation "RE" ReLU / "HS" hard-swish, stride)
+_MOBILENET_V3_BLOCKS = {
+    "mobilenet_v3_small": [
+        (16, 3, 16, 16, True, "RE", 2), (16, 3, 72, 24, False, "RE", 2), (24, 3, 88, 24, False, "RE", 1),
+        (24, 5, 96, 40, True, "HS", 2), (40, 5, 240, 40, True, "HS", 1), (40, 5, 240, 40, True, "HS", 1),
+        (40, 5, 120, 48, True, "HS", 1), (48, 5, 144, 48, True, "HS", 1), (48, 5, 288, 96, True, "HS", 2),
+        (96, 5, 576, 96, True, "HS", 1), (96, 5, 576, 96, True, "HS", 1)],
+    "mobilenet_v3_large": [
+        (16, 3, 16, 16, False, "RE", 1), (16, 3, 64, 24, False, "RE", 2), (24, 3, 72, 24, False, "RE", 1),
+        (24, 5, 72, 40, True, "RE", 2), (40, 5, 120, 40, True, "RE", 1), (40, 5, 120, 40, True, "RE", 1),
+        (40, 3, 240, 80, False, "HS", 2), (80, 3, 200, 80, False, "HS", 1), (80, 3, 184, 80, False, "HS", 1),
+        (80, 3, 184, 80, False, "HS", 1), (80, 3, 480, 112, True, "HS", 1), (112, 3, 672, 112, True, "HS", 1),
+        (112, 5, 672, 160, True, "HS", 2), (160, 5, 960, 160, True, "HS", 1), (160, 5, 960, 160, True, "HS", 1)],
+}
+# torchvision's classifier widths: built and initialised only to draw the same random numbers (see _init)
+_MOBILENET_V3_LAST_CHANNEL = {"mobilenet_v3_small": 1024, "mobilenet_v3_large": 1280}
+_RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+_IMAGENET_CLASSES = 1000
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of ``divisor``, never down by more than 10 % (MobileNet's rule)."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * value else new
+
+
+class _ConvNormAct(nn.Sequential):
+    """conv (no bias) -> batch norm -> activation: torchvision's ``Conv2dNormActivation`` (keys ``0``, ``1``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 activation: type[nn.Module] | None = nn.Hardswish) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout, eps=0.001, momentum=0.01)]
+        if activation is not None:
+            layers.append(activation(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = cout
+
+
+class _SqueezeExcitation(nn.Module):
+    """Channel attention of MobileNetV3 (torchvision's ``SqueezeExcitation`` with a hard sigmoid)."""
+
+    def __init__(self, channels: int, squeeze_channels: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.activation = nn.ReLU()
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV3 block: 1x1 expand, depthwise kxk, squeeze-excite, 1x1 project (+ input when shapes match)."""
+
+    def __init__(self, cin: int, kernel: int, expanded: int, cout: int, use_se: bool, activation: str,
+                 stride: int) -> None:
+        super().__init__()
+        act = nn.Hardswish if activation == "HS" else nn.ReLU
+        self.use_res_connect = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expanded != cin:
+            layers.append(_ConvNormAct(cin, expanded, 1, activation=act))
+        layers.append(_ConvNormAct(expanded, expanded, kernel, stride, groups=expanded, activation=act))
+        if use_se:
+            layers.append(_SqueezeExcitation(expanded, _make_divisible(expanded // 4)))
+        layers.append(_ConvNormAct(expanded, cout, 1, activation=None))
+        self.block = nn.Sequential(*layers)
+        self.out_channels = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return y + x if self.use_res_connect else y
+
+
+class _BasicBlock(nn.Module):
+    """ResNet-18/34 block: two 3x3 conv + BN, added to the input (downsampled by a 1x1 conv when needed)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
+
+
+def _init(modules: list[nn.Module], *, resnet: bool) -> None:
+    """torchvision's initialisation of these networks, in its module order (so the same random draws)."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            if resnet:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and not resnet:
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def _mobilenet_v3_features(name: str) -> nn.Sequential:
+    """torchvision's ``mobilenet_v3_*(weights=None).features``: [B,3,H,W] -> [B,C,H/32,W/32]."""
+    blocks = _MOBILENET_V3_BLOCKS[name]
+    last_in = blocks[-1][3]
+    features = nn.Sequential(_ConvNormAct(3, blocks[0][0], 3, 2), *(_InvertedResidual(*b) for b in blocks),
+                             _ConvNormAct(last_in, 6 * last_in, 1))
+    # torchvision builds its classifier next (random draws of its default init) and then re-initialises
+    # every module in order: the same draws here give the same initial backbone for a seed
+    classifier = nn.Sequential(nn.Linear(6 * last_in, _MOBILENET_V3_LAST_CHANNEL[name]),
+                               nn.Linear(_MOBILENET_V3_LAST_CHANNEL[name], _IMAGENET_CLASSES))
+    _init([*features.modules(), *classifier.modules()], resnet=False)
+    return features
+
+
+def _resnet_features(name: str) -> nn.Sequential:
+    """torchvision's ``resnet*(weights=None)`` without its pool and classifier: [B,3,H,W] -> [B,512,H/32,W/32]."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                               nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for i, (blocks, width) in enumerate(zip(_RESNET_LAYERS[name], (64, 128, 256, 512), strict=True)):
+        stage = []
+        for j in range(blocks):
+            stage.append(_BasicBlock(cin, width, 2 if i > 0 and j == 0 else 1))
+            cin = width
+        layers.append(nn.Sequential(*stage))
+    features = nn.Sequential(*layers)
+    nn.Linear(512, _IMAGENET_CLASSES)  # torchvision's fc: its default init's random draws come here
+    _init(list(features.modules()), resnet=True)
+    return features
+
+
 def _backbone(name: str) -> tuple[nn.Module, int]:
     """(feature extractor [B,3,H,W] -> [B,C,h,w], C), randomly initialised (no weights can be downloaded)."""
-    if name in ("mobilenet_v3_small", "mobilenet_v3_large"):
-        net = getattr(torchvision.models, name)(weights=None)
-        return net.features, net.features[-1].out_channels
-    if name in ("resnet18", "resnet34"):
-        net = getattr(torchvision.models, name)(weights=None)
-        return nn.Sequential(*list(net.children())[:-2]), net.fc.in_features
+    if name in _MOBILENET_V3_BLOCKS:
+        features = _mobilenet_v3_features(name)
+        return features, features[-1].out_channels
+    if name in _RESNET_LAYERS:
+        return _resnet_features(name), 512
     raise ValueError(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")
 
 
