@@ -338,7 +338,8 @@ class LandmarkParams:
     # "Over-counting and wrong streets"): the held-out ablation showed landmarks keeping a wrong or biased
     # track confident. Landmarks only sharpen a track that the fixes currently confirm ...
     max_fix_age_s: float = 1.0  # ... a PoseNet fix accepted at most this long ago
-    candidate_margin_llr: float = 6.0  # ... no candidate track within this log-likelihood ratio (nats)
+    candidate_margin_llr: float = 3.0  # ... no candidate track within this log-likelihood ratio (nats;
+    #   0: s607 held a competing candidate off, max 8.5 -> 17.8 m; 3 and 6 both fix it, 3 keeps more updates)
     min_pairs: int = 2  # pairings a frame needs; a lone box (look-alikes: 8 heads per intersection) ...
     single_gate_chi2: float = 6.25  # ... is used only with NIS under this (3 dof, p = 0.9)
     decorrelation_m: float = 0.0  # a landmark seen again within this distance travelled shares its error
