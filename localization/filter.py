@@ -290,6 +290,9 @@ class _Core:
     gated: dict[str, int] = field(default_factory=dict)
     relocalisations: int = 0
     recent_landmarks: _Shared = field(default_factory=lambda: _Shared())  # (used count, id), the last 256
+    landmark_odometer_m: dict[str, float] = field(default_factory=dict)  # odometer at each landmark's last use
+    landmark_nis: _Shared = field(default_factory=lambda: _Shared())  # (nis, dof) of the recent landmark updates
+    landmarks_suspended_until_ns: int = 0  # landmark NIS too high: none used until then
 
 
 class PoseFilter:
@@ -384,6 +387,8 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         if stamp is not None and core.stamp_ns is not None and stamp > core.stamp_ns and core.initialized:
             x, P = self._predicted(x, P, (stamp - core.stamp_ns) * 1e-9)
         status, reason = self._status_at(core, P, stamp)
+        if stamp is not None and stamp < core.landmarks_suspended_until_ns:
+            reason += "; landmarks suspended: their innovations were too large for their noise"
         e, n = float(x[_E]), float(x[_N])
         lat = lon = float("nan")
         if self.frame is not None:
@@ -694,32 +699,65 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
 
     def _update_landmarks(self, m: LandmarkObservation) -> str:
         """Map landmarks seen as sign/light boxes (`localization.landmarks`): JCBB association on the
-        estimate, then one stacked update. Only on a confirmed estimate that no candidate track beats and
-        whose position std is under ``max_position_std_m``: the city's signal heads repeat at every
-        intersection, so landmarks can sharpen a pose but never choose between streets (that stays with
-        the fixes and the candidate tracks). Candidate tracks are not updated. Returns ``used``,
-        ``gated`` (boxes with landmarks in view but no unique pairing) or ``skipped``."""
-        core = self._core
-        if (not (core.initialized and core.confirmed) or any(c.llr > 0.0 for c in core.candidates)
-                or math.sqrt(float(np.linalg.eigvalsh(core.P[POS, POS])[-1])) > m.params.max_position_std_m):
+        estimate, then one stacked update. The city's signal heads repeat at every intersection, so
+        landmarks sharpen a track that the fixes currently confirm and never choose between streets (that
+        stays with the fixes and the candidate tracks; candidates are not updated). Used only when (each
+        measured on validation drives, docs/landmarks.md): the estimate is confirmed, its position std is
+        under ``max_position_std_m``, a fix was accepted within ``max_fix_age_s``, no candidate track is
+        within ``candidate_margin_llr`` and no chain of gated fixes is growing; the frame gives
+        ``min_pairs`` pairings or one with NIS under ``single_gate_chi2``; landmarks are not suspended for
+        inconsistency. Each pairing's R is inflated for a landmark seen again within ``decorrelation_m``
+        (consecutive frames share its error), and the position std is kept above ``min_position_std_m``.
+        Returns ``used``, ``gated`` (boxes with landmarks in view but no unique pairing), ``skipped``
+        or ``suspended``."""
+        core, lp = self._core, m.params
+        stamp_ns = core.stamp_ns or 0
+        if stamp_ns < core.landmarks_suspended_until_ns:
+            return "suspended"
+        since_s = (stamp_ns - core.last_accept_ns) * 1e-9 if core.last_accept_ns else math.inf
+        chain_since = max((len(c) for c in core.chains if c[0].stamp_ns > (core.last_accept_ns or 0)), default=0)
+        if (not (core.initialized and core.confirmed) or since_s > lp.max_fix_age_s or chain_since >= 2
+                or any(c.llr > -lp.candidate_margin_llr for c in core.candidates)
+                or math.sqrt(float(np.linalg.eigvalsh(core.P[POS, POS])[-1])) > lp.max_position_std_m):
             return "skipped"
         idx = [_E, _N, _YAW]
         uses: dict[str, int] = {}
         for _, lid in core.recent_landmarks:
             uses[lid] = uses.get(lid, 0) + 1
         a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses)
+        if a.pairs and len(a.pairs) < lp.min_pairs and a.nis > lp.single_gate_chi2:
+            a.unpaired += len(a.pairs)
+            a.pairs = []
         if a.unpaired:
             core.gated[LANDMARKS] = core.gated.get(LANDMARKS, 0) + a.unpaired
         if not a.pairs:
             return "gated" if a.unpaired else "skipped"
+        # Consistency over a window of updates: the NIS per dof averages 1 when the noise model holds.
+        window = [*core.landmark_nis, (a.nis, len(a.y))][-lp.nis_window:]
+        core.landmark_nis = _Shared(window)
+        if len(window) >= lp.nis_window // 2 and sum(n for n, _ in window) / sum(d for _, d in window) > lp.max_mean_nis:
+            core.landmarks_suspended_until_ns = stamp_ns + int(lp.suspend_s * 1e9)
+            core.landmark_nis = _Shared()
+            self.counters["landmarks_suspended"] = self.counters.get("landmarks_suspended", 0) + 1
+            return "suspended"
+        R = a.R.copy()
+        for k, (_, j) in enumerate(a.pairs):
+            since_m = core.odometer_m - core.landmark_odometer_m.get(m.landmarks.ids[j], -math.inf)
+            f = min(lp.max_reuse_inflation, max(1.0, lp.decorrelation_m / max(since_m, 1e-9)))
+            R[3 * k:3 * k + 3, 3 * k:3 * k + 3] *= f
         H = np.zeros((len(a.y), DIM_X))
         H[:, idx] = a.H
-        core.x, core.P = self._kalman(core.x, core.P, a.y, H, a.R)
+        x, P = self._kalman(core.x, core.P, a.y, H, R)
+        # Floor on the position std: what landmarks leave is never tighter than the box model's truth.
+        w, V = np.linalg.eigh(P[POS, POS])
+        P[POS, POS] += V @ np.diag(np.maximum(0.0, lp.min_position_std_m**2 - w)) @ V.T
+        core.x, core.P = x, P
         self.x_post, self.P_post = core.x.copy(), core.P.copy()
         recent = list(core.recent_landmarks)
         for _, j in a.pairs:
             self._count(core.used, LANDMARKS)
             recent.append((core.used[LANDMARKS], m.landmarks.ids[j]))
+            core.landmark_odometer_m[m.landmarks.ids[j]] = core.odometer_m
         core.recent_landmarks = _Shared(recent[-256:])
         return "used"
 

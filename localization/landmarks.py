@@ -334,6 +334,23 @@ class LandmarkParams:
     ambiguity_nis: float = 6.0  # hypotheses within this joint NIS of the best count as just as good
     max_position_std_m: float = 5.0  # no landmark updates while the pose is vaguer (look-alikes in reach)
     min_map_std_m: float = 0.5  # a map's position std is taken as at least this (surveys are rarely better)
+    # When the filter applies a frame's pairings (`PoseFilter._update_landmarks`; docs/landmarks.md,
+    # "Over-counting and wrong streets"): the held-out ablation showed landmarks keeping a wrong or biased
+    # track confident. Landmarks only sharpen a track that the fixes currently confirm ...
+    max_fix_age_s: float = 1.0  # ... a PoseNet fix accepted at most this long ago
+    candidate_margin_llr: float = 3.0  # ... no candidate track within this log-likelihood ratio (nats;
+    #   0: s607 held a competing candidate off, max 8.5 -> 17.8 m; 3 and 6 both fix it, 3 keeps more updates)
+    min_pairs: int = 2  # pairings a frame needs; a lone box (look-alikes: 8 heads per intersection) ...
+    single_gate_chi2: float = 6.25  # ... is used only with NIS under this (3 dof, p = 0.9)
+    decorrelation_m: float = 0.0  # a landmark seen again within this distance travelled shares its error
+    #   (the same box bias, the same pitch): its R is inflated by decorrelation_m / distance since its last use
+    #   ... off: on the validation drives 3 m and 10 m raised the median (0.92 -> 1.07 / 1.26 m) and did
+    #   not raise the coverage (94 -> 94 / 93 %); the map term's 1 + uses and the floor below suffice there
+    max_reuse_inflation: float = 20.0  # ... by at most this factor
+    min_position_std_m: float = 0.5  # landmark updates never take the position std below this (m)
+    nis_window: int = 20  # consistency: the last this many landmark updates' NIS per dof ...
+    max_mean_nis: float = 2.0  # ... averaging over this (the noise model is not true there: a biased
+    suspend_s: float = 10.0  # track or a wrong map) suspend landmarks for this long
 
 
 class BoxObservation(NamedTuple):

@@ -306,3 +306,92 @@ def test_pose_reports_the_landmarks_used():
     assert sum(n for n, _ in used) > 20
     assert all(len(ids) == n for n, ids in used)
     assert {i for _, ids in used for i in ids} <= set(enu.ids)
+
+
+# ------------------------------------------------------------------------------------------ over-confidence
+
+def _wrong_street_then_truth(landmark_map: LandmarkMap | None, world: World, switch_k: int = 200):
+    """The filter starts and confirms on the wrong street (fixes one block ahead, where the avenue's
+    landmarks look exactly the same: the look-alike trap), then the fixes say the truth. Returns the
+    filter and, per fix, (fix outcome, landmark outcome, status, error m)."""
+    rng = np.random.default_rng(0)
+    f = PoseFilter(FilterParams(init_confirm_m=20.0))
+    enu = landmark_map.in_frame(FRAME) if landmark_map is not None else None
+    out = []
+    for k in range(0, 360, 2):
+        t_ns = 1_000 * NS + k * NS // 10
+        east, north = 4.0, -60.0 + 1.0 * k
+        f.handle("odom", t_ns, OdometryMeasurement(10.0, 0.0))
+        f.handle("odom", t_ns + NS // 10, OdometryMeasurement(10.0, 0.0))
+        z = np.array([east, north + (BLOCK_M if k < switch_k else 0.0)]) + rng.normal(0, 1.5, 2)
+        fix = f.handle("posenet", t_ns, single_fix(z[0], z[1], np.eye(2) * 9.0, heading_deg=0.0, heading_std_deg=5.0))
+        seen = "-"
+        if enu is not None:
+            boxes, _ = boxes_seen(world, east, north, math.pi / 2, rng)
+            seen = f.handle(LANDMARKS, t_ns, LandmarkObservation(
+                boxes_to_observations(boxes, CAMERA, LandmarkParams()), CAMERA, enu))
+        pose = f.pose(t_ns)
+        out.append((fix, seen, pose.status, math.hypot(pose.east_m - east, pose.north_m - north)))
+    return f, out
+
+
+def test_look_alike_landmarks_do_not_hold_a_wrong_street_against_the_fixes():
+    world = avenue(blocks=7)
+    _, without = _wrong_street_then_truth(None, world)
+    f, with_map = _wrong_street_then_truth(world.map(), world)
+    # on the wrong street the look-alikes fit (they were used) ...
+    assert any(seen == "used" for _, seen, _, _ in with_map[:100])
+    # ... but once two fixes in a row disagree with the estimate no landmark update is applied
+    for k in range(1, len(with_map)):
+        if with_map[k][0] == "gated" and with_map[k - 1][0] == "gated":
+            assert with_map[k][1] != "used", k
+    # and the relocalisation comes no later than without a map
+    def recovered(run):
+        return next(k for k in range(100, len(run)) if all(s == Status.TRACKING and e < 5.0 for _, _, s, e in run[k:]))
+    assert recovered(with_map) <= recovered(without)
+    assert f.relocalisations >= 1
+
+
+def test_landmarks_never_make_the_position_tighter_than_the_floor():
+    world = avenue(blocks=3)
+    lp = LandmarkParams()
+    f = PoseFilter(FilterParams(init_confirm_m=0.0))
+    enu = world.map().in_frame(FRAME)
+    rng = np.random.default_rng(3)
+    stds = []
+    for k in range(60):
+        t = 1_000 * NS + k * NS // 5
+        north = -20.0 + 2.0 * k
+        f.handle("odom", t, OdometryMeasurement(10.0, 0.0))
+        f.handle("posenet", t, single_fix(4.0, north, np.eye(2) * 4.0, heading_deg=0.0, heading_std_deg=5.0))
+        boxes, _ = boxes_seen(world, 4.0, north, math.pi / 2, rng)
+        if f.handle(LANDMARKS, t, LandmarkObservation(boxes_to_observations(boxes, CAMERA, lp), CAMERA, enu)) == "used":
+            stds.append(math.sqrt(float(np.linalg.eigvalsh(f.P[:2, :2])[0])))
+    assert len(stds) > 10
+    assert min(stds) >= lp.min_position_std_m - 1e-9
+
+
+def test_inconsistent_landmark_innovations_suspend_landmarks_and_the_pose_says_so():
+    """The consistency check: when the landmark innovations' NIS per dof over a window is above
+    ``max_mean_nis`` (here set so low that any real innovation trips it), landmarks are suspended for
+    ``suspend_s``, counted, and the pose's reason says so; after that they are used again."""
+    world = avenue(blocks=4)
+    lp = LandmarkParams(max_mean_nis=1e-6, nis_window=4, suspend_s=2.0)
+    f = PoseFilter(FilterParams(init_confirm_m=0.0))
+    enu = world.map().in_frame(FRAME)
+    rng = np.random.default_rng(1)
+    outcomes, reasons = [], []
+    for k in range(60):
+        t = 1_000 * NS + k * NS // 5
+        north = -20.0 + 2.0 * k
+        f.handle("odom", t, OdometryMeasurement(10.0, 0.0))
+        f.handle("posenet", t, single_fix(4.0, north, np.eye(2) * 4.0, heading_deg=0.0, heading_std_deg=5.0))
+        boxes, _ = boxes_seen(world, 4.0, north, math.pi / 2, rng)
+        outcomes.append(f.handle(LANDMARKS, t, LandmarkObservation(boxes_to_observations(boxes, CAMERA, lp), CAMERA,
+                                                                   enu, lp)))
+        reasons.append(f.pose(t).reason)
+    first = outcomes.index("suspended")
+    assert f.counters["landmarks_suspended"] >= 1
+    assert "landmarks suspended" in reasons[first]
+    assert "used" in outcomes[first + 1:]  # back after suspend_s
+    assert all(o == "suspended" for o in outcomes[first: first + 9] if o != "skipped")
