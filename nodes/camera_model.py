@@ -99,14 +99,9 @@ class CameraModelNode(Node):
 
     # shared
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        assert isinstance(msg, Image)
-        self.frames_in += 1
-        try:
-            prepared = self._prepare(msg)
-        except ValueError:
-            self.rejected += 1
-            raise  # counted by the runtime as handler:camera/image:ValueError, logged once
-        return self._run([msg], [prepared])
+        # a lone frame is a batch of one: a bad one is counted as ``reject:camera/image`` whether it came
+        # alone or queued with others
+        return self.on_batch(topic, [msg], recv_ns)
 
     def max_batch(self, topic: str) -> int:
         # only "every" delivery queues frames; "latest" always hands over the newest one alone

@@ -15,7 +15,7 @@ ids are the ones label masks and ground-truth boxes use.
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong
 byte count), whose JPEG does not decode or whose width/height fields disagree with its pixels is rejected and counted in diagnostics
-(``handler:camera/image:ValueError``, or ``reject:camera/image`` in a batch).
+(``reject:camera/image``, alone or in a batch).
 
     python -m nodes.detector --param model=runs/detector/model.pt --param device=cpu
 """

@@ -21,8 +21,8 @@ model's area: `perception.models.posenet.validity`) still gets its fix, with ``v
 reasons in ``reason``; diagnostics count them (``flagged:<reason>``).
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, wrong byte count) or whose JPEG does not
-decode is rejected and counted in diagnostics (``handler:camera/image:ValueError``, or
-``reject:camera/image`` in a batch, where the other frames still get their fixes; should the batch's
+decode is rejected and counted in diagnostics (``reject:camera/image``, alone or in a batch, where the
+other frames still get their fixes; should the batch's
 forward pass itself fail, the runtime hands the frames over again one by one).
 
     python -m nodes.posenet --param model=runs/posenet/model.pt --param device=cpu

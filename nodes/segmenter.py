@@ -16,7 +16,7 @@ A frame of another size is stretched to the model's input (as its training frame
 
 A bad frame is an answer, not a crash: one whose layout is not an image (4 channels, float pixels, a
 wrong byte count) or whose JPEG does not decode is rejected and counted in diagnostics
-(``handler:camera/image:ValueError``, or ``reject:camera/image`` in a batch); the next frame is labelled.
+(``reject:camera/image``, alone or in a batch); the next frame is labelled.
 
     python -m nodes.segmenter --param model=segmenter_camvid --param device=cpu
 """

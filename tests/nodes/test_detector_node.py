@@ -69,10 +69,11 @@ def test_a_frame_becomes_detections_of_the_same_stamp_in_its_own_pixels(checkpoi
     image(5, data=np.zeros((48, 64, 3), np.float32)),
     image(5, w=80, data=np.zeros((48, 64, 3), np.uint8)),  # says 80 wide, holds 64
 ])
-def test_a_bad_frame_raises_a_counted_error_and_the_next_is_fine(checkpoint, bad):
+def test_a_bad_frame_is_rejected_and_counted_and_the_next_is_fine(checkpoint, bad):
     n = node(checkpoint)
-    with pytest.raises(ValueError, match="stamp_ns=5"):
-        n.on_message(CAMERA_TOPIC, bad, 0)
+    assert list(n.on_message(CAMERA_TOPIC, bad, 0)) == []  # no answer, no exception
+    [(kind, detail)] = n.take_errors()  # reject:camera/image in diagnostics, as in a batch
+    assert kind == "reject:camera/image" and "stamp_ns=5" in detail
     assert n.rejected == 1
     [(_, det)] = n.on_message(CAMERA_TOPIC, image(6), 0)
     check(det, 6, 64, 48, n.model_id)

@@ -70,10 +70,11 @@ def test_other_sizes_mono_and_jpeg_are_resized_and_localized(checkpoint):
     image(5, data=np.zeros((24, 32, 3), np.float32)),
     image(5, encoding="rgb16", data=np.zeros((24, 32, 3), np.uint8)),
 ])
-def test_a_bad_frame_raises_a_counted_error(checkpoint, bad):
+def test_a_bad_frame_is_rejected_and_counted(checkpoint, bad):
     node = PoseNetNode(PoseNetParams(model=checkpoint, device="cpu"))
-    with pytest.raises(ValueError, match="stamp_ns=5"):
-        node.on_message("camera/image", bad, 0)
+    assert list(node.on_message("camera/image", bad, 0)) == []  # no fix, no exception
+    [(kind, detail)] = node.take_errors()  # counted as in a batch: reject:camera/image in diagnostics
+    assert kind == "reject:camera/image" and "stamp_ns=5" in detail
     assert node.rejected == 1
     [(_, fix)] = node.on_message("camera/image", image(6), 0)  # and the next frame is fine
     check_fix(fix, node, 6)

@@ -69,10 +69,11 @@ def test_other_sizes_mono_and_jpeg_are_resized_and_labelled(checkpoint):
     image(5, data=np.zeros((24, 32, 3), np.float32)),
     image(5, encoding="rgb16", data=np.zeros((24, 32, 3), np.uint8)),  # an encoding it cannot read
 ])
-def test_a_bad_frame_raises_a_counted_error_and_the_next_is_labelled(checkpoint, bad):
+def test_a_bad_frame_is_rejected_and_counted_and_the_next_is_labelled(checkpoint, bad):
     node = SegmenterNode(SegmenterParams(model=checkpoint, device="cpu"))
-    with pytest.raises(ValueError, match="stamp_ns=5"):
-        node.on_message(CAMERA_TOPIC, bad, 0)
+    assert list(node.on_message(CAMERA_TOPIC, bad, 0)) == []  # no answer, no exception
+    [(kind, detail)] = node.take_errors()  # reject:camera/image in diagnostics, as in a batch
+    assert kind == "reject:camera/image" and "stamp_ns=5" in detail
     assert node.rejected == 1
     [(_, seg)] = node.on_message(CAMERA_TOPIC, image(6), 0)
     check_mask(seg, node, 6)
