@@ -5,7 +5,7 @@ file descriptors of every process over time, fixes and poses per second, gaps.
                                          [--sample-s 10] [--real-time] [--csv samples.csv]
 
 The graph is launch/replay.toml with every node on: PoseNet, the detector, the PSPNet segmenter, fusion,
-NMEA (on a free port instead of 10110) and the monitor, on a private bus, CPU only, each node on one torch
+NMEA (on a free port: nmea_port=0) and the monitor, on a private bus, CPU only, each node on one torch
 thread (``OMP_NUM_THREADS=1``), fed by ``streetloc replay DRIVE --loop``:
 
 - default **lock-step**: each frame waits for PoseNet's fix, the detections and the mask
@@ -30,7 +30,6 @@ import csv
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,12 +59,6 @@ def slope_per_min(times_s: list[float], values: list[float]) -> float:
     mt, mv = statistics.fmean(times_s), statistics.fmean(values)
     den = sum((t - mt) ** 2 for t in times_s)
     return 60.0 * sum((t - mt) * (v - mv) for t, v in zip(times_s, values, strict=True)) / den if den else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fuzz_counts() -> str:
@@ -101,16 +94,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="streetloc-soak-"))
     ipc_dir = tmp / "ipc"
-    launch_file = tmp / "replay.toml"
-    port = free_port()
-    launch_file.write_text((REPO / "launch/replay.toml").read_text().replace("port = 10110", f"port = {port}"))
+    launch_file = REPO / "launch/replay.toml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREETLOC_")}
     env.update({"STREETLOC_IPC_DIR": str(ipc_dir), "STREETLOC_LOG_DIR": str(tmp / "logs"),
                 "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     on = {"detector": not a.no_detector, "segmenter": not a.no_segmenter}
     cmd = [sys.executable, "-m", "nodes.cli", "replay", a.drive, *(["--loop"] if a.loop else []),
            "--launch", str(launch_file),
-           "--arg", "device=cpu", "--arg", "nmea=true", "--arg", "monitor=true",
+           "--arg", "device=cpu", "--arg", "nmea=true", "--arg", "nmea_port=0", "--arg", "monitor=true",
            *(x for k, v in on.items() for x in ("--arg", f"{k}={'true' if v else 'false'}"))]
     lockstep = [POSENET_TOPIC] + ([DETECTIONS_TOPIC] if on["detector"] else []) + (
         [SEGMENTATION_TOPIC] if on["segmenter"] else [])
