@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nodes.commands.eval import OFF_M, load, score  # noqa: E402
+from nodes.commands.eval import OFF_M, Track, load, score  # noqa: E402
 from perception.drives.topics import (  # noqa: E402
     DETECTIONS_TOPIC,
     POSE_TOPIC,
@@ -124,6 +124,10 @@ def main() -> int:
             tracks, truth, kidnaps, _ = load(str(run), str(drive))
             # every pose at a fix's stamp: the per-frame figure, comparable with raw PoseNet
             fused = tracks.get("fused_at_fixes", tracks.get("fused"))
+            if fused is None:  # no pose at all (e.g. every fix flagged at night): no claim at any frame
+                raw = tracks["posenet"]
+                fused = Track(raw.stamps_ns, raw.en_m, raw.cov, raw.heading_deg, np.zeros(len(raw.valid), bool),
+                              np.full(len(raw.valid), "initializing", object))
             per_row.setdefault(row, []).append(score(fused, truth, kidnaps, fused=True))
             if row == rows[0] and "posenet" in tracks:
                 per_row.setdefault("raw_posenet", []).append(score(tracks["posenet"], truth, kidnaps, fused=False))
