@@ -10,7 +10,11 @@ the filter's estimate into ``Pose`` records. All the estimation lives in the fil
 converts, counts and paces.
 
 Inputs are merged by stamp (``nodes.clock.StampMerge``, ``late="deliver"``: the filter re-runs from a
-late stamp within its ``history_s``). In a replay the node runs on the graph clock.
+late stamp within its ``history_s``). In a replay the node runs on the graph clock. When the inputs start
+over in time (a replay looping, ``--loop``: a new publisher incarnation stamped earlier), the runtime
+delivers what was held, starts the merger and the graph clock over, and the node restarts its filter
+(``on_input_restart``): the poses of the next pass come under a new incarnation of ``localization/pose``,
+from a filter initialised again on its fixes.
 
 Outputs:
 

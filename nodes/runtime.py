@@ -11,6 +11,13 @@ inputs' stamps, its ticks fire at graph-clock times and its inputs come in stamp
 for late ones, so that a replay in lock-step, at xN or at full speed gives it the same inputs and ticks.
 ``nodes.clock`` says why (stamp time rather than a /clock topic), and how late inputs are handled.
 
+Streams that start over: a node whose input's publisher comes back as a new incarnation stamped well before
+its last message (a replay looping) gets ``on_input_restart`` and a new incarnation of each of its
+publishers, so that its outputs of the new pass are a stream of their own and not stamps going back
+(docs/wire_format.md, "Header"); a merging node's held inputs are delivered first, its merger, graph clock
+and ticks start over, and what its other inputs' old incarnations still send (the previous pass's tail) is
+dropped until they restart too.
+
 The shell owns the sockets: it decodes inputs (a malformed message is logged once per kind, counted in
 diagnostics and skipped), calls the node, publishes its outputs, publishes ``diagnostics`` at 1 Hz, and
 stops cleanly within a fraction of a second on SIGINT/SIGTERM.
