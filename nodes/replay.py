@@ -157,6 +157,7 @@ class Replay(Node):
         if self.params.loop:
             self._restart()
             self.loops += 1
+            log.info("end of %s: starting over (pass %d, a new incarnation)", self.params.drive, self.loops + 1)
             self.stream_epoch += 1  # stamps start over: a new publisher incarnation, not a clock going back
             # Answers still on their way belong to the previous pass (its last frames, a frame republished
             # after a timeout, an answer stamped after the last frame): stamped late in the drive, they would

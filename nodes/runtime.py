@@ -96,8 +96,8 @@ class Node:
     # go back, not a clock going backwards (docs/wire_format.md, "Header").
     stream_epoch: int = 0
     # When an input's publisher comes back as a new incarnation whose stamps go back by more than a second
-    # (an upstream replay looping; ``INPUT_RESTART_MIN_BACK_NS``), the shell gives this node's publishers a new incarnation too and calls
-    # ``on_input_restart``: outputs derived from the new stamps start a new stream instead of going back
+    # (an upstream replay looping; ``INPUT_RESTART_MIN_BACK_NS``), the shell gives this node's publishers
+    # a new incarnation too and calls ``on_input_restart``: outputs derived from the new stamps start a new stream instead of going back
     # in stamp within the old one (which every subscriber would reject). False for a node whose outputs
     # do not follow its inputs' stamps (the replay, which only reads answers).
     restarts_with_inputs: ClassVar[bool] = True
@@ -370,8 +370,8 @@ class NodeRunner:
     def _input_stream(self, topic: str, msg: msgspec.Struct) -> str:
         """Where an input stands with respect to its publisher's restarts: ``"back"`` when it opens a new
         incarnation of its publisher stamped more than ``INPUT_RESTART_MIN_BACK_NS`` before that
-        publisher's last message (a replay looping: the node's outputs must start over too), ``"stale"`` when it comes, after such a restart on another
-        input, from a publisher that has not restarted yet (the tail of the previous pass: its outputs
+        publisher's last message (a replay looping: the node's outputs must start over too), ``"stale"``
+        when it comes, after such a restart on another input, from a publisher that has not restarted yet (the tail of the previous pass: its outputs
         for the old stamps), ``"ok"`` otherwise. A respawned publisher, whose stamps go on, is "ok"."""
         if not self.node.restarts_with_inputs:
             return "ok"
