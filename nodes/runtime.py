@@ -400,8 +400,9 @@ class NodeRunner:
         clock and tick schedule over, tell the node (``on_input_restart``) and give every publisher a new
         incarnation, so that the outputs of the new pass are a new stream, not stamps going back."""
         self.inputs_went_back += 1
-        self.log.info("%s: its publisher restarted with earlier stamps (a replay starting over); this node's "
-                      "outputs start over as a new incarnation (%d so far)", bus_topic, self.inputs_went_back)
+        self.log.info("%s: its publisher restarted with earlier stamps (a replay starting over)%s (%d so far)",
+                      bus_topic, "; this node's outputs start over as a new incarnation" if self.publishers else "",
+                      self.inputs_went_back)
         merger = self._merger
         if merger is not None:
             self._release(everything=True)
