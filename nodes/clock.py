@@ -95,6 +95,11 @@ class GraphClock:
         if stamp_ns > self._now_ns:
             self._now_ns = stamp_ns
 
+    def restart(self) -> None:
+        """Start stamp time over (0 until the next input): the inputs' stamps went back for good (a replay
+        looping to the drive's start; ``NodeRunner`` calls this), which is not a clock going backwards."""
+        self._now_ns = 0
+
 
 WALL_CLOCK = GraphClock(sim=False)  # stateless: shared by every node not given a clock by a runner
 
@@ -205,6 +210,28 @@ class StampMerger:
         while arrivals and arrivals[0].released:
             arrivals.popleft()
         return out
+
+    def pop_all(self) -> list[Held]:
+        """Every input held, in the order to hand them over, without waiting for the other inputs (before a
+        ``restart``: what came before the inputs went back is delivered first)."""
+        out = sorted(self._heap)
+        for held in out:
+            held.released = True
+            if self.delivered_ns is None or held.stamp_ns > self.delivered_ns:
+                self.delivered_ns = held.stamp_ns
+        self._heap.clear()
+        self._arrivals.clear()
+        return out
+
+    def restart(self) -> None:
+        """Forget the stamps heard and delivered (``late``/``dropped`` counts stay): the inputs start over
+        at earlier stamps (a replay looping), which must not make every new input late. Call ``pop_all``
+        first; what is still held is dropped."""
+        for topic in self.topics:
+            self.heard_ns[topic] = None
+        self.delivered_ns = None
+        self._heap.clear()
+        self._arrivals.clear()
 
     def next_deadline_ns(self) -> int | None:
         """Wall time at which the oldest held input stops waiting; None when nothing is held."""

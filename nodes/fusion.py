@@ -10,7 +10,11 @@ the filter's estimate into ``Pose`` records. All the estimation lives in the fil
 converts, counts and paces.
 
 Inputs are merged by stamp (``nodes.clock.StampMerge``, ``late="deliver"``: the filter re-runs from a
-late stamp within its ``history_s``). In a replay the node runs on the graph clock.
+late stamp within its ``history_s``). In a replay the node runs on the graph clock. When the inputs start
+over in time (a replay looping, ``--loop``: a new publisher incarnation stamped earlier), the runtime
+delivers what was held, starts the merger and the graph clock over, and the node restarts its filter
+(``on_input_restart``): the poses of the next pass come under a new incarnation of ``localization/pose``,
+from a filter initialised again on its fixes.
 
 Outputs:
 
@@ -281,6 +285,9 @@ class FusionNode(Node):
         self._traces: dict[str, tuple[int, list[Hop]]] = {}
         self._errors: list[tuple[str, str]] = []
         self.poses_out = 0
+        self.input_restarts = 0  # times the inputs started over in time (a looping replay): filter restarted
+        self._past_counters: dict[str, int] = {}  # the filter's counters before those restarts
+        self._past_relocalisations = 0
         # landmarks: the map (a bad file stops the node with one line naming file, feature and field)
         self.landmark_map = LandmarkMap.load(p.map) if p.map else None
         self._landmark_params = p.landmark_params()
@@ -293,7 +300,34 @@ class FusionNode(Node):
     def counters(self) -> dict[str, int]:
         """Inputs not used, by why: skipped here (``<topic>:<reason>``) or rejected by the filter
         (``invalid:<kind>``, ``too_old:<kind>``, ``future:<kind>``, ``disabled:<kind>``)."""
-        return {**self.skipped, **self.filter.counters}
+        filter_counters = dict(self._past_counters)
+        for key, n in self.filter.counters.items():
+            filter_counters[key] = filter_counters.get(key, 0) + n
+        return {**self.skipped, **filter_counters}
+
+    @property
+    def relocalisations(self) -> int:
+        """Relocalisations of the filter, over its restarts."""
+        return self._past_relocalisations + self.filter.relocalisations
+
+    def on_input_restart(self, topic: str) -> None:
+        """The inputs start over in time (a replay looping to its drive's start; the shell then restarts the
+        pose stream as a new incarnation): a new filter, initialised again from the next fixes, and a new
+        ENU frame anchored at the next usable fix; the traces, fix trust and frame context of the previous
+        pass are forgotten. Counters add up over restarts."""
+        for key, n in self.filter.counters.items():
+            self._past_counters[key] = self._past_counters.get(key, 0) + n
+        self._past_relocalisations += self.filter.relocalisations
+        self.filter = PoseFilter(self.params.filter_params())
+        self.frame = None
+        self._enu_landmarks = None
+        self._traces = {}
+        self._trust = FixTrust(reason="")
+        if self.context is not None:
+            self.context.clear()
+        self.input_restarts += 1
+        log.info("fusion: %s started over in time: filter restarted (%d restart%s)", topic, self.input_restarts,
+                 "" if self.input_restarts == 1 else "s")
 
     def tick_hz(self) -> float:
         return float(self.params.tick_hz)
@@ -398,8 +432,8 @@ class FusionNode(Node):
         return pose
 
     def close(self) -> None:
-        log.info("fusion: %d poses out, %d relocalisations, not used: %s%s", self.poses_out,
-                 self.filter.relocalisations, self.counters or "none",
+        log.info("fusion: %d poses out, %d relocalisations, %d input restarts, not used: %s%s", self.poses_out,
+                 self.relocalisations, self.input_restarts, self.counters or "none",
                  f", {self.context.missing} fixes without context" if self.context else "")
 
 
@@ -425,6 +459,10 @@ class SceneContext:
         self._by_stamp.setdefault(msg.header.stamp_ns, {}).update(feats)
         while len(self._by_stamp) > self.keep:
             del self._by_stamp[min(self._by_stamp)]
+
+    def clear(self) -> None:
+        """Forget every frame's context (the inputs started over in time)."""
+        self._by_stamp.clear()
 
     def trust(self, fix: GeoFix) -> FixTrust:
         """The fix's trust from its frame's context (the segmentation is needed; boxes that did not come

@@ -35,6 +35,7 @@ import msgspec
 
 from nodes.bus.pubsub import Delivery
 from nodes.bus.topics import get_topic
+from nodes.runtime import INPUT_RESTART_MIN_BACK_NS as _STARTS_OVER_NS
 from nodes.runtime import Node, Outputs, node_main
 from perception.drives.topics import (
     CAMERA_TOPIC,
@@ -127,6 +128,12 @@ class _Window:
         if len(self.samples) < 2:
             return None
         stamps = [s for _, s, _ in self.samples]
+        for i in range(len(stamps) - 1, 0, -1):  # a replay looping: stamps start over; rate since then
+            if stamps[i] < stamps[i - 1] - _STARTS_OVER_NS:
+                stamps = stamps[i:]
+                break
+        if len(stamps) < 2:
+            return None
         span_ns = max(stamps) - min(stamps)
         return (len(stamps) - 1) * 1e9 / span_ns if span_ns > 0 else None
 

@@ -168,6 +168,11 @@ class NmeaNode(Node):
             self.out_file.flush()
         return ()
 
+    def on_input_restart(self, topic: str) -> None:
+        """The poses start over in time (a looping replay): pace the sentences from the next pose on, not
+        from the last pass's stamps (which would hold them back for a whole pass)."""
+        self.last_sent_ns = None
+
     def on_tick(self, now_ns: int) -> Outputs:
         self._accept()  # clients connect before the first pose too
         return ()

@@ -9,6 +9,14 @@ Modes:
   Every frame is processed, and two runs give identical outputs. A frame nobody answers within
   ``lockstep_timeout_s`` is published again (the graph may still be starting), then given up and counted.
 
+Looping (``loop=true``): at the end of the drive (window) the replay starts over under a new publisher
+incarnation (docs/wire_format.md, "Header"), after the pass's last messages went out in the old one. The
+stamps go back; every node downstream sees its input's publisher restart with earlier stamps and starts a
+new incarnation of its own outputs (``nodes.runtime``, ``Node.restarts_with_inputs``; fusion restarts its
+filter), so each pass reaches every subscriber as a stream of its own. In lock-step, answers from the
+answerers' incarnations of the previous pass that arrive after the restart are not taken as answers
+(``stale_answers``): every frame of every pass waits for its own answer.
+
 Messages keep their recorded capture time ``stamp_ns``, so that poses can be scored against the drive's
 GPS; the replay's hop in each header trace carries the wall-clock publish time.
 """
@@ -33,6 +41,7 @@ from perception.drives.topics import CAMERA_TOPIC, POSENET_TOPIC, replayed_topic
 REPLAYABLE_TOPICS = tuple(t.name for t in TOPICS.values() if t.in_drive)
 
 log = logging.getLogger("streetloc.replay")
+_MAX_ANSWERERS = 256  # (topic, node, incarnation) of lock-step answers remembered per pass, at most
 _LOCKSTEP_RETRIES = 3  # republish an unanswered frame this many times before giving up on it
 
 
@@ -66,6 +75,7 @@ class Replay(Node):
 
     name = "replay"
     Params = ReplayParams
+    restarts_with_inputs = False  # its inputs are answers to what it published, not the source of its outputs
 
     @classmethod
     def declared_topics(cls, params: msgspec.Struct):
@@ -95,6 +105,11 @@ class Replay(Node):
         self.frames_published = 0
         self.lockstep_gave_up = 0
         self.last_corrupt = ""
+        self.loops = 0  # times the drive started over (``loop``)
+        self.stale_answers = 0  # lock-step answers from before a loop's restart, not taken as answers
+        # lock-step answerers (topic, node, incarnation) heard in this pass, and those of the previous one
+        self._answerers: set[tuple[str, str, int]] = set()
+        self._stale_answerers: set[tuple[str, str, int]] = set()
         self._finished = False
         self._start_wall: float | None = None  # the first tick + start_delay_s: counted once the sockets exist
         self._restart()
@@ -136,9 +151,20 @@ class Replay(Node):
             return []
 
     def _at_end(self) -> Outputs:
+        """The end of the drive (window): start over (``loop``) or finish. Called only once everything of
+        the pass has been returned, so that the tail is published in the pass's own incarnation and the
+        new incarnation starts with the new pass."""
         if self.params.loop:
             self._restart()
+            self.loops += 1
+            log.info("end of %s: starting over (pass %d, a new incarnation)", self.params.drive, self.loops + 1)
             self.stream_epoch += 1  # stamps start over: a new publisher incarnation, not a clock going back
+            # Answers still on their way belong to the previous pass (its last frames, a frame republished
+            # after a timeout, an answer stamped after the last frame): stamped late in the drive, they would
+            # count as answers to the new pass's frames at once. The answerers start a new incarnation when
+            # they see the new pass (nodes.runtime, ``restarts_with_inputs``): until then, what their old
+            # incarnations send is not an answer.
+            self._stale_answerers, self._answerers = self._answerers, set()
             return ()
         self._finished = True
         return ()
@@ -161,8 +187,8 @@ class Replay(Node):
         budget = 200  # messages per tick at most, so diagnostics and signals stay responsive
         while budget:
             raw = self._peek()
-            if raw is None:
-                return [*out, *self._at_end()]
+            if raw is None:  # the tail goes out first; the end (a loop's new incarnation) on the next tick
+                return out if out else self._at_end()
             if self._t0_wall is None:
                 self._t0_wall, self._t0_stamp = now, raw.stamp_ns
             if self.params.rate > 0:
@@ -186,11 +212,17 @@ class Replay(Node):
         nothing older is coming."""
         out: list[tuple[str, msgspec.Struct]] = []
         self._waiting_stamp = None
+        looped = False
         while True:
             raw = self._peek()
             if raw is None:
-                if self._waiting_stamp is None:  # the end: found on the call after the last frame's
+                # the end, found on the call after the last frame's; with messages after the last frame,
+                # they go out first (in the pass's incarnation) and the end comes on the next call
+                if self._waiting_stamp is None and not out and not looped:
                     self._at_end()
+                    if self.params.loop:  # the new pass's first frame at once
+                        looped = True
+                        continue
                 return out
             if self._waiting_stamp is not None and (raw.topic == CAMERA_TOPIC or raw.stamp_ns > self._waiting_stamp):
                 return out  # the frame and everything stamped with it are out
@@ -218,7 +250,14 @@ class Replay(Node):
         return self.next_frame()
 
     def on_message(self, topic: str, msg: msgspec.Struct, recv_ns: int) -> Outputs:
-        stamp = msg.header.stamp_ns  # type: ignore[attr-defined]
+        header = msg.header  # type: ignore[attr-defined]
+        answerer = (topic, header.trace[-1].node if header.trace else "", header.incarnation)
+        if answerer in self._stale_answerers:  # from before the loop restarted: not an answer to this pass
+            self.stale_answers += 1
+            return ()
+        if len(self._answerers) < _MAX_ANSWERERS:
+            self._answerers.add(answerer)
+        stamp = header.stamp_ns
         self._acked[topic] = max(stamp, self._acked.get(topic, 0))
         if self._waiting_stamp is None:
             return ()

@@ -11,6 +11,13 @@ inputs' stamps, its ticks fire at graph-clock times and its inputs come in stamp
 for late ones, so that a replay in lock-step, at xN or at full speed gives it the same inputs and ticks.
 ``nodes.clock`` says why (stamp time rather than a /clock topic), and how late inputs are handled.
 
+Streams that start over: a node whose input's publisher comes back as a new incarnation stamped well before
+its last message (a replay looping) gets ``on_input_restart`` and a new incarnation of each of its
+publishers, so that its outputs of the new pass are a stream of their own and not stamps going back
+(docs/wire_format.md, "Header"); a merging node's held inputs are delivered first, its merger, graph clock
+and ticks start over, and what its other inputs' old incarnations still send (the previous pass's tail) is
+dropped until they restart too.
+
 The shell owns the sockets: it decodes inputs (a malformed message is logged once per kind, counted in
 diagnostics and skipped), calls the node, publishes its outputs, publishes ``diagnostics`` at 1 Hz, and
 stops cleanly within a fraction of a second on SIGINT/SIGTERM.
@@ -35,7 +42,7 @@ import zmq
 
 from nodes.bus import security
 from nodes.bus.messages import Diagnostics, Header, TopicStats
-from nodes.bus.pubsub import Delivery, Publisher, Subscriber
+from nodes.bus.pubsub import MAX_TRACKED_PUBLISHERS, Delivery, Publisher, Subscriber
 from nodes.bus.topics import BusConfig, get_topic
 from nodes.bus.wire import DecodeError
 from nodes.clock import (
@@ -63,6 +70,10 @@ from perception.drives.topics import DIAGNOSTICS_TOPIC
 Outputs = Iterable[tuple[str, msgspec.Struct]]
 DIAGNOSTICS_PERIOD_S = 1.0
 _POLL_SLICE_MS = 50  # upper bound on how long a stop request waits
+# A new incarnation of an input's publisher stamped this much before that publisher's last message starts
+# over in time (a replay looping to its drive's start): the node's outputs start over too. Less is a late
+# input (a respawned driver sending what it had buffered), for the merger's late policy.
+INPUT_RESTART_MIN_BACK_NS = 1_000_000_000
 
 
 class NoParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -84,6 +95,12 @@ class Node:
     # gives every publisher a new incarnation, so that subscribers see a restarted stream whose stamps
     # go back, not a clock going backwards (docs/wire_format.md, "Header").
     stream_epoch: int = 0
+    # When an input's publisher comes back as a new incarnation whose stamps go back by more than a second
+    # (an upstream replay looping; ``INPUT_RESTART_MIN_BACK_NS``), the shell gives this node's publishers
+    # a new incarnation too and calls ``on_input_restart``: outputs derived from the new stamps start a new stream instead of going back
+    # in stamp within the old one (which every subscriber would reject). False for a node whose outputs
+    # do not follow its inputs' stamps (the replay, which only reads answers).
+    restarts_with_inputs: ClassVar[bool] = True
 
     def __init__(self, params: msgspec.Struct | None = None) -> None:
         self.params = checked_params(params, self.name) if params is not None else self.Params()
@@ -124,6 +141,13 @@ class Node:
         a stamp ahead of the clock or going back: ``reason`` is the DecodeError kind). The shell has
         counted it already (``decode:<topic>:<reason>``); a node that reports on its inputs (the
         monitor) overrides this."""
+
+    def on_input_restart(self, topic: str) -> None:
+        """The publisher of ``topic`` restarted with stamps going back (a replay starting its drive over):
+        what comes next starts over in time. Called by the shell before the first input of the new stream
+        is handed over, after the inputs held before it (a merging node's) were delivered; the shell then
+        gives the node's publishers a new incarnation. A node keeping state over time (a filter) starts
+        it again here; by default nothing."""
 
     def take_errors(self) -> list[tuple[str, str]]:
         """Errors met in the last handler call that did not stop it, as (kind, detail) pairs: a batch
@@ -234,6 +258,13 @@ class NodeRunner:
                             for t, d in node.subscribes.items()}
         self._stream_epoch = node.stream_epoch
         self._input_restarts: dict[str, int] = {}  # bus topic -> publisher restarts already logged
+        # (declared topic, publishing node) -> (incarnation, newest stamp), least recently heard first: to
+        # tell inputs that start over in time (a new incarnation stamped before the last) from a respawn
+        self._input_streams: dict[tuple[str, str], tuple[int, int]] = {}
+        # after the inputs went back: the other inputs' publishers (-> their old incarnation) that have not
+        # restarted yet; what they still send belongs to before the restart
+        self._joining: dict[tuple[str, str], int] = {}
+        self.inputs_went_back = 0  # times an input started over in time (each restarted the outputs)
 
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -284,6 +315,11 @@ class NodeRunner:
             msg = self._decode(topic, sub, frames)
             if msg is None:
                 continue
+            if self._input_stream(topic, msg) == "back":
+                if msgs:  # what came before the restart goes out in the old stream
+                    self._deliver(topic, msgs, recv_ns)
+                    msgs = []
+                self._inputs_restarted(topic, bus_topic)
             msgs.append(msg)
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
@@ -331,6 +367,57 @@ class NodeRunner:
         self._stats.latency_ms.append((time.perf_counter() - t0) * 1000.0 / len(msgs))
         self._publish(outputs, recv_ns)
 
+    def _input_stream(self, topic: str, msg: msgspec.Struct) -> str:
+        """Where an input stands with respect to its publisher's restarts: ``"back"`` when it opens a new
+        incarnation of its publisher stamped more than ``INPUT_RESTART_MIN_BACK_NS`` before that
+        publisher's last message (a replay looping: the node's outputs must start over too), ``"stale"``
+        when it comes, after such a restart on another input, from a publisher that has not restarted yet (the tail of the previous pass: its outputs
+        for the old stamps), ``"ok"`` otherwise. A respawned publisher, whose stamps go on, is "ok"."""
+        if not self.node.restarts_with_inputs:
+            return "ok"
+        header = msg.header  # type: ignore[attr-defined]
+        key = (topic, header.trace[-1].node if header.trace else "")
+        incarnation, stamp_ns = header.incarnation, header.stamp_ns
+        streams = self._input_streams
+        last = streams.pop(key, None)
+        same = last is not None and last[0] == incarnation
+        streams[key] = (incarnation, max(stamp_ns, last[1]) if same and last is not None else stamp_ns)
+        if len(streams) > MAX_TRACKED_PUBLISHERS:
+            del streams[next(iter(streams))]
+        old = self._joining.get(key)
+        if old is not None:
+            if old == incarnation:
+                return "stale"
+            del self._joining[key]  # this publisher restarted too: it joins the new pass
+            return "ok"
+        if last is not None and not same and stamp_ns < last[1] - INPUT_RESTART_MIN_BACK_NS:
+            self._joining = {k: v[0] for k, v in streams.items() if k != key}
+            return "back"
+        return "ok"
+
+    def _inputs_restarted(self, topic: str, bus_topic: str) -> None:
+        """An input started over in time: deliver what a merging node still holds, start its merger, graph
+        clock and tick schedule over, tell the node (``on_input_restart``) and give every publisher a new
+        incarnation, so that the outputs of the new pass are a new stream, not stamps going back."""
+        self.inputs_went_back += 1
+        self.log.info("%s: its publisher restarted with earlier stamps (a replay starting over)%s (%d so far)",
+                      bus_topic, "; this node's outputs start over as a new incarnation" if self.publishers else "",
+                      self.inputs_went_back)
+        merger = self._merger
+        if merger is not None:
+            self._release(everything=True)
+            merger.restart()
+            self.clock.restart()
+            if self._schedule is not None:
+                self._schedule = TickSchedule(self.node.tick_hz())
+        try:
+            self.node.on_input_restart(topic)
+        except Exception as exc:  # noqa: BLE001 - counted; the node goes on
+            self.log.debug("input restart handler error", exc_info=True)
+            self.record_error(f"handler:{topic}:{type(exc).__name__}", str(exc))
+        for pub in self.publishers.values():
+            pub.restart_stream()
+
     def _note_restarts(self, sub: Subscriber) -> None:
         """Say in the log when a publisher of an input came back as a new incarnation (a respawned node,
         a replay starting over): its seq restarts at 0, which is not counted as lost messages."""
@@ -365,6 +452,12 @@ class NodeRunner:
                 continue
             self._stats.count[(bus_topic, "in")] += 1
             self._stats.period_count[(bus_topic, "in")] += 1
+            verdict = self._input_stream(topic, msg)
+            if verdict == "stale":  # the previous pass's tail: its stamps are from before the restart
+                merger.dropped[topic] += 1
+                continue
+            if verdict == "back":
+                self._inputs_restarted(topic, bus_topic)
             stamp_ns = msg.header.stamp_ns  # type: ignore[attr-defined]
             delivered_ns = merger.delivered_ns
             held = merger.push(topic, stamp_ns, msg, time.time_ns())
@@ -377,12 +470,12 @@ class NodeRunner:
         self._stats.dropped[(bus_topic, "in")] = sub.seq_gaps + merger.dropped[topic]
         self._note_restarts(sub)
 
-    def _release(self) -> None:
-        """Hand the merger's ready inputs to the node in stamp order, runs of one topic batched up to
-        ``max_batch``; on stamp time, fire the ticks due before each."""
+    def _release(self, everything: bool = False) -> None:
+        """Hand the merger's ready inputs (``everything``: all it holds) to the node in stamp order, runs
+        of one topic batched up to ``max_batch``; on stamp time, fire the ticks due before each."""
         merger = self._merger
         assert merger is not None
-        ready = merger.pop_ready(time.time_ns())
+        ready = merger.pop_all() if everything else merger.pop_ready(time.time_ns())
         i = 0
         while i < len(ready):
             first = ready[i]

@@ -9,6 +9,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -306,3 +307,76 @@ def test_stop_at_a_light_holds_still_without_drift():
     assert np.ptp([p.heading_deg for p in still]) < 2.0  # the gyro bias does not turn it
     assert all(p.status == "tracking" for p in still) and max(error_m(s, p) for p in still) < 5.0
     assert max(error_m(s, p) for p in between(ps, 27.0, 40.0)) < 5.0  # and drives off on the right street
+
+
+# ------------------------------------------------------------------------------------------ a looping replay
+
+
+def test_input_restart_starts_the_filter_again():
+    """A replay looping to its drive's start: the shell calls ``on_input_restart``; the node then answers
+    the second pass exactly as a fresh node answers the first (new filter, frame anchored anew), and its
+    counters add up over the passes."""
+    s = Scenario(duration_s=8.0, nan_fix_at_s=[3.0])
+    node, first = run(s)
+    node.on_input_restart(POSENET_TOPIC)
+    again = poses(run_offline(node, messages(s)))
+    assert [(p.header.stamp_ns, p.lat_deg, p.lon_deg, p.status, p.valid) for p in again] == \
+        [(p.header.stamp_ns, p.lat_deg, p.lon_deg, p.status, p.valid) for p in first]
+    assert any(p.valid for p in again) and node.input_restarts == 1
+    assert node.counters == {"invalid:posenet": 2}
+
+
+def test_looping_replay_keeps_poses_coming_on_the_bus(bus_config):
+    """On the bus, as `streetloc replay --loop` drives it: odometry and fixes of one pass, then the
+    odometry publisher (the replay) restarts at the drive's start, one fix of the first pass arrives late
+    from the PoseNet node's old incarnation, and PoseNet restarts too. The fusion node restarts its filter
+    once, drops the stale fix, and its poses of the second pass reach a subscriber (a new incarnation,
+    nothing rejected as going back) and equal those of the first."""
+    import threading
+    import time
+
+    from nodes.bus.pubsub import Publisher, Subscriber
+    from nodes.runtime import NodeRunner
+
+    s = Scenario(duration_s=8.0)
+    msgs = messages(s)
+    node = FusionNode(FusionParams(max_delay_s=1.0, tick_hz=0.0))  # poses at fixes: one per fix per pass
+    runner = NodeRunner(node, config=bus_config, use_sim_time=True)
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": 30.0}, daemon=True)
+    thread.start()
+    got: list[Pose] = []
+    with (Subscriber(POSE_TOPIC, config=bus_config) as out, Publisher(ODOMETRY_TOPIC, config=bus_config) as odo,
+          Publisher(POSENET_TOPIC, node="posenet", config=bus_config) as fixes):
+        assert odo.wait_for_subscribers(1, 5) and fixes.wait_for_subscribers(1, 5)
+        time.sleep(0.3)
+
+        def send(pass_msgs):
+            for topic, msg in pass_msgs:
+                msg = msgspec.structs.replace(msg, header=msgspec.structs.replace(msg.header, trace=[]))
+                (odo if topic == ODOMETRY_TOPIC else fixes).publish(msg)
+
+        send(msgs)
+        time.sleep(1.5)
+        odo.restart_stream()  # the replay loops
+        send([(t, m) for t, m in msgs if t == ODOMETRY_TOPIC][:3])
+        time.sleep(0.2)
+        fixes.publish(GeoFix(Header(stamp_ns(8.5)), lat_deg=0.0, lon_deg=0.0))  # the old pass's tail, late
+        fixes.restart_stream()  # PoseNet sees the new pass
+        send([(t, m) for t, m in msgs if t == POSENET_TOPIC or m.header.stamp_ns > stamp_ns(0.1)])
+        deadline = time.monotonic() + 15
+        while len(got) < 80 and time.monotonic() < deadline:
+            if (pose := out.recv(timeout_s=0.5)) is not None:
+                got.append(pose)
+        rejected = dict(out.rejected)
+    runner.stop()
+    thread.join()
+    diag = runner.diagnostics_message(1.0)
+    runner.close()
+    assert rejected == {} and out.restarts == 1
+    assert runner.inputs_went_back == 1 and node.input_restarts == 1
+    assert runner._merger.dropped[POSENET_TOPIC] == 1, "the stale fix was dropped"
+    assert not any(k.startswith("late:") for k in diag.errors), diag.errors
+    first, second = got[:40], got[40:]
+    assert len(second) == 40 and any(p.valid for p in second)
+    assert [(p.header.stamp_ns, p.lat_deg, p.status) for p in second] == \
+        [(p.header.stamp_ns, p.lat_deg, p.status) for p in first]

@@ -79,3 +79,20 @@ def test_tcp_clients_read_every_epoch_at_the_configured_rate(tmp_path):
     ggas = [s for s in sentences if s.sentence_type == "GGA"]
     assert [g.gps_qual for g in ggas] == [1, 1, 1, 1, 1, 0]  # 5 Hz of the 20 Hz poses, then the lost one
     assert out.read_text().replace("\r\n", "\n").splitlines() == lines  # the file got the same
+
+
+def test_sentences_go_on_when_the_poses_start_over(tmp_path):
+    """A looping replay: the poses start over in time (the runtime calls ``on_input_restart``); the
+    sentences are paced from the next pose, not held back until the last pass's stamps come again."""
+    out = tmp_path / "nmea.log"
+    node = NmeaNode(NmeaParams(port=-1, rate_hz=5.0, file=str(out)))
+    try:
+        for k in range(20):
+            node.on_message(POSE_TOPIC, pose(stamp_ns=T0_NS + 10_000_000_000 + k * 50_000_000), 0)
+        sent = node.epochs_sent
+        node.on_input_restart(POSE_TOPIC)
+        for k in range(20):
+            node.on_message(POSE_TOPIC, pose(stamp_ns=T0_NS + k * 50_000_000), 0)
+    finally:
+        node.close()
+    assert sent == 5 and node.epochs_sent == 10

@@ -182,3 +182,15 @@ def test_rejected_messages_are_a_problem_with_counts_per_reason_until_they_leave
     monitor.on_message("camera/image", image(now + 6 * S), now + 6 * S)
     monitor.on_tick(now + 6 * S)
     assert "rejected:camera/image" not in monitor.health()
+
+
+def test_rate_after_a_replay_loops_is_the_new_pass_rate():
+    """A looping replay starts its stamps over: the rate is measured since then, not over the jump back
+    (which would read as a far lower rate for a whole window)."""
+    monitor = make(expected_rate_hz={"camera/image": 10.0})
+    monitor.on_tick(T0)
+    end = feed(monitor, 10.0, T0 + 60 * S, 3.0)  # the end of a pass ...
+    for k in range(5):  # ... then the drive's start again, arriving now
+        monitor.on_message("camera/image", image(T0 + k * S // 10), end + k * S // 10)
+    (report,) = monitor.report(end + S // 2)
+    assert report.rate_hz == pytest.approx(10.0, rel=0.01)

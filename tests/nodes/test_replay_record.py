@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from nodes.bus.messages import GeoFix, Header, Pose
+from nodes.bus.messages import GeoFix, Header, Hop, Pose
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.record import Recorder, RecordParams
 from nodes.replay import Replay, ReplayParams
@@ -263,3 +263,93 @@ def test_lockstep_frame_goes_out_with_what_shares_its_stamp(tmp_path):
     # ticks only start lock-step and time out unanswered frames: no 1 kHz wake-ups beside the graph
     assert replay.tick_hz() <= 100
     replay.close()
+
+
+# -- looping (--loop): every pass a stream of its own, answered frame by frame ----------------------
+
+def _by_incarnation(replay: Replay, step) -> dict[tuple[int, str], list[int]]:
+    """Drive ``step()`` (one handler call) until the replay has looped twice and a few frames more; the
+    stamps it returns per (stream epoch after the call, topic): what the runner publishes under one
+    incarnation (it restarts the streams before publishing a call's outputs when the epoch moved)."""
+    streams: dict[tuple[int, str], list[int]] = {}
+    for _ in range(200):
+        out = step()
+        for topic, msg in out:
+            streams.setdefault((replay.stream_epoch, topic), []).append(msg.header.stamp_ns)
+        if replay.loops >= 2 and replay.frames_published >= 2 * 20 + 3:
+            break
+    return streams
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_loop_tail_goes_out_before_the_new_incarnation(tmp_path, lockstep):
+    """The messages after the drive's last frame (odometry at +50 ms) go out in the pass's incarnation, and
+    the new incarnation starts with the new pass: within one incarnation no stamp goes back, which a
+    subscriber would reject (``stamp_backwards``)."""
+    replay = Replay(ReplayParams(drive=write_drive(tmp_path / "d.mcap", frames=20), lockstep=lockstep, loop=True,
+                                 rate=0, start_delay_s=0))
+    streams = _by_incarnation(replay, replay.next_frame if lockstep else lambda: replay.on_tick(0))
+    assert replay.loops >= 2
+    for (epoch, topic), stamps in streams.items():
+        assert stamps == sorted(stamps), f"{topic} goes back within incarnation {epoch}"
+    for epoch in (0, 1):  # whole passes: 20 frames, 20 fixes and the odometry, tail included
+        assert streams[(epoch, "camera/image")] == [T0_NS + i * FRAME_NS for i in range(20)]
+        assert streams[(epoch, "odometry")][-1] == T0_NS + 19 * FRAME_NS + FRAME_NS // 2
+    replay.close()
+
+
+def _answer(replay: Replay, stamp_ns: int, incarnation: int):
+    fix = GeoFix(Header(stamp_ns=stamp_ns, incarnation=incarnation, trace=[Hop("posenet", 0, 0)]), lat_deg=0.0,
+                 lon_deg=0.0)
+    return replay.on_message("posenet/fix", fix, 0)
+
+
+def test_lockstep_loop_ignores_answers_from_the_previous_pass(tmp_path):
+    """An answer of the previous pass arriving after the loop restarted (a frame answered twice after a
+    retry, a slower lock-step topic) is stamped late in the drive: taken as an answer, the new pass's
+    frames would count as answered at once. Answers from the answerers' old incarnations are ignored."""
+    replay = Replay(ReplayParams(drive=write_drive(tmp_path / "d.mcap", frames=3), lockstep=True, loop=True))
+    assert [t for t, _ in replay.next_frame()] == ["camera/image", "gps/fix"]
+    for i in range(3):  # pass 1, answered by the posenet node's incarnation 7; then the tail
+        out = _answer(replay, T0_NS + i * FRAME_NS, 7)
+    assert [t for t, _ in out] == ["odometry"] and replay.loops == 0
+    first = replay.next_frame()  # the end: the loop restarts and the new pass's first frame goes out
+    assert replay.loops == 1 and replay.stream_epoch == 1 and first[0][1].header.stamp_ns == T0_NS
+    assert _answer(replay, T0_NS + 2 * FRAME_NS, 7) == ()  # late, from the old incarnation
+    assert replay.stale_answers == 1
+    out = _answer(replay, T0_NS, 8)  # the posenet node's new incarnation answers frame 0 of pass 2
+    assert [(t, m.header.stamp_ns) for t, m in out if t == "camera/image"] == [("camera/image", T0_NS + FRAME_NS)]
+    replay.close()
+
+
+def test_lockstep_loop_answers_every_frame_of_every_pass(bus_config, tmp_path):
+    """`streetloc replay --lockstep --loop`: the answering node sees the replay start over, starts a new
+    incarnation of its own output, and every frame of each pass is answered and reaches a subscriber."""
+    drive = write_drive(tmp_path / "a.mcap", frames=20)  # 1.95 s: a loop goes back > 1 s
+    answerer = FrameAnswerer(0.0)
+    ans_runner = NodeRunner(answerer, config=bus_config)
+    ans_thread = _spin(ans_runner, 60)
+    with Subscriber("posenet/fix", config=bus_config) as sub:
+        replay = Replay(ReplayParams(drive=drive, lockstep=True, loop=True, lockstep_topics=["posenet/fix"],
+                                     lockstep_timeout_s=2.0, start_delay_s=0.3))
+        runner = NodeRunner(replay, config=bus_config)
+        thread = _spin(runner, 60)
+        deadline = time.monotonic() + 50
+        while replay.frames_published < 2 * 20 + 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        runner.stop()
+        thread.join()
+        runner.close()
+        stamps = []
+        while (msg := sub.recv(timeout_s=0.3)) is not None:
+            stamps.append(msg.header.stamp_ns)
+        rejected = dict(sub.rejected)
+    ans_runner.stop()
+    ans_thread.join()
+    ans_runner.close()
+    frames = [T0_NS + i * FRAME_NS for i in range(20)]
+    assert replay.loops >= 2 and replay.lockstep_gave_up == 0
+    assert rejected == {}, "no answer of a later pass is rejected as going back"
+    assert stamps[:40] == frames + frames, "every frame of two passes answered once, in order"
+    assert ans_runner.inputs_went_back == replay.loops
+    assert sub.restarts >= 2  # each pass's answers under a new incarnation of the answering node

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from nodes.bus.forwarder import Forwarder
-from nodes.bus.messages import Header, Pose
+from nodes.bus.messages import GeoFix, Header, Pose
 from nodes.bus.pubsub import Delivery, Publisher, Subscriber
 from nodes.bus.wire import Codec
 from nodes.runtime import Node, NodeRunner, describe_params, load_params
@@ -264,3 +264,59 @@ def test_a_fast_ticker_sleeps_between_ticks(bus_config, monkeypatch):
     assert node.ticks > 50  # it did tick (a loaded machine gives fewer than 300)
     assert len(polls) <= 3 * node.ticks + 20, f"{len(polls)} polls for {node.ticks} ticks: the loop spins"
     assert sum(1 for t in polls if t == 0) <= 0.2 * len(polls)
+
+
+class FixRelay(Node):
+    """gps/fix in, a posenet/fix of the same stamp out (a stand-in for a node whose outputs follow its
+    input's stamps: PoseNet, the detector)."""
+
+    name = "relay"
+    subscribes = {"gps/fix": Delivery.EVERY}
+    publishes = ("posenet/fix",)
+
+    def __init__(self):
+        super().__init__()
+        self.restarted: list[str] = []
+
+    def on_message(self, topic, msg, recv_ns):
+        return [("posenet/fix", GeoFix(Header(stamp_ns=msg.header.stamp_ns), lat_deg=1.0, lon_deg=2.0))]
+
+    def on_input_restart(self, topic):
+        self.restarted.append(topic)
+
+
+def test_outputs_start_a_new_incarnation_when_an_input_starts_over_in_time(bus_config):
+    """A replay looping publishes its drive again under a new incarnation, stamps going back: a node
+    downstream restarts its own streams, so its outputs of the new pass are not rejected as going back.
+    A respawned publisher stamped a little earlier (< 1 s: a late message) or later is no restart."""
+    t0, s = 1_700_000_000_000_000_000, 1_000_000_000
+    node = FixRelay()
+    runner = NodeRunner(node, config=bus_config)
+    with Subscriber("posenet/fix", config=bus_config) as out, Publisher("gps/fix", config=bus_config) as src:
+        thread = _spin(runner, 10.0)
+        assert src.wait_for_subscribers(1, 5)
+        time.sleep(0.2)
+        passes = [[t0 + k * s // 2 for k in range(6)], [t0 + k * s // 2 for k in range(6)],  # a loop
+                  [t0 + 2 * s], [t0 + 3 * s]]  # a respawn 0.5 s back (late), then one going on
+        for stamps in passes:
+            src.restart_stream()
+            for stamp in stamps:
+                src.publish(GeoFix(Header(stamp_ns=stamp), lat_deg=1.0, lon_deg=2.0))
+            time.sleep(0.3)
+        got = []
+        while (msg := out.recv(timeout_s=0.5)) is not None:
+            got.append(msg.header.stamp_ns)
+        rejected = dict(out.rejected)
+        runner.stop()
+        thread.join()
+        runner.close()
+    assert node.restarted == ["gps/fix"] and runner.inputs_went_back == 1
+    assert got == passes[0] + passes[1] + [passes[3][0]]
+    # the late message went out in the second pass's stream, stamped before its last: rejected downstream
+    assert rejected == {"stamp_backwards": 1}
+
+
+def _spin(runner: NodeRunner, duration_s: float) -> threading.Thread:
+    thread = threading.Thread(target=runner.spin, kwargs={"duration_s": duration_s}, daemon=True)
+    thread.start()
+    return thread
