@@ -87,6 +87,18 @@ def test_frames_of_another_city_are_out_of_area(predictor):
     assert all("out_of_area" in f for f in flags[2:]), flags
 
 
+def test_evaluate_counts_the_frames_the_checks_flag_as_not_valid(tmp_path):
+    """Another city at the model's own origin: the GPS area check lets it through, the appearance check
+    flags its frames out_of_area; the report's valid share says so, as the node's fixes would."""
+    from perception.models.posenet.evaluation import evaluate
+
+    path = tmp_path / "city7.mcap"
+    write_drive(SimConfig(city_seed=7, route="random", route_seed=2, frames=12, fps=5.0), path)
+    result = evaluate(None, [str(path)], device="cpu", cache_dir=None)
+    assert result["flag_rates"]["flagged"] >= 10 / 12
+    assert result["valid_fraction"] == pytest.approx(1.0 - result["flag_rates"]["flagged"])
+
+
 def test_descriptor_ignores_exposure_but_not_the_view(predictor, own_city):
     a, b = (resize_to_input(f, predictor.input_size_px) for f in own_city[::11])
     darker = (a.astype(np.float32) * 0.6).astype(np.uint8)

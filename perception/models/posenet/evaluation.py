@@ -135,7 +135,14 @@ class PoseScorer:
         if geometry:
             extra["geometry"] = geometry
         validity = FrameValidity(p)  # a new stream per drive
-        flagged = sum(bool(r) for r in validity.assess(frames.images, stamps_ns=frames.stamp_ns))
+        assessed = validity.assess(frames.images, stamps_ns=frames.stamp_ns)
+        flagged = sum(bool(r) for r in assessed)
+        # the node publishes a frame the validity checks flag as not valid (out of area, black ...): so does
+        # "valid (not flagged)" here
+        newly_flagged = np.array([bool(r) for r in assessed], bool) & errors.valid
+        errors.reason = np.asarray(errors.reason, object)
+        errors.reason[newly_flagged] = [",".join(r) for r, m in zip(assessed, newly_flagged, strict=True) if m]
+        errors.valid = errors.valid & ~newly_flagged
         extra["flagged"] = flagged / max(len(frames), 1)
         # accumulated by keep() (under torchrun another process may have scored this drive)
         kept = {"condition": condition, "geometry": f"{spec.path.name}: {geometry}" if geometry else "",
