@@ -161,10 +161,13 @@ class PoseNetNode(CameraModelNode):
             lat, lon = float(est.hyp_lat_deg[i, j]), float(est.hyp_lon_deg[i, j])
             if not (np.isfinite(lat) and np.isfinite(lon) and np.all(np.isfinite(c))):
                 continue
-            # the network regresses one heading per image: every mode shares it
+            h, h_std = heading, heading_std  # the regression has one heading per image: every mode shares it
+            if est.hyp_heading_deg is not None and np.isfinite(est.hyp_heading_deg[i, j]):  # place hypotheses
+                h = float(est.hyp_heading_deg[i, j])
+                h_std = float(max(heading_floor_deg, est.hyp_heading_std_deg[i, j]))
             out.append(FixHypothesis(lat_deg=lat, lon_deg=lon, weight=float(est.hyp_weight[i, j]),
                                      cov_enu_m2=(float(c[0, 0]), float(c[0, 1]), float(c[1, 0]), float(c[1, 1])),
-                                     heading_deg=heading, heading_std_deg=heading_std))
+                                     heading_deg=h, heading_std_deg=h_std))
         return out
 
     def close_details(self) -> str:

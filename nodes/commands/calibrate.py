@@ -1,7 +1,10 @@
 """``streetloc calibrate posenet --model CKPT --data VAL_DRIVE... -o OUT``: fit a checkpoint's hypothesis
 calibration (softmax temperature of the weights, covariance scale) on validation drives and write the
 checkpoint with it in ``meta.calibration.hypotheses``. No training: the weights stay as they are (the
-model id too). Calibrate on drives the model was neither trained on nor will be scored on."""
+model id too). Calibrate on drives the model was neither trained on nor will be scored on.
+
+``--places-data TRAIN_DRIVE...`` instead gives the checkpoint a place index (the training views with
+their poses, `perception.models.posenet.places`), calibrated on ``--data``."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ from nodes.commands import OneLineErrorParser
 
 
 def _run(args: argparse.Namespace) -> int:
-    from perception.models.posenet.evaluation import calibrate
+    from perception.models.posenet.evaluation import calibrate, index_places
 
+    if args.places_data:
+        return _run_places(args, index_places)
     try:
         record = calibrate(args.model, args.data, args.output, k=args.hypotheses, radius_m=args.radius_m,
                            merge_m=args.merge_m, device=args.device, cache_dir=args.cache_dir)
@@ -33,6 +38,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_places(args: argparse.Namespace, index_places) -> int:
+    try:
+        record = index_places(args.model, args.places_data, args.data, args.output, k=args.hypotheses,
+                              device=args.device, cache_dir=args.cache_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"streetloc calibrate posenet: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
+    c, cal = record["config"], record["calibration"]
+    b, a = cal["before"], cal["after"]
+    print(f"wrote {args.output}: place index of {record['bank_frames']} frames from {len(record['sources'])} drives, "
+          f"calibrated on {cal['frames']} frames of {', '.join(cal['fitted_on'])}")
+    print(f"  temperature {c['temperature']:g}, weight scale {c['weight_scale']:g}; 1-sigma {c['along_std_m']:.2f} m "
+          f"along, {c['across_std_m']:.2f} m across, heading {c['heading_std_deg']:.2f} deg")
+    print(f"  weight ECE {b['hypothesis_weight_ece']:.3f} -> {a['hypothesis_weight_ece']:.3f}; right hypothesis' "
+          f"95% ellipse coverage {b['right_hypothesis_within_95_ellipse']:.1%} -> "
+          f"{a['right_hypothesis_within_95_ellipse']:.1%}; top-{args.hypotheses} within 10 m "
+          f"{a['topk_recall_10m']:.1%} (on these drives; score on others)")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="fit a checkpoint's uncertainty on validation drives (no training)",
@@ -44,6 +72,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="DRIVE",
                    help="validation drives (not trained on, not scored on); DRIVE@START:STOP:STEP for a slice")
     p.add_argument("-o", "--output", required=True, metavar="CKPT", help="checkpoint to write (may be --model's file)")
+    p.add_argument("--places-data", nargs="+", default=None, metavar="DRIVE",
+                   help="build a place index from these drives (the training drives, DRIVE@::2 to thin) and "
+                        "calibrate it on --data: the hypotheses then come from the most alike training "
+                        "views (docs/posenet.md, 'Place recognition')")
     p.add_argument("--hypotheses", type=int, default=5, metavar="K", help="hypotheses per image (5)")
     p.add_argument("--radius-m", type=float, default=10.0, help="a hypothesis is right within this of the truth (10)")
     p.add_argument("--merge-m", type=float, default=5.0, help="modes closer than this merge (5)")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from localization.metrics import (  # noqa: F401 - the figures live with the other accuracy metrics (numpy only)
     CHI2_1DOF_95,
@@ -53,12 +54,14 @@ from localization.metrics import (  # noqa: F401 - the figures live with the oth
 from perception.datasets import DriveSpec
 from perception.evaluation import DriveScore, EvalConfig, evaluate_drives, record_metrics
 from perception.models.posenet.data import load_pose_frames
+from perception.models.posenet.places import PlaceConfig, PlaceRecognizer, fit_place_calibration, fit_places
 from perception.models.posenet.predictor import (
     ASPECT_TOLERANCE,
     HypothesisCalibration,
     PosePredictor,
     cropped_hfov_deg,
     raw_to_estimates,
+    with_places,
 )
 from perception.models.posenet.validity import FrameValidity, OutOfAreaError, drives_outside_area
 
@@ -282,6 +285,48 @@ def calibrate(checkpoint: str | os.PathLike | None, drives: Sequence[str | Drive
     ckpt.meta["calibration"] = calib
     ckpt.save(output)
     return record
+
+
+def index_places(checkpoint: str | os.PathLike | None, bank_drives: Sequence[str | DriveSpec],
+                 drives: Sequence[str | DriveSpec], output: str | os.PathLike, *, k: int = 5,
+                 config: PlaceConfig | None = None, device: str = "auto",
+                 cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Give ``checkpoint`` a place index (`places`): the frames of ``bank_drives`` (the training drives:
+    the views it has seen) with their poses, its weights and temperature fitted on validation ``drives``
+    (never a bank drive), written to ``output`` (``meta["places"]``). Returns the record without the
+    tensors, with the place hypotheses' figures on the validation drives before/after calibration."""
+    predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, hypotheses=k,
+                              places=False)
+    bank_names = {Path(str(d).split("@")[0]).name for d in bank_drives}
+    for d in drives:
+        if Path(str(d).split("@")[0]).name in bank_names:
+            raise ValueError(f"drive {d}: it is in the place index; calibrate on other drives")
+    size = predictor.input_size_px
+    bank = load_pose_frames(bank_drives, size_px=size, frame=predictor.frame, cache_dir=cache_dir)
+    meta = fit_places(bank.images, bank.east_m, bank.north_m, bank.heading_deg, config=config,
+                      sources=[str(d) for d in bank_drives])
+    del bank
+    val = load_pose_frames(drives, size_px=size, frame=predictor.frame, cache_dir=cache_dir)
+    recognizer = PlaceRecognizer(meta)
+
+    def figures(rec: PlaceRecognizer) -> dict[str, Any]:
+        est = with_places(predictor.estimates(predictor.predict_raw(val.images)),
+                          rec.hypotheses(val.images, k), predictor.frame)
+        f = hypothesis_figures(pose_errors(est, val.east_m, val.north_m, val.heading_deg),
+                               radius_m=rec.config.radius_m)
+        return {key: f[key] for key in ("hypothesis_weight_ece", "right_hypothesis_within_95_ellipse",
+                                        "topk_recall_10m")}
+
+    before = figures(recognizer)
+    fit = fit_place_calibration(recognizer, val.images, val.east_m, val.north_m, val.heading_deg, k=k)
+    meta["config"] = fit["config"]
+    after = figures(PlaceRecognizer(meta))
+    meta["calibration"] = {"fitted_on": [str(d) for d in drives], "frames": fit["frames"],
+                           "before": before, "after": after}
+    ckpt = predictor.checkpoint
+    ckpt.meta["places"] = meta
+    ckpt.save(output)
+    return {key: v for key, v in meta.items() if not isinstance(v, torch.Tensor)}
 
 
 def _fmt(v: Any, fmt: str = "{:.2f}") -> str:

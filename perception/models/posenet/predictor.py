@@ -29,9 +29,34 @@ from localization.geodesy import GeoOrigin, LocalFrame
 from localization.metrics import HYPOTHESIS_RADIUS_M
 from perception.models._api import Checkpoint, resolve_checkpoint
 from perception.models.posenet.network import NUM_FIXED, decode, posenet
+from perception.models.posenet.places import PlaceHypotheses, PlaceRecognizer
 from perception.transforms import ASPECT_TOLERANCE, crop_to_aspect, normalize, resize_to_input
 
 __all__ = ["ASPECT_TOLERANCE", "crop_to_aspect"]  # re-exported: the node reads them here
+
+def with_places(est: PoseEstimates, hyp: PlaceHypotheses, frame: LocalFrame) -> PoseEstimates:
+    """``est`` with its hypotheses replaced by the place hypotheses ``hyp`` (positions in ``frame``): the
+    top-level fix becomes the heaviest one (position, heading and their stds); its covariance is the
+    mixture's second moment about that position, so a plain consumer sees the look-alike streets as
+    spread. Frames without any place hypothesis keep the regression's output."""
+    w = hyp.weight
+    has = w[:, 0] > 0
+    wn = w / np.where(w.sum(1, keepdims=True) > 0, w.sum(1, keepdims=True), 1.0)
+    d = np.stack([hyp.east_m - hyp.east_m[:, :1], hyp.north_m - hyp.north_m[:, :1]], -1)  # [N, k, 2]
+    d = np.where(np.isfinite(d), d, 0.0)
+    c = np.where(np.isfinite(hyp.cov_enu_m2), hyp.cov_enu_m2, 0.0)
+    spread = np.einsum("nk,nkij->nij", wn, c + d[..., :, None] * d[..., None, :])
+    east = np.where(has, hyp.east_m[:, 0], est.east_m)
+    north = np.where(has, hyp.north_m[:, 0], est.north_m)
+    lat, lon, _ = frame.to_geodetic(east, north)
+    hlat, hlon, _ = frame.to_geodetic(hyp.east_m, hyp.north_m)
+    heading_std = np.full(w.shape, float(hyp.heading_std_deg))
+    return PoseEstimates(
+        east, north, np.atleast_1d(lat), np.atleast_1d(lon), np.where(has[:, None, None], spread, est.cov_enu_m2),
+        np.where(has, hyp.heading_deg[:, 0], est.heading_deg), np.where(has, heading_std[:, 0], est.heading_std_deg),
+        hyp.east_m, hyp.north_m, np.asarray(hlat, np.float64), np.asarray(hlon, np.float64), w, hyp.cov_enu_m2,
+        hyp.heading_deg, np.where(w > 0, heading_std, np.nan))
+
 
 def fit_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
     """One BGR frame (any size, or mono) -> uint8 RGB [3, H, W] at ``size_px`` = (width, height):
@@ -88,6 +113,8 @@ class PoseEstimates:
             (hypothesis 0 is the top-level position, the top anchor's mode); NaN where a frame has fewer than k.
         hyp_weight: float64 [N, k] probability that each is the right one; 0 where absent.
         hyp_cov_enu_m2: float64 [N, k, 2, 2] covariance of each if it is the right one.
+        hyp_heading_deg, hyp_heading_std_deg: float64 [N, k] each hypothesis' heading and its 1-sigma
+            (place recognition, `places`); None: every hypothesis shares the top-level heading.
     """
 
     east_m: np.ndarray
@@ -103,6 +130,8 @@ class PoseEstimates:
     hyp_lon_deg: np.ndarray | None = None
     hyp_weight: np.ndarray | None = None
     hyp_cov_enu_m2: np.ndarray | None = None
+    hyp_heading_deg: np.ndarray | None = None
+    hyp_heading_std_deg: np.ndarray | None = None
 
     def hypothesis_count(self) -> np.ndarray:
         """int [N] hypotheses per frame."""
@@ -137,7 +166,7 @@ class PosePredictor:
 
     def __init__(self, checkpoint: Checkpoint | str | Path | None = None, *, device: str | torch.device = "auto",
                  half: bool | None = None, channels_last: bool | None = None, max_batch: int = 64,
-                 hypotheses: int = 5, calibration: HypothesisCalibration | None = None) -> None:
+                 hypotheses: int = 5, calibration: HypothesisCalibration | None = None, places: bool = True) -> None:
         from perception.training import resolve_device
 
         self.checkpoint = resolve_checkpoint(checkpoint if not isinstance(checkpoint, Path) else str(checkpoint),
@@ -172,6 +201,8 @@ class PosePredictor:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.half() if self.half else model
+        # the place index (`places`), when the checkpoint has one and ``places`` is not turned off
+        self.places = PlaceRecognizer(meta["places"]) if places and meta.get("places") else None
 
     def prepare_bgr(self, image_bgr: np.ndarray) -> np.ndarray:
         """One BGR frame (any size, or mono) -> uint8 RGB [3, H, W] at the input size; ValueError when
@@ -195,8 +226,12 @@ class PosePredictor:
         return torch.cat(outs) if outs else torch.zeros(0, NUM_FIXED + 3 * self.model.num_anchors)
 
     def predict(self, images: torch.Tensor) -> PoseEstimates:
-        """uint8 [N, 3, H, W] RGB at the input size -> `PoseEstimates`."""
-        return self.estimates(self.predict_raw(images))
+        """uint8 [N, 3, H, W] RGB at the input size -> `PoseEstimates`: the regression's, or, with a
+        place index, the place hypotheses' (`with_places`)."""
+        est = self.estimates(self.predict_raw(images))
+        if self.places is not None and self.hypotheses > 0 and len(images):
+            est = with_places(est, self.places.hypotheses(images.cpu(), self.hypotheses), self.frame)
+        return est
 
     def estimates(self, raw: torch.Tensor) -> PoseEstimates:
         return raw_to_estimates(raw, self.anchors, self.offset_scale, frame=self.frame,
