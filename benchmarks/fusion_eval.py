@@ -17,7 +17,8 @@ Odometry: a drive written with an ``odometry_noise`` preset (sim_data.odometry) 
 drive (true odometry) gets ``--odometry-noise`` (typical) applied here with the same model, seeded by the
 drive. ``--hypotheses K`` (K > 1) feeds the filter the predictor's top-K hypotheses, what the node
 publishes in ``GeoFix.hypotheses`` (merged modes of the anchor mixture, weights and covariances calibrated
-on validation drives), all with the one heading the model predicts; the ``posenet`` row stays the
+on validation drives), with the one heading the model predicts (a place index: each hypothesis' own); the
+``posenet`` row stays the
 top-level fix (top anchor, moment-matched covariance).
 """
 
@@ -89,8 +90,12 @@ def posenet_hypotheses(images_bgr: list[np.ndarray], frame: LocalFrame, checkpoi
                 out.append([top])
                 continue
             present = np.flatnonzero(np.isfinite(est.hyp_east_m[j]))
-            out.append([Hypothesis(float(he[j, m]), float(hn[j, m]), top.heading_deg, est.hyp_cov_enu_m2[j, m],
-                                   top.heading_std_deg, float(est.hyp_weight[j, m])) for m in present])
+            own = est.hyp_heading_deg is not None  # place hypotheses carry their own heading (as on the wire)
+            out.append([Hypothesis(float(he[j, m]), float(hn[j, m]),
+                                   float(est.hyp_heading_deg[j, m]) if own else top.heading_deg,
+                                   est.hyp_cov_enu_m2[j, m],
+                                   float(est.hyp_heading_std_deg[j, m]) if own else top.heading_std_deg,
+                                   float(est.hyp_weight[j, m])) for m in present])
     return out, summary
 
 
@@ -139,6 +144,9 @@ def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_n
         # the calibration too: a recalibrated checkpoint of the same name gives other hypotheses
         predictor = _predictor(checkpoint)  # the weights' id (a retrained default keeps its file name)
         calib = predictor.model_id + json.dumps(dataclasses.asdict(predictor.calibration), sort_keys=True)
+        if predictor.places is not None:  # a place index gives other hypotheses (and its own calibration)
+            calib += json.dumps(dataclasses.asdict(predictor.places.config), sort_keys=True)
+            calib += str(len(predictor.places.bank))
         # and the validity check's code: its flags are cached too
         from perception.models.posenet import validity
 

@@ -124,8 +124,8 @@ def _drive(path, places: list[int], *, seed: int, noise: float, along_m: float =
 def test_calibrate_builds_the_index_and_the_predictor_and_node_use_it(tmp_path, capsys):
     ckpt = save_tiny_posenet(tmp_path / "tiny.pt", origin=ORIGIN.to_dict(), anchor_spacing_m=20.0)
     bank = _drive(tmp_path / "bank.mcap", [p for p in range(PLACES) for _ in range(3)], seed=4, noise=3.0)
-    val = _drive(tmp_path / "val.mcap", list(range(PLACES)) * 3, seed=5, noise=8.0, along_m=1.0)
-    test = _drive(tmp_path / "test.mcap", list(range(PLACES)), seed=6, noise=8.0, along_m=0.5)
+    val = _drive(tmp_path / "val.mcap", list(range(PLACES)) * 3, seed=5, noise=4.0, along_m=1.0)
+    test = _drive(tmp_path / "test.mcap", list(range(PLACES)), seed=6, noise=4.0, along_m=0.5)
     out = tmp_path / "places.pt"
     assert cli(["calibrate", "posenet", "--model", ckpt, "--places-data", bank, "--data", val, "-o", str(out),
                 "--device", "cpu"]) == 0

@@ -8,10 +8,11 @@ nearest one > 20 m away for 0-14 % of validation frames (day 0 %, dusk + heavy t
 where the regression has 23-100 %. A pose regressor interpolates between training views; retrieval keeps
 them (Sattler et al., "Understanding the limitations of CNN-based absolute camera pose regression",
 CVPR 2019). So a checkpoint may carry a *place index*: the training frames' appearance descriptors
-(`validity.appearance_descriptor`, PCA to ``dims``) with their positions and headings, and the predictor
-turns the ``pool`` most similar bank frames into hypotheses:
+(`validity.appearance_descriptor` on a 30x40 grid: where the edges of facades, windows and kerbs lie),
+binarised at the index's mean descriptor (one bit per cell and direction, 300 bytes a frame), with their
+positions and headings; the predictor turns the ``pool`` most similar bank frames into hypotheses:
 
-- similarity: cosine of the PCA'd descriptors; weight of a bank frame ``softmax(similarity / temperature)``
+- similarity: 1 - 2 x (Hamming distance / bits), the cosine of the +-1 vectors; weight of a bank frame ``softmax(similarity / temperature)``
   over the pool, times ``weight_scale`` (<= 1: the probability that *none* of them is right stays);
 - bank frames within ``merge_m`` of a stronger one, heading within ``merge_heading_deg``, join its
   hypothesis (weights add; the position is the weighted mean of the members, the heading the strongest
@@ -47,7 +48,7 @@ CHI2_2DOF_95 = 5.991  # 95 % quantile of chi-square with 2 degrees of freedom
 class PlaceConfig:
     """How bank frames become hypotheses (stored in ``meta["places"]["config"]``)."""
 
-    dims: int = 128  # PCA dimensions of the stored descriptors (fp16)
+    grid: tuple[int, int] = (30, 40)  # descriptor cells (rows, columns)
     pool: int = 30  # most similar bank frames considered per image
     temperature: float = 0.02  # of the cosine similarities' softmax (fitted)
     weight_scale: float = 1.0  # factor on all weights (fitted; < 1 leaves room for "none is right")
@@ -75,8 +76,9 @@ class PlaceHypotheses:
     heading_std_deg: float
 
 
-def _descriptors(images_rgb: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    return torch.cat([appearance_descriptor(images_rgb[s:s + chunk]) for s in range(0, len(images_rgb), chunk)])
+def _descriptors(images_rgb: torch.Tensor, grid: tuple[int, int], chunk: int = 2048) -> torch.Tensor:
+    return torch.cat([appearance_descriptor(images_rgb[s:s + chunk], tuple(grid))
+                      for s in range(0, len(images_rgb), chunk)])
 
 
 def fit_places(images_rgb: torch.Tensor, east_m: np.ndarray, north_m: np.ndarray, heading_deg: np.ndarray, *,
@@ -89,19 +91,23 @@ def fit_places(images_rgb: torch.Tensor, east_m: np.ndarray, north_m: np.ndarray
         raise ValueError(f"a place index needs at least {cfg.pool} frames with a position and a heading; "
                          f"got {int(keep.sum())}")
     idx = torch.from_numpy(np.nonzero(keep)[0])
-    desc = _descriptors(images_rgb[idx]).double()
+    desc = _descriptors(images_rgb[idx], cfg.grid)
     mean = desc.mean(0)
-    # the principal axes from a third of the frames: as good, and a 30 000-frame SVD would take minutes
-    _, _, vh = torch.linalg.svd((desc - mean)[::3], full_matrices=False)
-    proj = vh[: cfg.dims].T.contiguous()
-    bank = ((desc - mean) @ proj).float()
-    bank = bank / bank.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    return {"version": PLACES_VERSION, "method": METHOD, "config": asdict(cfg),
-            "mean": mean.float(), "projection": proj.half(), "bank": bank.half(),
+    return {"version": PLACES_VERSION, "method": METHOD, "config": asdict(cfg), "mean": mean,
+            "bits": torch.from_numpy(_pack(desc, mean)),
             "east_m": torch.from_numpy(np.asarray(east_m, np.float32)[keep]),
             "north_m": torch.from_numpy(np.asarray(north_m, np.float32)[keep]),
             "heading_deg": torch.from_numpy(np.asarray(heading_deg, np.float32)[keep]),
-            "bank_frames": int(len(bank)), "sources": [str(s) for s in sources]}
+            "bank_frames": int(len(desc)), "sources": [str(s) for s in sources]}
+
+
+def _pack(desc: torch.Tensor, mean: torch.Tensor) -> np.ndarray:
+    """Descriptors float [N, F] -> bits above ``mean``, packed: uint8 [N, 8 * ceil(F / 64)] (whole
+    64-bit words, zero-padded, so that Hamming distances run on uint64)."""
+    bits = (desc - mean).numpy() > 0
+    words = -(-bits.shape[1] // 64)
+    bits = np.pad(bits, ((0, 0), (0, 64 * words - bits.shape[1])))
+    return np.packbits(bits, axis=1)
 
 
 class PlaceRecognizer:
@@ -114,11 +120,13 @@ class PlaceRecognizer:
     def __init__(self, meta: Mapping[str, Any], config: PlaceConfig | None = None) -> None:
         if meta.get("method") != METHOD:
             raise ValueError(f"place index method {meta.get('method')!r} is not {METHOD!r}")
-        self.config = config or PlaceConfig(**{k: v for k, v in dict(meta.get("config", {})).items()
-                                               if k in PlaceConfig.__dataclass_fields__})
+        stored = {k: v for k, v in dict(meta.get("config", {})).items() if k in PlaceConfig.__dataclass_fields__}
+        if "grid" in stored:
+            stored["grid"] = tuple(stored["grid"])
+        self.config = config or PlaceConfig(**stored)
         self.mean = meta["mean"].float()
-        self.projection = meta["projection"].float()
-        self.bank = meta["bank"].float()
+        self.bits = int(self.mean.numel())
+        self.bank = np.ascontiguousarray(meta["bits"].numpy()).view(np.uint64)  # [M, words]
         self.east_m = meta["east_m"].double().numpy()
         self.north_m = meta["north_m"].double().numpy()
         self.heading_deg = meta["heading_deg"].double().numpy()
@@ -133,10 +141,16 @@ class PlaceRecognizer:
     def neighbours(self, images_rgb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The ``pool`` most similar bank frames: (index int64 [N, pool], cosine similarity float64 [N, pool]),
         most similar first."""
-        d = (_descriptors(images_rgb) - self.mean) @ self.projection
-        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        top = (d @ self.bank.T).topk(min(self.config.pool, len(self.bank)), dim=1)
-        return top.indices.numpy(), top.values.double().numpy()
+        query = np.ascontiguousarray(_pack(_descriptors(images_rgb, self.config.grid), self.mean)).view(np.uint64)
+        pool = min(self.config.pool, len(self.bank))
+        index = np.empty((len(query), pool), np.int64)
+        hamming = np.empty((len(query), pool), np.int64)
+        for i, q in enumerate(query):  # one image at a time: [M, words] at once, not [N, M, words]
+            d = np.bitwise_count(self.bank ^ q).sum(1, dtype=np.int64)
+            top = np.argpartition(d, pool - 1)[:pool] if pool < len(d) else np.arange(len(d))
+            top = top[np.argsort(d[top], kind="stable")]
+            index[i], hamming[i] = top, d[top]
+        return index, 1.0 - 2.0 * hamming / self.bits
 
     def hypotheses(self, images_rgb: torch.Tensor, k: int) -> PlaceHypotheses:
         return self.from_neighbours(*self.neighbours(images_rgb), k=k)

@@ -135,9 +135,11 @@ class ImageChecker:
 DESCRIPTOR_GRID = (24, 32)  # (rows, columns) of the gradient thumbnail
 
 
-def appearance_descriptor(images_rgb: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 RGB [N, 3, H, W] -> float32 [N, 2 * 24 * 32]: mean |d/dx| and |d/dy| of the grey image on a
-    48x64 thumbnail, pooled to 24x32 cells, each row centred and scaled to unit norm.
+def appearance_descriptor(images_rgb: torch.Tensor | np.ndarray,
+                          grid: tuple[int, int] = DESCRIPTOR_GRID) -> torch.Tensor:
+    """uint8 RGB [N, 3, H, W] -> float32 [N, 2 * rows * cols]: mean |d/dx| and |d/dy| of the grey image on
+    a (2 rows)x(2 cols) thumbnail, pooled to ``grid`` = (rows, cols) cells (24x32 here; place recognition
+    uses 30x40), each row centred and scaled to unit norm.
 
     Gradients, not pixels: the layout of facade edges, windows and kerbs says *which street* and does not
     move with the sun's colour or the exposure; the per-row scaling removes overall contrast.
@@ -145,7 +147,7 @@ def appearance_descriptor(images_rgb: torch.Tensor | np.ndarray) -> torch.Tensor
     x = torch.as_tensor(np.asarray(images_rgb) if not isinstance(images_rgb, torch.Tensor) else images_rgb)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must be uint8 [N, 3, H, W] RGB; got {tuple(x.shape)}")
-    rows, cols = DESCRIPTOR_GRID
+    rows, cols = grid
     grey = torch.nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), (2 * rows, 2 * cols))
     gx = (grey[..., :, 1:] - grey[..., :, :-1]).abs()
     gy = (grey[..., 1:, :] - grey[..., :-1, :]).abs()
