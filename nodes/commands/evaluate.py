@@ -69,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     extra = {}
     if "allow_out_of_area" in inspect.signature(module.evaluate).parameters:  # models with a training area
         extra["allow_out_of_area"] = args.allow_out_of_area
+    if "places" in inspect.signature(module.evaluate).parameters:  # PoseNet with a place index
+        extra["places"] = not args.no_places
     if env_rank() == 0:
         for line in _drive_damage(args.data):  # truncated drives are scored as far as they go, and said so
             print(f"streetloc evaluate: warning: {line}", file=sys.stderr)
@@ -116,6 +118,8 @@ def add_parser(subparsers) -> None:
                        help="write the model's diagnostic plot (PoseNet: hypothesis-weight reliability diagram)")
         p.add_argument("--allow-out-of-area", action="store_true",
                        help="score drives outside the model's training area (default: refuse, exit 2)")
+        p.add_argument("--no-places", action="store_true",
+                       help="PoseNet: score the regression alone, without the checkpoint's place index")
         add_nproc_argument(p)
         p.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])

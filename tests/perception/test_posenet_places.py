@@ -133,6 +133,9 @@ def test_calibrate_builds_the_index_and_the_predictor_and_node_use_it(tmp_path, 
     assert "place index of 36 frames" in text and "along" in text
     meta = Checkpoint.load(out).meta["places"]
     assert meta["bank_frames"] == 36 and meta["config"]["fitted"] and meta["calibration"]["fitted_on"] == [val]
+    # same weights, other answers: the fixes' source says which
+    base = Checkpoint.load(ckpt).model_id
+    assert Checkpoint.load(out).model_id.startswith(base + "+places-")
 
     # the untrained network alone is lost; with the index every test view is placed within a few metres
     pred = PosePredictor(str(out), device="cpu")

@@ -22,6 +22,7 @@ and covariance scale on validation drives and stores them in the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -179,20 +180,21 @@ def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveS
              device: str = EvalConfig.device, batch_size: int = EvalConfig.batch_size,
              cache_dir: str | os.PathLike | None = EvalConfig.cache_dir,
              record: bool = EvalConfig.record, hypotheses: int = 5,
-             allow_out_of_area: bool = False) -> dict[str, Any]:
+             allow_out_of_area: bool = False, places: bool = True) -> dict[str, Any]:
     """Score a PoseNet checkpoint (file, weights name, None: the default) on drives (each ``PATH`` or
     ``PATH@START:STOP:STEP``), with its top-``hypotheses`` modes.
 
     Returns `perception.evaluation.evaluate_drives`'s report with the figures of `summarize_pose_errors`,
     ``per_condition`` (condition -> figures) when the drives carry conditions, and ``calibration`` (the
-    checkpoint's hypothesis calibration). With ``record`` the figures are written into the checkpoint
+    checkpoint's hypothesis calibration; ``places``: the place index's figures when it is used, which
+    ``places=False`` turns off to score the regression alone). With ``record`` the figures are written into the checkpoint
     file's ``meta.metrics`` under ``"eval:<drive>"`` (its measured accuracy). A drive whose GPS lies outside
     the model's training area raises `OutOfAreaError` unless ``allow_out_of_area`` (then
     ``result["out_of_area"]`` says so); the validity flags are in ``result["flag_rates"]`` (share of frames,
     per reason).
     """
     predictor = PosePredictor(None if checkpoint is None else str(checkpoint), device=device, max_batch=batch_size,
-                              hypotheses=hypotheses)
+                              hypotheses=hypotheses, places=places)
     outside = drives_outside_area(predictor, [str(d) for d in drives])
     if outside and not allow_out_of_area:
         raise OutOfAreaError(f"{outside[0]}; its errors would measure the distance, not the model "
@@ -208,6 +210,8 @@ def evaluate(checkpoint: str | os.PathLike | None, drives: Sequence[str | DriveS
     if scorer.geometry:
         result["geometry"] = scorer.geometry
     result["calibration"] = asdict(predictor.calibration)
+    if predictor.places is not None:
+        result["places"] = {**asdict(predictor.places.config), "bank_frames": len(predictor.places.bank)}
     if record:
         record_metrics("posenet", checkpoint, result)
     return result
@@ -325,6 +329,9 @@ def index_places(checkpoint: str | os.PathLike | None, bank_drives: Sequence[str
                            "before": before, "after": after}
     ckpt = predictor.checkpoint
     ckpt.meta["places"] = meta
+    # the fixes' ``source`` must tell an indexed model from the bare one (same weights, other answers)
+    digest = hashlib.sha1(meta["bits"].numpy().tobytes() + meta["east_m"].numpy().tobytes()).hexdigest()[:8]
+    ckpt.model_id = f"{ckpt.model_id.split('+')[0]}+places-{digest}"
     ckpt.save(output)
     return {key: v for key, v in meta.items() if not isinstance(v, torch.Tensor)}
 
