@@ -151,6 +151,8 @@ def load_drive(path: str, *, checkpoint: str | None, hypotheses: int, odometry_n
         from perception.models.posenet import validity
 
         calib += hashlib.sha1(Path(validity.__file__).read_bytes()).hexdigest()
+        bank = predictor.checkpoint.meta.get("validity") or {}  # and its bank (a refitted one flags others)
+        calib += f"|{bank.get('threshold')}|{bank.get('bank_frames')}"
         key = f"v3|{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{checkpoint}|{calib}|{hypotheses}|{odometry_noise}"
         cache = Path(cache_dir) / f"fusion_eval_{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
         if cache.is_file():
