@@ -156,6 +156,13 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lost_llr: Annotated[float, msgspec.Meta(
         ge=0, description="a candidate track this much likelier: status LOST until one wins, nats")] = (
         _DEFAULT_FILTER.lost_llr)
+    unsupported_lost_llr: Annotated[float, msgspec.Meta(
+        ge=0, description="an estimate that has accepted no fix for degraded_after_s is LOST (not DEGRADED) once a "
+                          "candidate track is this much likelier, nats (inf: off)")] = _DEFAULT_FILTER.unsupported_lost_llr
+    rival_spread_llr: Annotated[float, msgspec.Meta(
+        ge=0, description="candidate tracks within this many nats of the estimate widen the reported covariance "
+                          "by their spread (a mixture's covariance about the estimate), nats; 0: off")] = (
+        _DEFAULT_FILTER.rival_spread_llr)
     lost_min_fixes: Annotated[int, msgspec.Meta(
         ge=1, description="a chain of this many consistent gated fixes, none accepted since it began, makes "
                           "the status LOST")] = (
@@ -209,6 +216,7 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         shared = {name: getattr(self, name) for name in (
             "max_hypotheses", "mixture", "gate_posenet_chi2", "gate_gps_chi2", "fix_decorrelation_m",
             "fix_cov_scale", "position_std_m_per_sqrt_s", "init_confirm_m", "spawn_min_fixes", "switch_llr", "lost_llr",
+            "unsupported_lost_llr", "rival_spread_llr",
             "lost_min_fixes", "degraded_after_s", "degraded_std_m", "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}
         return FilterParams(**shared)
 

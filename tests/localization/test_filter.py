@@ -365,3 +365,64 @@ def test_gps_fixes_are_ignored_unless_enabled_and_then_used_with_their_own_gate(
     k = len(truth.stamp_ns) - 1
     assert np.sqrt(np.linalg.eigvalsh(on.P[POS, POS])[-1]) < np.sqrt(np.linalg.eigvalsh(off.P[POS, POS])[-1])
     assert math.hypot(truth.east_m[k] - on.x[0], truth.north_m[k] - on.x[1]) < 1.5
+
+
+def _kidnapped(speed_after_mps: float) -> tuple[Truth, int]:
+    """At 30 s the robot is carried 300 m away (new heading) and drives on at ``speed_after_mps``."""
+    before = trajectory(30.0, yaw0_rad=0.3)
+    after = trajectory(30.0, speed_mps=speed_after_mps, yaw0_rad=2.0, start=(300.0, -150.0))
+    after.stamp_ns = after.stamp_ns + int(30 * NS)
+    truth = Truth(*(np.concatenate([getattr(before, f), getattr(after, f)]) for f in Truth.__dataclass_fields__))
+    return truth, len(before.stamp_ns)
+
+
+def _poses_at_fixes(truth: Truth, meas, params: FilterParams) -> list[tuple[int, str, float, bool, float, bool]]:
+    """Per fix: (k, status, error m, truth inside the reported 95 % ellipse, reported std m, valid)."""
+    f = PoseFilter(params, origin=GeoOrigin())
+    index = {int(t): k for k, t in enumerate(truth.stamp_ns)}
+    rows = []
+    for t, kind, m in meas:
+        f.handle(kind, t, m)
+        if kind == "posenet":
+            pose, k = f.pose(t), index[t]
+            d = np.array([truth.east_m[k] - pose.east_m, truth.north_m[k] - pose.north_m])
+            cov = np.array(pose.cov_enu_m2).reshape(2, 2)
+            rows.append((k, pose.status, float(np.hypot(*d)), float(d @ np.linalg.solve(cov, d)) < CHI2_2DOF_95,
+                         math.sqrt(float(np.linalg.eigvalsh(cov)[-1])), pose.valid))
+    return rows
+
+
+def test_a_robot_carried_off_that_creeps_is_lost_not_a_degraded_pose_at_the_old_place():
+    """After a kidnap the robot creeps at 1 m/s, so a candidate track's evidence (counted by distance) builds
+    slowly: the estimate accepts no fix, and once degraded_after_s has passed with a candidate likelier
+    (unsupported_lost_llr) the status is LOST, not a valid DEGRADED pose 230 m off."""
+    truth, kidnap_k = _kidnapped(1.0)
+    meas, _ = measurements(truth, 3)
+    grace_k = kidnap_k + int((FilterParams().degraded_after_s + 0.5) * RATE_HZ)
+    for params, expect_invalid in ((FilterParams(), True), (FilterParams(unsupported_lost_llr=math.inf), False)):
+        late = [r for r in _poses_at_fixes(truth, meas, params) if r[0] >= grace_k]
+        off_but_valid = [r for r in late if r[5] and r[2] > 20.0]
+        assert (not off_but_valid) == expect_invalid, (params.unsupported_lost_llr, len(off_but_valid))
+        if expect_invalid:
+            assert all(r[1] == Status.LOST for r in late[:20])
+
+
+def test_while_a_candidate_street_is_nearly_as_likely_the_ellipse_reaches_it():
+    """Between a kidnap and the switch a candidate track on the new street is within rival_spread_llr of the
+    estimate: the reported covariance is the two streets' mixture about the estimate, so the truth is inside
+    the 95 % ellipse (without the spread it is 230 m outside a 2 m ellipse); once the switch has dropped the
+    old street the ellipse is a few metres again."""
+    truth, kidnap_k = _kidnapped(8.0)
+    meas, _ = measurements(truth, 3)
+    for params in (FilterParams(), FilterParams(rival_spread_llr=0.0)):
+        rows = _poses_at_fixes(truth, meas, params)
+        # valid poses still on the old street after a candidate has started (4 fixes after the kidnap)
+        off = [r for r in rows if kidnap_k + 4 * FIX_EVERY <= r[0] and r[5] and r[2] > 20.0]
+        assert off, "the estimate stays on the old street for a while"
+        inside = np.mean([r[3] for r in off])
+        if params.rival_spread_llr > 0:
+            assert inside == 1.0 and min(r[4] for r in off) > 100.0
+            recovered = [r for r in rows if r[0] >= kidnap_k + 10 * RATE_HZ]
+            assert max(r[4] for r in recovered) < 5.0 and max(r[2] for r in recovered) < 10.0
+        else:
+            assert inside == 0.0
