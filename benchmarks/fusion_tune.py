@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         kid = [r["kidnap_recover_s"] if r.get("kidnap_lost_reported") else np.inf
                for r in results if "kidnap_recover_s" in r]
         bo = [r for r in results if "blackout_degraded" in r]
-        line = (f"{s['median_m']:6.2f}{s['p95_m']:7.1f}{s['over_20m']:7.1%}{s['in_95_ellipse']:6.0%}"
+        line = (f"{s['median_m']:6.2f}{s['p95_m']:7.1f}{s['over_20m']:7.1%}{s['in_95_ellipse']:6.1%}"
                 f"{s['availability']:6.0%}{max(kid, default=np.nan):9.1f}"
                 f"{min((r['blackout_degraded'] for r in bo), default=np.nan):7.0%}"
                 f"{min((r['blackout_in_95'] for r in bo), default=np.nan):8.0%}"
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for st in ("degraded", "lost", "initializing"))
                 e_any = r["err_any"][np.isfinite(r["err_any"])]
                 print(f"    {dd.name:40s}{s['median_m']:6.2f}{s['p95_m']:7.1f}{s['over_20m']:7.1%}"
-                      f"{s['in_95_ellipse']:6.0%}{s['availability']:6.0%}  {shares}; with LOST: >20m "
+                      f"{s['in_95_ellipse']:6.1%}{s['availability']:6.0%}  {shares}; with LOST: >20m "
                       f"{np.mean(e_any > 20):.1%} p95 {np.percentile(e_any, 95):.1f}; relocs {r['relocalisations']}"
                       f"{'  kidnap {:.1f} s'.format(r['kidnap_recover_s']) if 'kidnap_recover_s' in r else ''}")
     return 0

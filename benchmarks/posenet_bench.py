@@ -124,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         row["achieved_tflops"] = best * flops / 1e12
         rows.append(row)
     node_fps = _node_path_rate(fast or eager, args.seconds, (320, 240))
+    # the same path without the place index (the regression's hypotheses): what the index costs
+    bare = PosePredictor(ckpt, device=device, places=False) if eager.places is not None else None
+    bare_fps = _node_path_rate(bare, args.seconds, (320, 240)) if bare is not None else None
     result = {
         "model_id": ckpt.model_id, "backbone": ckpt.arch.get("backbone"), "input_size_px": list(ckpt.input_size_px),
         "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads)", "gflops_per_image": flops / 1e9, "rows": rows,
-        "node_path_320x240_jpeg_fps": node_fps, "torch": torch.__version__,
+        "node_path_320x240_jpeg_fps": node_fps, "node_path_without_places_fps": bare_fps,
+        "place_index_frames": len(eager.places.bank) if eager.places is not None else 0, "torch": torch.__version__,
     }
     if cuda:
         result["peak_tflops"] = args.peak_tflops
@@ -146,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             line += f" {r['fp16_channels_last_img_s']:>14.1f} {r['speedup']:>7.2f}x"
         print(line + f" {r['achieved_tflops']:>9.4f}")
-    print(f"node path (320x240 JPEG decode + resize + model + lat/lon, batch 1): {node_fps:.1f} frames/s")
+    print(f"node path (320x240 JPEG decode + resize + model + lat/lon, batch 1): {node_fps:.1f} frames/s"
+          + (f" with the place index ({result['place_index_frames']} views), {bare_fps:.1f} without"
+             if bare_fps is not None else ""))
     if cuda:
         print(f"best: {100 * result['best_share_of_peak']:.2f}% of {args.peak_tflops:.0f} TFLOP/s")
     return 0
