@@ -57,6 +57,9 @@ def test_a_view_is_placed_where_the_training_views_look_alike_and_near_ones_merg
     assert np.all(np.abs(hyp.east_m[:, 1:] - hyp.east_m[:, :1]) > 20.0)
     assert np.all(np.diff(hyp.weight, axis=1) <= 1e-12) and np.all(hyp.weight.sum(1) <= 1.0 + 1e-9)
     assert np.all(hyp.weight[:, 0] > 0.5)
+    # a view that matches one place only: all the mass on one hypothesis, and still a probability
+    sharp = places.with_config(temperature=1e-4).hypotheses(query, k=5)
+    assert np.all(sharp.weight <= 1.0) and np.all(sharp.weight.sum(1) <= 1.0)
 
 
 def test_frames_facing_the_other_way_are_another_hypothesis():

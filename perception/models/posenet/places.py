@@ -180,7 +180,8 @@ class PlaceRecognizer:
         np.add.at(sn, (rows, owner), w * no)
         order = np.argsort(-np.where(kept, mass, -1.0), axis=1, kind="stable")[:, :k]
         take = np.take_along_axis(kept, order, 1)
-        wt = np.where(take, np.take_along_axis(mass, order, 1), 0.0)
+        # merged softmax masses can sum to 1 + 1e-16: probabilities on the wire must stay in [0, 1]
+        wt = np.clip(np.where(take, np.take_along_axis(mass, order, 1), 0.0), 0.0, 1.0)
         safe = np.where(wt > 0, wt, 1.0)
         east = np.where(take, np.take_along_axis(se, order, 1) / safe, np.nan)
         north = np.where(take, np.take_along_axis(sn, order, 1) / safe, np.nan)
