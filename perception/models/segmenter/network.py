@@ -290,7 +290,8 @@ def segmenter(*, weights: Checkpoint | str | None = None, num_classes: int = NUM
 
 register_weights(WeightsEntry(
     name="segmenter_synthetic_city", model="segmenter", filename="segmenter_synthetic_city.pt", default=True,
-    description="PSPNet on the default synthetic city (day and night drives), 160x120; docs/segmenter.md"))
+    description="PSPNet on the default synthetic city (day and night drives), 320x240, output stride 16 + "
+                "stride-4 decoder; docs/segmenter.md"))
 register_weights(WeightsEntry(
     name="segmenter_camvid", model="segmenter", filename="segmenter_camvid.pt",
     description="PSPNet on CamVid train (real street frames), 192x144; docs/segmenter.md"))
