@@ -1,10 +1,10 @@
 """The segmenter node: ``camera/image`` in, ``perception/segmentation`` out (PSPNet label mask, class
 table, per-class pixel fractions, model id).
 
-The mask is published **at the model's output size** (its input size: 160x120 for the default
-checkpoint), not at the image's: a consumer wanting image-size labels scales it up by nearest-neighbour
-sampling (``cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)``), a 4x smaller message on the bus
-and in recordings. ``class_names`` carries the whole table the mask's ids index (`perception.classes`:
+The mask is published **at the model's output size** (its input size: 320x240 for the default
+checkpoint, the project's camera size, so it lines up pixel for pixel with those frames; 192x144 for
+``segmenter_camvid``), not at the image's: a consumer of another image size scales it by nearest-neighbour
+sampling (``cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)``). ``class_names`` carries the whole table the mask's ids index (`perception.classes`:
 CamVid's 11 classes, ``unlabelled`` last, which the network never predicts), ``class_fractions`` the
 share of the mask's pixels of each, in the same order; ``model_id`` says which checkpoint labelled it.
 

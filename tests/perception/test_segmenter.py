@@ -65,6 +65,36 @@ def test_pspnet_has_output_stride_8_pyramid_bins_and_an_auxiliary_head_in_traini
     assert mobile.features(x).shape[-2:] == (6, 8)
 
 
+def test_output_stride_16_with_the_stride_4_skip_decoder_labels_every_pixel_and_keeps_the_pyramid():
+    model = get_model("segmenter", output_stride=16, widths=[8, 8, 16, 16, 24], head_channels=16,
+                      decoder_channels=8)
+    assert [b[0].output_size for b in model.ppm.branches] == [1, 2, 3, 6]
+    x = torch.zeros(2, 3, 64, 96)
+    assert model.features(x).shape[-2:] == (4, 6)  # 96x64 / 16
+    assert model.features[model.low_index](model.features[: model.low_index](x)).shape[-2:] == (16, 24)  # / 4
+    model.train()
+    logits, aux = model(x)
+    assert logits.shape == aux.shape == (2, NUM_CLASSES, 64, 96)
+    # a one-pixel-wide change in the input moves the logits near it: the decoder sees stride 4, not 16
+    model.eval()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 96)
+    y = x.clone()
+    y[..., 40] += 5.0
+    diff = (model(y) - model(x)).abs().amax(dim=(0, 1, 2))
+    assert diff[36:45].mean() > 3 * diff[:8].mean()
+    with pytest.raises(ValueError, match="widths"):
+        get_model("segmenter", widths=[8, 8])
+
+
+@pytest.mark.parametrize("name", ["segmenter_synthetic_city", "segmenter_camvid"])
+def test_every_shipped_checkpoint_loads_with_its_recorded_architecture(name):
+    ckpt = resolve_checkpoint(name, model="segmenter")
+    model = get_model("segmenter", weights=ckpt)
+    w, h = ckpt.input_size_px
+    assert model(torch.zeros(1, 3, h, w)).shape == (1, NUM_CLASSES, h, w)
+
+
 def test_iou_from_a_hand_counted_confusion_matrix():
     # truth: 4 road, 2 sky, 2 ignored; prediction: road right 3 times, one road called sky, sky right twice,
     # the ignored pixels predicted as car (they must not count anywhere)

@@ -1,5 +1,6 @@
 """The segmenter: per-pixel classes of `perception.classes` from one street image, by PSPNet (Zhao et
-al., CVPR 2017) on a dilated MobileNetV3 (output stride 8, pyramid bins 1, 2, 3, 6, auxiliary loss 0.4).
+al., CVPR 2017) on a small dilated ResNet (output stride 8 or 16, pyramid bins 1, 2, 3, 6, auxiliary loss
+0.4, optionally a stride-4 skip decoder).
 Trained and scored through the shared seams: the registry, `perception.datasets.load_frames` (drives) or
 `perception.formats.camvid` (CamVid-style folders), `perception.training.fit`, the `Checkpoint` record,
 `perception.evaluation.evaluate_drives` and ``streetloc train/evaluate segmenter``; docs/segmenter.md.

@@ -17,7 +17,7 @@ from perception.datasets import block_split
 from perception.models._api import Checkpoint, utc_now
 from perception.models.segmenter.data import MaskDataset, load_mask_frames
 from perception.models.segmenter.evaluation import confusion_matrix, segmentation_figures
-from perception.models.segmenter.network import AUX_LOSS_WEIGHT, BACKBONES, segmenter
+from perception.models.segmenter.network import AUX_LOSS_WEIGHT, BACKBONES, RESNET_WIDTHS, segmenter
 from perception.training import DataConfig, TrainConfig, TrainSetup, log
 from perception.transforms import (
     IMAGENET_MEAN,
@@ -38,10 +38,18 @@ class Options(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         description="model input in pixels", extra={"metavar": "WxH", "low": 16, "high": 4096})] = (160, 120)
     backbone: Annotated[str, msgspec.Meta(
         pattern="^(" + "|".join(BACKBONES) + ")$",
-        description="dilated backbone (output stride 8): " + ", ".join(BACKBONES))] = "resnet_dilated"
+        description="dilated backbone: " + ", ".join(BACKBONES))] = "resnet_dilated"
+    output_stride: Annotated[int, msgspec.Meta(
+        ge=8, le=16, description="backbone output stride, 8 or 16 (the later stages dilated instead)")] = 8
     width_mult: Annotated[float, msgspec.Meta(gt=0, le=4, description="backbone channel multiplier")] = 1.0
+    widths: Annotated[list[Annotated[int, msgspec.Meta(ge=8, le=1024)]], msgspec.Meta(
+        description="channels of the resnet_dilated stem and its four stages (5 numbers; none: "
+        f"{','.join(map(str, RESNET_WIDTHS))} x width_mult)")] = []
     head_channels: Annotated[int, msgspec.Meta(
         ge=8, le=1024, description="channels of the 3x3 conv after pyramid pooling")] = 128
+    decoder_channels: Annotated[int, msgspec.Meta(
+        ge=0, le=1024, description="channels of the stride-4 skip decoder (0: none, the paper's head "
+        "upsampled from the output stride)")] = 0
     aux_weight: Annotated[float, msgspec.Meta(
         ge=0, description="weight of the auxiliary loss (the paper's 0.4; 0: no auxiliary head)")] = AUX_LOSS_WEIGHT
     class_weighting: Annotated[str, msgspec.Meta(
@@ -180,8 +188,19 @@ def make_task(options: Options, data: DataConfig, *, resume_state: Mapping[str, 
         train_frames, val_frames = frames.subset(train_idx), frames.subset(val_idx)
     log(f"{len(train_frames)} training frames, {len(val_frames)} validation frames; "
         f"skipped {frames.skipped or 'none'}")
+    if options.output_stride not in (8, 16):
+        raise ValueError(f"--output-stride {options.output_stride}: give 8 or 16")
+    if options.widths and (options.backbone != "resnet_dilated" or len(options.widths) != len(RESNET_WIDTHS)):
+        raise ValueError(f"--widths {','.join(map(str, options.widths))}: give {len(RESNET_WIDTHS)} channel "
+                         "counts (stem, stages 1-4), with --backbone resnet_dilated")
     arch = {"num_classes": NUM_CLASSES, "backbone": options.backbone, "width_mult": options.width_mult,
-            "head_channels": options.head_channels, "aux": options.aux_weight > 0, "output_stride": 8}
+            "head_channels": options.head_channels, "aux": options.aux_weight > 0,
+            "output_stride": options.output_stride}
+    # keys beyond the first checkpoints' only when used, so that a default run's arch reads as before
+    if options.widths:
+        arch["widths"] = [int(w) for w in options.widths]
+    if options.decoder_channels:
+        arch["decoder_channels"] = int(options.decoder_channels)
     weights = None
     if options.class_weighting == "enet":
         weights = (resume_state or {}).get("class_weights") or class_weights(train_frames.truth["mask"])
