@@ -100,6 +100,17 @@ def test_calibration_makes_the_right_hypothesis_ellipse_hold_the_truth():
     assert 0.90 <= np.mean(m2 <= 5.991) <= 1.0
 
 
+def test_a_damaged_index_is_refused_in_one_line():
+    rng = np.random.default_rng(3)
+    meta = fit_places(*_bank(rng))
+    with pytest.raises(ValueError, match="lacks bits"):
+        PlaceRecognizer({k: v for k, v in meta.items() if k != "bits"})
+    with pytest.raises(ValueError, match="disagree"):
+        PlaceRecognizer({**meta, "east_m": meta["east_m"][:3]})
+    with pytest.raises(ValueError, match="method"):
+        PlaceRecognizer({**meta, "method": "something-else"})
+
+
 def test_an_index_needs_views_with_poses():
     rng = np.random.default_rng(3)
     images, east, north, heading = _bank(rng, per_place=1)

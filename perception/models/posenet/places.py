@@ -120,6 +120,13 @@ class PlaceRecognizer:
     def __init__(self, meta: Mapping[str, Any], config: PlaceConfig | None = None) -> None:
         if meta.get("method") != METHOD:
             raise ValueError(f"place index method {meta.get('method')!r} is not {METHOD!r}")
+        missing = [k for k in ("mean", "bits", "east_m", "north_m", "heading_deg") if k not in meta]
+        if missing:
+            raise ValueError(f"place index lacks {', '.join(missing)}")
+        n = {k: len(meta[k]) for k in ("bits", "east_m", "north_m", "heading_deg")}
+        if len(set(n.values())) != 1 or meta["bits"].shape[-1] * 8 < meta["mean"].numel():
+            raise ValueError(f"place index arrays disagree: {n} views, {meta['bits'].shape[-1] * 8} bits for "
+                             f"{meta['mean'].numel()} cells")
         stored = {k: v for k, v in dict(meta.get("config", {})).items() if k in PlaceConfig.__dataclass_fields__}
         if "grid" in stored:
             stored["grid"] = tuple(stored["grid"])
