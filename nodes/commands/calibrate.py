@@ -17,47 +17,37 @@ from nodes.commands import OneLineErrorParser
 def _run(args: argparse.Namespace) -> int:
     from perception.models.posenet.evaluation import calibrate, index_places
 
+    try:
+        if args.places_data:
+            record = index_places(args.model, args.places_data, args.data, args.output, k=args.hypotheses,
+                                  device=args.device, cache_dir=args.cache_dir)
+        else:
+            record = calibrate(args.model, args.data, args.output, k=args.hypotheses, radius_m=args.radius_m,
+                               merge_m=args.merge_m, device=args.device, cache_dir=args.cache_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"streetloc calibrate posenet: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
     if args.places_data:
-        return _run_places(args, index_places)
-    try:
-        record = calibrate(args.model, args.data, args.output, k=args.hypotheses, radius_m=args.radius_m,
-                           merge_m=args.merge_m, device=args.device, cache_dir=args.cache_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"streetloc calibrate posenet: {exc}")
-        return 2
-    if args.json:
-        print(json.dumps(record, indent=1))
-        return 0
-    b, a = record["before"], record["after"]
-    print(f"wrote {args.output}: hypotheses calibrated on {record['frames']} frames of {', '.join(record['fitted_on'])}")
-    print(f"  temperature {record['temperature']:.3f}, covariance scale {record['cov_scale']:.3f} "
-          f"(right = nearest hypothesis within {record['radius_m']:g} m; modes merged within {record['merge_m']:g} m)")
+        c, cal = record["config"], record["calibration"]
+        b, a = cal["before"], cal["after"]
+        print(f"wrote {args.output}: place index of {record['bank_frames']} frames from {len(record['sources'])} "
+              f"drives, calibrated on {cal['frames']} frames of {', '.join(cal['fitted_on'])}")
+        print(f"  temperature {c['temperature']:g}, weight scale {c['weight_scale']:g}; 1-sigma {c['along_std_m']:.2f} "
+              f"m along, {c['across_std_m']:.2f} m across, heading {c['heading_std_deg']:.2f} deg")
+        tail = f"; top-{args.hypotheses} within 10 m {a['topk_recall_10m']:.1%}"
+    else:
+        b, a = record["before"], record["after"]
+        print(f"wrote {args.output}: hypotheses calibrated on {record['frames']} frames of "
+              f"{', '.join(record['fitted_on'])}")
+        print(f"  temperature {record['temperature']:.3f}, covariance scale {record['cov_scale']:.3f} (right = nearest "
+              f"hypothesis within {record['radius_m']:g} m; modes merged within {record['merge_m']:g} m)")
+        tail = ""
     print(f"  weight ECE {b['hypothesis_weight_ece']:.3f} -> {a['hypothesis_weight_ece']:.3f}; right hypothesis' "
           f"95% ellipse coverage {b['right_hypothesis_within_95_ellipse']:.1%} -> "
-          f"{a['right_hypothesis_within_95_ellipse']:.1%} (on these drives; score on others)")
-    return 0
-
-
-def _run_places(args: argparse.Namespace, index_places) -> int:
-    try:
-        record = index_places(args.model, args.places_data, args.data, args.output, k=args.hypotheses,
-                              device=args.device, cache_dir=args.cache_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"streetloc calibrate posenet: {exc}")
-        return 2
-    if args.json:
-        print(json.dumps(record, indent=1))
-        return 0
-    c, cal = record["config"], record["calibration"]
-    b, a = cal["before"], cal["after"]
-    print(f"wrote {args.output}: place index of {record['bank_frames']} frames from {len(record['sources'])} drives, "
-          f"calibrated on {cal['frames']} frames of {', '.join(cal['fitted_on'])}")
-    print(f"  temperature {c['temperature']:g}, weight scale {c['weight_scale']:g}; 1-sigma {c['along_std_m']:.2f} m "
-          f"along, {c['across_std_m']:.2f} m across, heading {c['heading_std_deg']:.2f} deg")
-    print(f"  weight ECE {b['hypothesis_weight_ece']:.3f} -> {a['hypothesis_weight_ece']:.3f}; right hypothesis' "
-          f"95% ellipse coverage {b['right_hypothesis_within_95_ellipse']:.1%} -> "
-          f"{a['right_hypothesis_within_95_ellipse']:.1%}; top-{args.hypotheses} within 10 m "
-          f"{a['topk_recall_10m']:.1%} (on these drives; score on others)")
+          f"{a['right_hypothesis_within_95_ellipse']:.1%}{tail} (on these drives; score on others)")
     return 0
 
 
