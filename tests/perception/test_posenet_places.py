@@ -160,11 +160,10 @@ def test_calibrate_builds_the_index_and_the_predictor_and_node_use_it(tmp_path, 
     assert r["position_error_over_20m"] == 0.0 and r["topk_recall_10m"] == 1.0
 
     # the node's fixes carry each hypothesis' own heading
-    node = PoseNetNode.__new__(PoseNetNode)
     rng = np.random.default_rng(7)
     est = pred.predict(torch.from_numpy(np.stack([_look(2, rng, 8.0, 24, 32)])))
     assert est.hyp_heading_deg is not None
-    hyps = node._hypotheses(est, 0, 0.5)
+    hyps = PoseNetNode._hypotheses(est, 0, 0.5)
     assert hyps and hyps[0].heading_deg == pytest.approx(90.0)
     assert hyps[0].heading_std_deg == pytest.approx(max(0.5, pred.places.config.heading_std_deg))
 

@@ -313,9 +313,11 @@ def index_places(checkpoint: str | os.PathLike | None, bank_drives: Sequence[str
     val = load_pose_frames(drives, size_px=size, frame=predictor.frame, cache_dir=cache_dir)
     recognizer = PlaceRecognizer(meta)
 
+    regression = predictor.estimates(predictor.predict_raw(val.images))  # the network runs once
+    neighbours = recognizer.neighbours(val.images)  # and the search: calibration changes only the figures
+
     def figures(rec: PlaceRecognizer) -> dict[str, Any]:
-        est = with_places(predictor.estimates(predictor.predict_raw(val.images)),
-                          rec.hypotheses(val.images, k), predictor.frame)
+        est = with_places(regression, rec.from_neighbours(*neighbours, k=k), predictor.frame)
         f = hypothesis_figures(pose_errors(est, val.east_m, val.north_m, val.heading_deg),
                                radius_m=rec.config.radius_m)
         return {key: f[key] for key in ("hypothesis_weight_ece", "right_hypothesis_within_95_ellipse",

@@ -3,17 +3,17 @@
 Why: the regression head maps a view to a mixture over anchors, and on held-out routes a third of its
 top fixes land > 20 m away. The city is not to blame: the static view at a frame's true pose differs
 from the nearest view >= 20 m away by twice what a 1 m move changes (benchmarks/posenet_ambiguity.py),
-and a nearest-neighbour search over the *training frames themselves* on a gradient thumbnail puts the
-nearest one > 20 m away for 0-14 % of validation frames (day 0 %, dusk + heavy traffic 10 %, night 13 %)
-where the regression has 23-100 %. A pose regressor interpolates between training views; retrieval keeps
+and a nearest-neighbour search over the *training frames themselves* on a binary gradient thumbnail (below)
+puts the nearest one > 20 m away for 0-13 % of validation frames (day 0 %, dusk + heavy traffic 2 %,
+overcast 9 %, night 13 %) where the regression has 56-100 % (BENCHMARKS.md "PoseNet place recognition"). A pose regressor interpolates between training views; retrieval keeps
 them (Sattler et al., "Understanding the limitations of CNN-based absolute camera pose regression",
 CVPR 2019). So a checkpoint may carry a *place index*: the training frames' appearance descriptors
 (`validity.appearance_descriptor` on a 30x40 grid: where the edges of facades, windows and kerbs lie),
 binarised at the index's mean descriptor (one bit per cell and direction, 300 bytes a frame), with their
 positions and headings; the predictor turns the ``pool`` most similar bank frames into hypotheses:
 
-- similarity: 1 - 2 x (Hamming distance / bits), the cosine of the +-1 vectors; weight of a bank frame ``softmax(similarity / temperature)``
-  over the pool, times ``weight_scale`` (<= 1: the probability that *none* of them is right stays);
+- similarity: 1 - 2 x (Hamming distance / bits), the cosine of the +-1 vectors; weight of a bank frame
+  ``softmax(similarity / temperature)`` over the pool, times ``weight_scale`` (<= 1: the probability that *none* of them is right stays);
 - bank frames within ``merge_m`` of a stronger one, heading within ``merge_heading_deg``, join its
   hypothesis (weights add; the position is the weighted mean of the members, the heading the strongest
   member's); the ``k`` heaviest hypotheses are published, best first;
