@@ -2,6 +2,7 @@
 ``--compare``) how each candidate out-of-area score separates in-area from out-of-area drives.
 
     python -m benchmarks.posenet_validity --in-area A.mcap B.mcap --out-of-area C.mcap D.mcap [--compare]
+    python -m benchmarks.posenet_validity --leave IN.mcap OUT.mcap [--leave ...]   # leaving the area and back
 
 Frames are read whether or not they have GPS (Lund photos, black frames), at the model's input size.
 """
@@ -110,6 +111,26 @@ def compare_scores(predictor: PosePredictor, bank: list[str], drives: dict[str, 
             for name, d in scores.items()]
 
 
+def leave_and_return(predictor: PosePredictor, in_path: str, out_path: str, cache_dir: str | None, *,
+                     in_frames: int = 200, out_frames: int = 150, back_frames: int = 100,
+                     period_ns: int = 200_000_000) -> dict:
+    """One stream: ``in_frames`` of an in-area drive, ``out_frames`` of an out-of-area one, then the in-area
+    drive's first ``back_frames`` again (frames ``period_ns`` apart). How long until the frames outside are
+    flagged, and until the frames back inside are not."""
+    a = drive_images(in_path, predictor.input_size_px, cache_dir)
+    b = drive_images(out_path, predictor.input_size_px, cache_dir)[:out_frames]
+    images = torch.cat([a[:in_frames], b, a[:back_frames]])
+    flags = np.array(["out_of_area" in r for r in FrameValidity(predictor).assess(
+        images, stamps_ns=np.arange(len(images), dtype=np.int64) * period_ns)])
+    n_in, n_out = min(in_frames, len(a)), len(b)
+    outside, back = flags[n_in:n_in + n_out], flags[n_in + n_out:]
+    period_s = period_ns * 1e-9
+    return {"in": Path(in_path).name, "out": Path(out_path).name,
+            "in_flagged": float(flags[:n_in].mean()), "out_flagged": float(outside.mean()),
+            "flagged_after_s": float(np.argmax(outside) * period_s) if outside.any() else None,
+            "recognised_after_s": float(np.argmin(back) * period_s) if (~back).any() else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -117,11 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-of-area", nargs="*", default=[])
     ap.add_argument("--compare", nargs="*", metavar="FIT_DRIVE", default=None,
                     help="compare candidate scores (AUROC), their banks built from these training-area drives")
+    ap.add_argument("--leave", nargs=2, action="append", default=[], metavar=("IN", "OUT"),
+                    help="a stream that leaves the area (IN's frames, then OUT's) and comes back")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     predictor = PosePredictor(args.model, device="cpu")
+    if args.leave:
+        rows = [leave_and_return(predictor, a, b, args.cache_dir) for a, b in args.leave]
+        if args.json:
+            json.dump(rows, sys.stdout, indent=1)
+            return 0
+        print("| in-area drive | then | in-area part flagged | outside part flagged | flagged after | "
+              "recognised again after |\n|---|---|---|---|---|---|")
+        for r in rows:
+            t = [f"{r[k]:.1f} s" if r[k] is not None else "never" for k in ("flagged_after_s", "recognised_after_s")]
+            print(f"| {r['in']} | {r['out']} | {100 * r['in_flagged']:.1f} % | {100 * r['out_flagged']:.1f} % | "
+                  f"{t[0]} | {t[1]} |")
+        return 0
     drives = {"in-area": args.in_area, "out-of-area": args.out_of_area}
     rows = (compare_scores(predictor, args.compare, drives, args.cache_dir) if args.compare
             else flag_table(predictor, drives, args.cache_dir))
@@ -139,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['drive']} | {r['kind']} | {r['frames']} | "
               + " | ".join(f"{100 * r[k]:.1f} %" if k in r else "-" for k in keys) + " |")
+    for kind in drives:
+        n = sum(r["frames"] for r in rows if r["kind"] == kind)
+        if n:
+            ooa = sum(r.get("out_of_area", 0.0) * r["frames"] for r in rows if r["kind"] == kind) / n
+            print(f"{kind}: {n} frames, {100 * ooa:.1f} % flagged out_of_area")
     return 0
 
 

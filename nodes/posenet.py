@@ -122,7 +122,7 @@ class PoseNetNode(CameraModelNode):
         batch = np.stack(prepared)
         est = self.predictor.predict(torch.from_numpy(batch))
         flags = self.validity.assess(batch, [(m.width_px, m.height_px) for m in msgs],
-                                     [m.header.stamp_ns for m in msgs])
+                                     [m.header.stamp_ns for m in msgs], est)
         self._errors += [(f"flagged:{r}", f"frame {m.header.stamp_ns}")
                          for m, f in zip(msgs, flags, strict=True) for r in f]
         floor = self.params.min_heading_std_deg

@@ -161,3 +161,88 @@ def test_node_publishes_flagged_fixes_with_a_reason_and_goes_on(own_city):
     [(_, frozen)] = node.on_message("camera/image", msg(3 * 10**10, street.copy()), 0)
     assert not frozen.valid and frozen.reason == "frozen"  # 30 s of one frame: a stuck camera
     assert node.validity.counts == {"black_frame": 1, "frozen": 1}
+
+
+# ---------------------------------------------------------------------------------------------- place test
+
+
+def test_the_default_checkpoint_uses_the_sequential_place_test(predictor):
+    meta = predictor.checkpoint.meta["validity"]
+    assert meta["method"] == "place_cusum" and FrameValidity(predictor).sequential is not None
+
+
+def test_place_evidence_accumulates_evidence_from_elsewhere_and_forgets_it_when_views_match_again():
+    from perception.models.posenet.validity import PlaceEvidence, PlaceTestConfig
+
+    cfg = PlaceTestConfig(reference=0.4, jump_weight=0.3, jump_m=25.0, ceiling_margin=1.0)
+    test = PlaceEvidence(cfg, threshold=0.5)
+    # a recognised street: 1 - similarity 0.2 < reference, nothing builds up
+    assert not any(test.update(0.8, 10.0 * i, 0.0) for i in range(20))
+    assert test.statistic == 0.0
+    # another city: 1 - similarity 0.6, 0.2 a frame above the reference: flagged from the fourth frame
+    flags = [test.update(0.4, 200.0, 0.0) for _ in range(10)]
+    assert flags[:2] == [False, False] and all(flags[3:])  # (the first one also jumped 200 m: + 0.3)
+    assert test.statistic == pytest.approx(1.5)  # held at the ceiling, threshold + ceiling_margin
+    # back in the area: (1.5 - 0.5) / 0.2 = 5 frames to fall under the threshold again
+    back = [test.update(0.8, 200.0, 0.0) for _ in range(7)]
+    assert back == [True] * 4 + [False] * 3
+
+
+def test_place_evidence_counts_time_not_frames():
+    from perception.models.posenet.validity import PlaceEvidence, PlaceTestConfig
+
+    cfg = PlaceTestConfig(reference=0.4, frame_period_s=0.2)
+    slow, fast = PlaceEvidence(cfg, threshold=None), PlaceEvidence(cfg, threshold=None)
+    for i in range(5):  # 1 s of 5 fps frames against 1 s of 25 fps frames, the same evidence
+        slow.update(0.4, 0.0, 0.0, stamp_ns=i * 200_000_000)
+    for i in range(25):
+        fast.update(0.4, 0.0, 0.0, stamp_ns=i * 40_000_000)
+    assert fast.statistic == pytest.approx(slow.statistic, rel=0.25)
+    stuck = fast.statistic
+    fast.update(float("nan"), 0.0, 0.0, stamp_ns=10**9)  # no place evidence (no index answer): unchanged
+    assert fast.statistic == stuck
+
+
+def test_a_place_jump_no_vehicle_makes_is_evidence_of_elsewhere():
+    from perception.models.posenet.validity import PlaceEvidence, PlaceTestConfig
+
+    test = PlaceEvidence(PlaceTestConfig(reference=0.4, jump_weight=0.3, jump_m=25.0), threshold=None)
+    test.update(0.7, 0.0, 0.0)
+    test.update(0.7, 20.0, 0.0)  # 20 m: a fast car at 5 fps, not a jump
+    assert test.statistic == 0.0
+    test.update(0.7, 300.0, 0.0)  # 280 m in one frame: 0.3 + 0.3 - 0.4
+    assert test.statistic == pytest.approx(0.2)
+
+
+def test_the_node_path_and_the_own_search_give_the_same_flags(predictor):
+    """The node hands the predictor's output to the test (no second search); `evaluate` lets the test
+    search itself: the same frames get the same flags."""
+    frames = render(7, 3, frames=6) + render(0, 58, frames=6)  # another city, then the model's own
+    images = np.stack([resize_to_input(f, predictor.input_size_px) for f in frames])
+    import torch
+
+    est = predictor.predict(torch.from_numpy(images))
+    assert est.place_similarity is not None
+    a = FrameValidity(predictor).assess(images, estimates=est)
+    b = FrameValidity(predictor).assess(images)
+    assert a == b and all("out_of_area" in f for f in a[:6]) and a[-2:] == [[], []]
+
+
+def test_fit_place_validity_puts_the_threshold_at_the_calibration_quantile(predictor):
+    import torch
+
+    from perception.models.posenet.validity import PlaceEvidence, PlaceTestConfig, fit_place_validity
+
+    frames = render(0, 59, frames=10)
+    images = torch.from_numpy(np.stack([resize_to_input(f, predictor.input_size_px) for f in frames]))
+    cfg = PlaceTestConfig(quantile=0.9)
+    meta = fit_place_validity(predictor, predictor.places, [(images, None)], config=cfg,
+                              sources={"calibration": ["r59"]})
+    hyp = predictor.places.hypotheses(images, 1)
+    test = PlaceEvidence(cfg, None)
+    stats = [(test.update(float(s), float(e), float(n)), test.statistic)[1]
+             for s, e, n in zip(hyp.similarity, hyp.east_m[:, 0], hyp.north_m[:, 0], strict=True)]
+    assert meta["method"] == "place_cusum" and meta["threshold"] == pytest.approx(np.quantile(stats, 0.9))
+    assert meta["calibration_frames"] == 10 and meta["sources"] == {"calibration": ["r59"]}
+    with pytest.raises(ValueError, match="calibration drives"):
+        fit_place_validity(predictor, predictor.places, [])

@@ -55,7 +55,7 @@ def with_places(est: PoseEstimates, hyp: PlaceHypotheses, frame: LocalFrame) -> 
         east, north, np.atleast_1d(lat), np.atleast_1d(lon), np.where(has[:, None, None], spread, est.cov_enu_m2),
         np.where(has, hyp.heading_deg[:, 0], est.heading_deg), np.where(has, heading_std[:, 0], est.heading_std_deg),
         hyp.east_m, hyp.north_m, np.asarray(hlat, np.float64), np.asarray(hlon, np.float64), w, hyp.cov_enu_m2,
-        hyp.heading_deg, np.where(w > 0, heading_std, np.nan))
+        hyp.heading_deg, np.where(w > 0, heading_std, np.nan), np.asarray(hyp.similarity, np.float64))
 
 
 def fit_to_input(image_bgr: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
@@ -115,6 +115,8 @@ class PoseEstimates:
         hyp_cov_enu_m2: float64 [N, k, 2, 2] covariance of each if it is the right one.
         hyp_heading_deg, hyp_heading_std_deg: float64 [N, k] each hypothesis' heading and its 1-sigma
             (place recognition, `places`); None: every hypothesis shares the top-level heading.
+        place_similarity: float64 [N] cosine similarity of the most similar indexed view (place recognition;
+            the out-of-area test's evidence, `validity`); None without a place index.
     """
 
     east_m: np.ndarray
@@ -132,6 +134,7 @@ class PoseEstimates:
     hyp_cov_enu_m2: np.ndarray | None = None
     hyp_heading_deg: np.ndarray | None = None
     hyp_heading_std_deg: np.ndarray | None = None
+    place_similarity: np.ndarray | None = None
 
     def hypothesis_count(self) -> np.ndarray:
         """int [N] hypotheses per frame."""
