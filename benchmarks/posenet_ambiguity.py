@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         key = args.time_of_day
         if key not in bank_cache:
             poses = bank_poses(drive, args.step_m)
-            thumbs = np.stack([_thumb(renderer.render(p, sim.scene._signals(p, 0.0)).image_bgr) for p in poses])
+            thumbs = np.stack([_thumb(renderer.render(p, sim.scene.signals(p, 0.0)).image_bgr) for p in poses])
             en = np.array([[p.east_m, p.north_m] for p in poses])
             hdg = np.array([p.heading_deg for p in poses])
             bank_cache[key] = (thumbs, en, hdg)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         pe, pn, _ = local.to_enu(est.lat_deg, est.lon_deg, np.zeros(len(frames)))
         for k, f in enumerate(frames):
             p = f.pose
-            own = renderer.render(p, sim.scene._signals(p, 0.0)).image_bgr
+            own = renderer.render(p, sim.scene.signals(p, 0.0)).image_bgr
             t = _thumb(own)
             d = np.abs(thumbs - t[None]).mean(axis=1)
             dist = np.hypot(en[:, 0] - p.east_m, en[:, 1] - p.north_m)

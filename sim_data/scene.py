@@ -54,7 +54,7 @@ class Scene:
                 out.append(Box(e, n, hdg, model.length_m, model.width_m, 0.0, model.height_m,
                                (faces.front, faces.rear, faces.left, faces.right), 20.0, C.CAR, v.instance_id))
         out.extend(self._people(pose, t_s))
-        out.extend(self._signals(pose, t_s))
+        out.extend(self.signals(pose, t_s))
         return out
 
     def _bike(self, v: Vehicle, e: float, n: float, hdg: float, pose: CameraPose) -> Billboard:
@@ -85,7 +85,7 @@ class Scene:
                                  C.PEDESTRIAN, int(p.instance_id[k])))
         return out
 
-    def _signals(self, pose: CameraPose, t_s: float) -> list[Box]:
+    def signals(self, pose: CameraPose, t_s: float) -> list[Box]:
         if len(self._sig_e) == 0:
             return []
         near = np.flatnonzero(np.hypot(self._sig_e - pose.east_m, self._sig_n - pose.north_m) < VIEW_DISTANCE_M)

@@ -60,6 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--map-of", metavar="DRIVE.mcap",
                    help="with --export-map: the city (seed, blocks) and geo origin of this synthetic drive")
     p.add_argument("--list-routes", action="store_true", help="list the named routes and exit")
+    p.add_argument("--survey", choices=("turns",), default=None,
+                   help="instead of a drive, write a survey for a place index: views along every turn of "
+                        "every intersection in every lane (sim_data/survey.py); with -o")
+    p.add_argument("--survey-spacing", type=float, default=1.0, metavar="M",
+                   help="with --survey: metres between views along a turn (1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=handler)
 
@@ -105,6 +110,16 @@ def handler(args: argparse.Namespace) -> int:
         odometry_noise=args.odometry_noise,
         origin=_origin(args.origin) if args.origin else default_origin(),
     )
+    if args.survey:
+        from sim_data.survey import write_survey
+
+        if not args.output or args.preview:
+            raise ValueError("--survey writes a survey drive: give -o SURVEY.mcap (and no --preview)")
+        summary = write_survey(config, args.output, kind=args.survey, spacing_m=args.survey_spacing,
+                               jpeg_quality=args.jpeg_quality)
+        print(f"wrote {summary.path}: a {args.survey} survey of {summary.frames} views in {summary.wall_s:.1f} s, "
+              f"{summary.bytes / 1e6:.1f} MB")
+        return 0
     sampler = PreviewSampler(args.preview_frames)
     t0 = time.perf_counter()
     last = [t0]

@@ -318,7 +318,8 @@ register_weights(WeightsEntry(
     name="posenet_synthetic_city", model="posenet", filename="posenet_synthetic_city.pt", default=True,
     description="MobileNetV3-small, 128x96, trained on the default synthetic city (3x2 blocks, city seed 0): "
                 "every street both ways in both lanes at four times of day, with a place index of its 15 239 "
-                "day + night training views that gives its hypotheses (docs/posenet.md)"))
+                "day + night training views and 3 788 surveyed turning views that gives its hypotheses "
+                "(docs/posenet.md)"))
 register_weights(WeightsEntry(
     name="posenet_synthetic_city_night", model="posenet", filename="posenet_synthetic_city_night.pt",
     description="posenet_synthetic_city fine-tuned on the same routes at night with heavy traffic, noise and "
