@@ -795,9 +795,12 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         H = np.zeros((len(a.y), DIM_X))
         H[:, idx] = a.H
         x, P = self._kalman(core.x, core.P, a.y, H, R)
-        # Floor on the position std: what landmarks leave is never tighter than the box model's truth.
+        # Floor on the position std: what landmarks leave is never tighter than the box model's truth, nor
+        # wider than the fixes had made it (a floor over the prior's std would undo the fixes' work: with the
+        # place PoseNet's 0.1-0.3 m fixes every landmark update widened P to 0.5 m).
         w, V = np.linalg.eigh(P[POS, POS])
-        P[POS, POS] += V @ np.diag(np.maximum(0.0, lp.min_position_std_m**2 - w)) @ V.T
+        prior = np.einsum("ij,jk,ki->i", V.T, core.P[POS, POS], V)  # the prior's variance along each axis
+        P[POS, POS] += V @ np.diag(np.maximum(0.0, np.minimum(lp.min_position_std_m**2, prior) - w)) @ V.T
         core.x, core.P = x, P
         self.x_post, self.P_post = core.x.copy(), core.P.copy()
         recent = list(core.recent_landmarks)
