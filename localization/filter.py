@@ -33,7 +33,9 @@ Design choices (and why):
 * **PoseNet errors are not white.** The same street gives the same error for metres, and a stopped
   camera sends the same image again and again. A fix's R is inflated by
   ``fix_decorrelation_m / distance travelled since the last used fix`` (at most ``max_fix_inflation``),
-  so repeats add no false certainty. Measured: 95 % ellipse coverage 45 % without, 76 % with (10 m).
+  so repeats add no false certainty. Measured: 95 % ellipse coverage 45 % without, 76 % with (10 m;
+  regression PoseNet). The place PoseNet's errors decorrelate within ~2 m (the spacing of its training
+  views): 2 m since (validation coverage 99.1 % -> 96.8 % with ``fix_cov_scale`` 1.0).
 * **Stopped wheels mean no turning** (a car does not turn in place): odometry speed under
   ``stationary_speed_mps`` adds a zero-yaw-rate update, which makes the gyro bias observable at every stop.
 * **Heading** is a separate 1-dof update after the position (PoseNet's heading is often 45+ deg off when
@@ -49,7 +51,7 @@ Design choices (and why):
   at most ``max_candidates``). Each fix scores every track by its likelihood, the hypotheses as a
   mixture plus "none is right" (``miss_probability`` spread over the city, ``clutter_density_per_m2``);
   a candidate's log-likelihood ratio against the estimate sums over the fixes since its birth, each
-  weighted by the distance travelled since the previous fix / ``fix_decorrelation_m`` (repeats while
+  weighted by the distance travelled since the previous fix / ``evidence_decorrelation_m`` (repeats while
   stopped say nothing new). A candidate ``switch_llr`` likelier becomes the estimate (a
   relocalisation: a kidnap, or a wrong start on a look-alike street) and the old estimate a candidate
   ``switch_llr`` less likely (so with ``switch_llr`` > ``drop_llr``, the defaults, it is dropped at once;
@@ -60,7 +62,8 @@ Design choices (and why):
   starts the filter.
 * **The reported covariance includes a rival street.** The estimate is one street, but while a candidate
   is within ``rival_spread_llr`` nats of it the pose's covariance is the two-street mixture's about the
-  estimate, P + sum_i p_i d_i d_i' (d_i the candidate's offset, p_i from the llrs): the ellipse says how far
+  estimate, p_0 P + sum_i p_i (P_i + d_i d_i') (d_i the candidate's offset, P_i its covariance, p_i from the
+  llrs; P_i since round 6, before P + sum_i p_i d_i d_i'): the ellipse says how far
   the other likely street is. The filter's own P, its gates and the status are unchanged. Validation drives
   (22, route seeds 601-624): 95 % ellipse coverage 89 % -> 93 %, nothing else changed.
 
@@ -155,10 +158,15 @@ class FilterParams:
     #   median 0.20 -> 0.15 m, coverage 99.8 -> 99.1 %; fix_decorrelation_m 5 gave 98.7 % but let a
     #   consistently heavier look-alike take over, test_a_mixture_fix_picks_the_hypothesis_that_fits_the_track)
     min_heading_std_deg: float = 2.0  # floor on a fix's heading std
-    fix_decorrelation_m: float = 10.0  # fixes closer together than this (travelled) share their error:
+    fix_decorrelation_m: float = 2.0  # fixes closer together than this (travelled) share their error:
     #   a fix's R is inflated by fix_decorrelation_m / distance travelled since the last used fix (a
     #   stopped camera sends the same image, and PoseNet the same error, again and again) ...
-    max_fix_inflation: float = 100.0  # ... by at most this factor
+    max_fix_inflation: float = 100.0  # ... by at most this factor. 10 m before the place PoseNet, whose
+    #   fixes decorrelate within ~2 m (validation, 22 drives, with fix_cov_scale 1.5 -> 1.0: 95 % coverage
+    #   99.1 -> 96.8 %, median 0.15 -> 0.13 m, p95, > 20 m and kidnap recovery unchanged; 0 m: 95.6 %)
+    evidence_decorrelation_m: float = 10.0  # a fix's evidence for or against a candidate track counts by the
+    #   distance travelled since the previous fix / this (at most 1): a street's look-alike errors repeat over
+    #   metres. Was fix_decorrelation_m itself; at 2 m it would let > 20 m rise 0.2 -> 1.7 % (validation)
     stationary_speed_mps: float = 0.05  # odometry speed under this: stopped, the yaw rate is 0 (a car does
     stationary_yaw_rate_std_radps: float = 0.002  # not turn in place): a zero-yaw-rate update with this std
     max_hypotheses: int = 8  # extra hypotheses of a fix are ignored (lowest weights first)
@@ -169,8 +177,9 @@ class FilterParams:
     gate_heading_chi2: float = CHI2_1DOF_999  # heading of a fix, 1 dof
     gate_odometry_chi2: float = CHI2_2DOF_9999  # speed + yaw rate, 2 dof, p = 0.9999
     use_gps: bool = False  # GPS fixes are used only when True (users with a part-time receiver); else counted
-    fix_cov_scale: float = 1.5  # every hypothesis's covariance times this (the source's calibration is
-    #   per fix; errors correlated along a street need more): validation coverage 90 % -> 94 %
+    fix_cov_scale: float = 1.0  # every hypothesis's covariance times this (the source's calibration is
+    #   per fix; errors correlated along a street need more): 1.5 for the regression PoseNet (validation
+    #   coverage 90 % -> 94 %); 1.0 with the place PoseNet and fix_decorrelation_m 2 (see there)
     # Initialisation, candidate tracks and relocalisation (see the module docstring).
     init_min_fixes: int = 3  # fixes that agree with each other (and the odometer) start the filter ...
     init_confirm_m: float = 40.0  # ... which stays INITIALIZING (no valid pose) until it has driven this far
@@ -433,10 +442,13 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
             valid=core.initialized and status in (Status.TRACKING, Status.DEGRADED), landmark_ids=landmark_ids)
 
     def _rival_spread(self, core: _Core) -> np.ndarray:
-        """[2, 2] m^2 added to the reported position covariance for the candidate tracks within
-        ``rival_spread_llr`` of the estimate: sum_i p_i d_i d_i', d_i the candidate's offset from the estimate
-        and p_i its probability (exp(llr_i) normalised with the estimate's exp(0)). The estimate stays one
-        street, but its ellipse says how far the other likely street is (a mixture's covariance about it)."""
+        """[2, 2] m^2 added to the reported position covariance P for the candidate tracks within
+        ``rival_spread_llr`` of the estimate: sum_i p_i (d_i d_i' + P_i - P), d_i the candidate's offset from
+        the estimate, P_i its position covariance and p_i its probability (exp(llr_i) normalised with the
+        estimate's exp(0)), so that the reported covariance is the mixture's about the estimate,
+        p_0 P + sum_i p_i (P_i + d_i d_i'). The estimate stays one street, but its ellipse says how far the
+        other likely street is, and how well that street is known (a young candidate's P_i is metres wide:
+        with d_i d_i' alone a truth a few metres to the side of it fell outside once P was 1 m)."""
         p = self.params
         rivals = [c for c in core.candidates if p.rival_spread_llr > 0.0 and c.llr > -p.rival_spread_llr]
         if not rivals:
@@ -444,7 +456,10 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         w = np.exp(np.array([0.0, *(c.llr for c in rivals)]) - max(0.0, *(c.llr for c in rivals)))
         w /= w.sum()
         d = np.array([c.x[POS] - core.x[POS] for c in rivals])  # [R, 2] m
-        return (d.T * w[1:]) @ d
+        spread = (d.T * w[1:]) @ d
+        for wi, c in zip(w[1:], rivals, strict=True):
+            spread += wi * (c.P[POS, POS] - core.P[POS, POS])
+        return 0.5 * (spread + spread.T)
 
     # ------------------------------------------------------------------------------------------ time
 
@@ -627,10 +642,10 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         inflation = min(p.max_fix_inflation, max(1.0, p.fix_decorrelation_m / max(travelled_m, 1e-9)))
         inflated = [h._replace(cov_enu_m2=h.cov_enu_m2 * inflation) for h in hyps]
         # Candidate tracks: each weighs the fix against the estimate (a tempered likelihood ratio: a fix
-        # counts 1/inflation, as its covariance does), then takes it like the estimate does.
+        # counts `evidence` <= 1), then takes it like the estimate does.
         # A fix's evidence counts by the distance travelled since the previous fix (errors of one street
-        # repeat for fix_decorrelation_m): while stopped, repeats say nothing new.
-        evidence = min(1.0, (core.odometer_m - core.evidence_odometer_m) / max(p.fix_decorrelation_m, 1e-9))
+        # repeat for evidence_decorrelation_m): while stopped, repeats say nothing new.
+        evidence = min(1.0, (core.odometer_m - core.evidence_odometer_m) / max(p.evidence_decorrelation_m, 1e-9))
         core.evidence_odometer_m = core.odometer_m
         ll_main = self._log_likelihood(core.x, core.P, hyps)
         for c in core.candidates:
@@ -780,9 +795,12 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         H = np.zeros((len(a.y), DIM_X))
         H[:, idx] = a.H
         x, P = self._kalman(core.x, core.P, a.y, H, R)
-        # Floor on the position std: what landmarks leave is never tighter than the box model's truth.
+        # Floor on the position std: what landmarks leave is never tighter than the box model's truth, nor
+        # wider than the fixes had made it (a floor over the prior's std would undo the fixes' work: with the
+        # place PoseNet's 0.1-0.3 m fixes every landmark update widened P to 0.5 m).
         w, V = np.linalg.eigh(P[POS, POS])
-        P[POS, POS] += V @ np.diag(np.maximum(0.0, lp.min_position_std_m**2 - w)) @ V.T
+        prior = np.einsum("ij,jk,ki->i", V.T, core.P[POS, POS], V)  # the prior's variance along each axis
+        P[POS, POS] += V @ np.diag(np.maximum(0.0, np.minimum(lp.min_position_std_m**2, prior) - w)) @ V.T
         core.x, core.P = x, P
         self.x_post, self.P_post = core.x.copy(), core.P.copy()
         recent = list(core.recent_landmarks)

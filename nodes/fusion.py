@@ -137,6 +137,10 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fix_decorrelation_m: Annotated[float, msgspec.Meta(
         ge=0, description="fixes closer together than this (distance travelled), m, share their error: "
                           "their covariance is inflated")] = _DEFAULT_FILTER.fix_decorrelation_m
+    evidence_decorrelation_m: Annotated[float, msgspec.Meta(
+        ge=0, description="a fix's evidence for or against a candidate track (another street) counts by the "
+                          "distance travelled since the previous fix / this, m (at most 1)")] = (
+        _DEFAULT_FILTER.evidence_decorrelation_m)
     fix_cov_scale: Annotated[float, msgspec.Meta(
         gt=0, description="every hypothesis's covariance times this (errors along a street are correlated; "
                           "tuned on validation drives for 95 % ellipse coverage)")] = _DEFAULT_FILTER.fix_cov_scale
@@ -215,6 +219,7 @@ class FusionParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The filter's parameters: these values, the filter's defaults for the rest."""
         shared = {name: getattr(self, name) for name in (
             "max_hypotheses", "mixture", "gate_posenet_chi2", "gate_gps_chi2", "fix_decorrelation_m",
+            "evidence_decorrelation_m",
             "fix_cov_scale", "position_std_m_per_sqrt_s", "init_confirm_m", "spawn_min_fixes", "switch_llr", "lost_llr",
             "unsupported_lost_llr", "rival_spread_llr",
             "lost_min_fixes", "degraded_after_s", "degraded_std_m", "lost_std_m", "history_s", "odometry_speed_std_mps", "odometry_yaw_rate_std_radps", "use_gps")}

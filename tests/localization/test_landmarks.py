@@ -353,22 +353,30 @@ def test_look_alike_landmarks_do_not_hold_a_wrong_street_against_the_fixes():
 
 
 def test_landmarks_never_make_the_position_tighter_than_the_floor():
+    """After a landmark update the position std is at least ``min_position_std_m``, or what it was before
+    the update where the fixes had already made it tighter (the floor never undoes the fixes' work)."""
     world = avenue(blocks=3)
     lp = LandmarkParams()
-    f = PoseFilter(FilterParams(init_confirm_m=0.0))
-    enu = world.map().in_frame(FRAME)
-    rng = np.random.default_rng(3)
-    stds = []
-    for k in range(60):
-        t = 1_000 * NS + k * NS // 5
-        north = -20.0 + 2.0 * k
-        f.handle("odom", t, OdometryMeasurement(10.0, 0.0))
-        f.handle("posenet", t, single_fix(4.0, north, np.eye(2) * 4.0, heading_deg=0.0, heading_std_deg=5.0))
-        boxes, _ = boxes_seen(world, 4.0, north, math.pi / 2, rng)
-        if f.handle(LANDMARKS, t, LandmarkObservation(boxes_to_observations(boxes, CAMERA, lp), CAMERA, enu)) == "used":
-            stds.append(math.sqrt(float(np.linalg.eigvalsh(f.P[:2, :2])[0])))
-    assert len(stds) > 10
-    assert min(stds) >= lp.min_position_std_m - 1e-9
+    for fix_std_m in (2.0, 0.2):  # fixes that leave the std above the floor, and fixes that take it below
+        f = PoseFilter(FilterParams(init_confirm_m=0.0))
+        enu = world.map().in_frame(FRAME)
+        rng = np.random.default_rng(3)
+        rows = []  # (std before, std after) of the used landmark updates, m (smallest axis)
+        for k in range(60):
+            t = 1_000 * NS + k * NS // 5
+            north = -20.0 + 2.0 * k
+            f.handle("odom", t, OdometryMeasurement(10.0, 0.0))
+            f.handle("posenet", t, single_fix(4.0, north, np.eye(2) * fix_std_m**2, heading_deg=0.0,
+                                              heading_std_deg=5.0))
+            before = math.sqrt(float(np.linalg.eigvalsh(f.P[:2, :2])[0]))
+            boxes, _ = boxes_seen(world, 4.0, north, math.pi / 2, rng)
+            obs = LandmarkObservation(boxes_to_observations(boxes, CAMERA, lp), CAMERA, enu)
+            if f.handle(LANDMARKS, t, obs) == "used":
+                rows.append((before, math.sqrt(float(np.linalg.eigvalsh(f.P[:2, :2])[0]))))
+        assert len(rows) > 10
+        assert all(after >= min(lp.min_position_std_m, before) - 1e-9 for before, after in rows)
+        if fix_std_m < lp.min_position_std_m:
+            assert max(before for before, _ in rows) < lp.min_position_std_m  # the second case is tested
 
 
 def test_inconsistent_landmark_innovations_suspend_landmarks_and_the_pose_says_so():
