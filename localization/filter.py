@@ -35,7 +35,7 @@ Design choices (and why):
   ``fix_decorrelation_m / distance travelled since the last used fix`` (at most ``max_fix_inflation``),
   so repeats add no false certainty. Measured: 95 % ellipse coverage 45 % without, 76 % with (10 m;
   regression PoseNet). The place PoseNet's errors decorrelate within ~2 m (the spacing of its training
-  views): 2 m since (validation coverage 99.1 % -> 96.8 % with ``fix_cov_scale`` 1.0).
+  views): 2 m since (validation coverage 99.1 % -> 96.7 % with ``fix_cov_scale`` 1.0).
 * **Stopped wheels mean no turning** (a car does not turn in place): odometry speed under
   ``stationary_speed_mps`` adds a zero-yaw-rate update, which makes the gyro bias observable at every stop.
 * **Heading** is a separate 1-dof update after the position (PoseNet's heading is often 45+ deg off when
@@ -160,10 +160,11 @@ class FilterParams:
     min_heading_std_deg: float = 2.0  # floor on a fix's heading std
     fix_decorrelation_m: float = 2.0  # fixes closer together than this (travelled) share their error:
     #   a fix's R is inflated by fix_decorrelation_m / distance travelled since the last used fix (a
-    #   stopped camera sends the same image, and PoseNet the same error, again and again) ...
-    max_fix_inflation: float = 100.0  # ... by at most this factor. 10 m before the place PoseNet, whose
-    #   fixes decorrelate within ~2 m (validation, 22 drives, with fix_cov_scale 1.5 -> 1.0: 95 % coverage
-    #   99.1 -> 96.8 %, median 0.15 -> 0.13 m, p95, > 20 m and kidnap recovery unchanged; 0 m: 95.6 %)
+    #   stopped camera sends the same image, and PoseNet the same error, again and again). 10 m before the
+    #   place PoseNet, whose fixes decorrelate within ~2 m (validation, 22 drives, with fix_cov_scale
+    #   1.5 -> 1.0: 95 % coverage 99.1 -> 96.7 %, median 0.15 -> 0.13 m, p95, > 20 m and kidnap recovery
+    #   unchanged; 0 m: 96.3 %) ...
+    max_fix_inflation: float = 100.0  # ... by at most this factor
     evidence_decorrelation_m: float = 10.0  # a fix's evidence for or against a candidate track counts by the
     #   distance travelled since the previous fix / this (at most 1): a street's look-alike errors repeat over
     #   metres. Was fix_decorrelation_m itself; at 2 m it would let > 20 m rise 0.2 -> 1.7 % (validation)
