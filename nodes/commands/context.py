@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
             step=args.step,
             cache_dir=args.cache_dir,
             l2=args.l2,
+            scale_l2=args.scale_l2,
             outlier_m=args.outlier_m,
         )
     except ValueError as exc:
@@ -52,7 +53,13 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"check on {c['frames']} frames of {len(c['drives'])} other drives: outlier AUC {c['auc']:.3f}, log loss "
             f"{c['log_loss']:.3f} (constant rate {c['log_loss_constant']:.3f}), inlier 95 % coverage "
-            f"{c['inlier_coverage_raw']:.1%} -> {c['inlier_coverage_scaled']:.1%}"
+            f"{c['inlier_coverage_raw']:.1%} -> {c['inlier_coverage_scaled']:.1%} (per drive: "
+            + ", ".join(
+                f"{d['inlier_coverage_raw']:.1%} -> {d['inlier_coverage_scaled']:.1%}"
+                for d in c["drives"]
+                if "inlier_coverage_raw" in d
+            )
+            + f"), inlier NLL change {c['inlier_nll_change']:+.3f}"
         )
     if args.json:
         print(json.dumps({"fit": fit, "check": model.check}, indent=1))
@@ -83,7 +90,13 @@ def add_parser(models) -> None:
         help="the model file (default: perception/weights/context_synthetic_city.json)",
     )
     p.add_argument("--step", type=int, default=1, help="every N-th frame (default: 1)")
-    p.add_argument("--l2", type=positive_float, default=1.0, help="L2 penalty of both fits (default: 1)")
+    p.add_argument("--l2", type=positive_float, default=1.0, help="L2 penalty of the outlier fit (default: 1)")
+    p.add_argument(
+        "--scale-l2",
+        type=positive_float,
+        default=300.0,
+        help="L2 penalty of the inlier scale's quantile fit (default: 300)",
+    )
     p.add_argument("--outlier-m", type=positive_float, default=20.0, help="an outlier fix is this far off, m")
     p.add_argument("--cache-dir", default=None, help="keep each drive's features here (reruns skip the CNNs)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")

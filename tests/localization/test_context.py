@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from localization.context import (
+    CHI2_2DOF_95,
     EULER_GAMMA,
     FEATURES,
     NO_CONTEXT,
     ContextModel,
     detection_features,
     fit_context,
+    fit_ridge,
     score_context,
     segmentation_features,
 )
@@ -42,23 +44,78 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_fit_recovers_a_known_relation():
     x, err_m, mahal2 = synthetic(6000, 0)
-    model = fit_context(x, err_m, mahal2, l2=0.1)
+    model = fit_context(x, err_m, mahal2, l2=0.1, scale_l2=10.0)
     coef = np.asarray(model.outlier_coef) / np.asarray(model.std)  # per raw unit
     assert coef[SKY] == pytest.approx(8.0, rel=0.15)
     others = np.delete(coef, SKY)
     assert np.all(np.abs(others) < 1.0)  # the features that do not matter get ~nothing
     scale_per_car = np.asarray(model.scale_coef)[CARS] / model.std[CARS]
     assert scale_per_car == pytest.approx(1.5 / 4, rel=0.15)
-    # the bias of log(chi2_2 / 2) is taken out: at 0 cars the scale is ~1
+    # at 0 cars the covariance is right: the scale is ~1
     x0 = np.asarray(model.mean, float).copy()
     x0[CARS] = 0.0
     assert float(model.cov_scale(x0)) == pytest.approx(1.0, abs=0.15)
-    assert EULER_GAMMA > 0.5
     # on other frames of the same relation: a useful outlier probability, and honest inlier ellipses
     check = score_context(model, *synthetic(3000, 1))
     assert check["auc"] > 0.85
     assert check["log_loss"] < check["log_loss_constant"]
     assert check["inlier_coverage_raw"] < 0.85 < check["inlier_coverage_scaled"]
+
+
+def calibrated_posenet_like(n: int, seed: int, exact_share: float = 0.35):
+    """Frames whose inlier ellipses are already right at 95 % (d^2 < 5.991 for 95 % of them) but whose d^2
+    is not chi-square: a share of the fixes sit almost exactly on the truth (place recognition snapping to
+    a surveyed place), the others are a little wider than chi-square. No feature says anything."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, len(FEATURES)))
+    exact = rng.uniform(size=n) < exact_share
+    k = CHI2_2DOF_95 / (-2 * np.log(1 - (0.95 - exact_share) / (1 - exact_share)))  # the rest: 92.3 % in
+    mahal2 = np.where(exact, 1e-4 * rng.chisquare(2, n), k * rng.chisquare(2, n))
+    return x, rng.uniform(0, 15, n), mahal2
+
+
+def test_a_scale_fitted_on_calibrated_fixes_stays_near_1():
+    """PoseNet's covariance is calibrated at 95 % on validation drives; the context scale must not undo it.
+    Fitting the mean log(d^2/2) (model version 1) assumed chi-square d^2 and, dragged by the near-exact
+    fixes, shrank every ellipse (the shipped one took the check drives' inlier coverage 95 % -> 83 %)."""
+    x, err_m, mahal2 = calibrated_posenet_like(4000, 5)
+    assert np.mean(mahal2 < CHI2_2DOF_95) == pytest.approx(0.95, abs=0.01)
+    model = fit_context(x, err_m, mahal2)
+    lo, mid, hi = np.percentile(model.cov_scale(x), [5, 50, 95])
+    assert 0.8 < lo and abs(mid - 1.0) < 0.1 and hi < 1.25  # what is left is the noise of 21 features
+    # the old fit on the same frames: a mean log ratio far below that of chi-square
+    _, icpt = fit_ridge((x - x.mean(0)) / x.std(0), np.log(mahal2 / 2), l2=1.0)
+    assert np.exp(icpt + EULER_GAMMA) < 0.5
+    # on other frames of the same kind: still 95 % covered, and no worse a forecast
+    check = score_context(model, *calibrated_posenet_like(4000, 6))
+    assert check["inlier_coverage_raw"] == pytest.approx(0.95, abs=0.01)
+    assert abs(check["inlier_coverage_scaled"] - 0.95) <= 0.015
+    assert check["inlier_nll_change"] < 0.02
+
+
+def test_the_scale_widens_too_narrow_ellipses_to_95_percent():
+    """Ellipses too narrow by a factor 3 everywhere: the fit widens them until 95 % of the inliers on
+    other frames are inside (coverage-matched), not until the median d^2 is chi-square's."""
+    x, err_m, mahal2 = calibrated_posenet_like(4000, 7)
+    model = fit_context(x, err_m, 3.0 * mahal2)
+    assert float(np.median(model.cov_scale(x))) == pytest.approx(3.0, rel=0.15)
+    x2, err2, m2 = calibrated_posenet_like(4000, 8)
+    check = score_context(model, x2, err2, 3.0 * m2)
+    assert check["inlier_coverage_raw"] < 0.85
+    assert check["inlier_coverage_scaled"] == pytest.approx(0.95, abs=0.015)
+
+
+def test_a_version_1_file_loads_with_the_same_scale(tmp_path):
+    model = fit_context(*synthetic(1000, 9))
+    raw = json.loads(model.to_json())
+    raw["version"] = 1
+    raw["scale_intercept"] = model.scale_intercept - EULER_GAMMA  # version 1 stored the mean log(d^2/2)
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(raw))
+    old = ContextModel.load(path)
+    assert old.version == 2
+    x = synthetic(20, 10)[0]
+    np.testing.assert_allclose(old.cov_scale(x), model.cov_scale(x), rtol=1e-12)
 
 
 def test_the_reason_names_the_feature_that_raised_the_doubt():
