@@ -319,6 +319,7 @@ class _Core:
     relocalisations: int = 0
     recent_landmarks: _Shared = field(default_factory=lambda: _Shared())  # (used count, id), the last 256
     landmark_odometer_m: dict[str, float] = field(default_factory=dict)  # odometer at each landmark's last use
+    disputed_landmarks: frozenset[str] = frozenset()  # their declared map spread did not check out: the floor
     landmark_nis: _Shared = field(default_factory=lambda: _Shared())  # (nis, dof) of the recent landmark updates
     landmarks_suspended_until_ns: int = 0  # landmark NIS too high: none used until then
 
@@ -772,7 +773,10 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         uses: dict[str, int] = {}
         for _, lid in core.recent_landmarks:
             uses[lid] = uses.get(lid, 0) + 1
-        a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses)
+        a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses, core.disputed_landmarks)
+        if a.disputed:
+            core.disputed_landmarks = core.disputed_landmarks | set(a.disputed)
+            self.counters["landmarks_disputed"] = len(core.disputed_landmarks)
         if a.pairs and len(a.pairs) < lp.min_pairs and a.nis > lp.single_gate_chi2:
             a.unpaired += len(a.pairs)
             a.pairs = []
