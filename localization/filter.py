@@ -757,6 +757,8 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         ``min_pairs`` pairings or one with NIS under ``single_gate_chi2``; landmarks are not suspended for
         inconsistency. Each pairing's R is inflated for a landmark seen again within ``decorrelation_m``
         (consecutive frames share its error), and the position std is kept above ``min_position_std_m``.
+        The map's declared spread replaces its 0.5 m floor where the fixes can check it (``associate``); a
+        landmark that fails the check is remembered (``disputed_landmarks``) and counts at the floor.
         Returns ``used``, ``gated`` (boxes with landmarks in view but no unique pairing), ``skipped``
         or ``suspended``."""
         core, lp = self._core, m.params
