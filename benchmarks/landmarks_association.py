@@ -38,7 +38,7 @@ def nearest_neighbour(pose: np.ndarray, P: np.ndarray, obs, pin: Pinhole, enu, p
     view = _in_view(pose, enu, pin, p)
     if not obs or not len(view):
         return {}
-    Y, H, R = _pair_models(pose, enu, view, obs, pin, p, np.ones(len(view)))
+    Y, H, R = _pair_models(pose, enu, view, obs, pin, p, np.ones(len(view)), p.min_map_std_m)
     S = (H @ P @ H.transpose(0, 2, 1))[None] + R
     d2 = np.einsum("bvi,bvi->bv", Y, np.linalg.solve(S, Y[..., None])[..., 0])
     return {i: int(view[int(np.argmin(d2[i]))]) for i in range(len(obs)) if d2[i].min() <= CHI2_3DOF_999}

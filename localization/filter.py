@@ -319,6 +319,7 @@ class _Core:
     relocalisations: int = 0
     recent_landmarks: _Shared = field(default_factory=lambda: _Shared())  # (used count, id), the last 256
     landmark_odometer_m: dict[str, float] = field(default_factory=dict)  # odometer at each landmark's last use
+    disputed_landmarks: frozenset[str] = frozenset()  # their declared map spread did not check out: the floor
     landmark_nis: _Shared = field(default_factory=lambda: _Shared())  # (nis, dof) of the recent landmark updates
     landmarks_suspended_until_ns: int = 0  # landmark NIS too high: none used until then
 
@@ -756,6 +757,8 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         ``min_pairs`` pairings or one with NIS under ``single_gate_chi2``; landmarks are not suspended for
         inconsistency. Each pairing's R is inflated for a landmark seen again within ``decorrelation_m``
         (consecutive frames share its error), and the position std is kept above ``min_position_std_m``.
+        The map's declared spread replaces its 0.5 m floor where the fixes can check it (``associate``); a
+        landmark that fails the check is remembered (``disputed_landmarks``) and counts at the floor.
         Returns ``used``, ``gated`` (boxes with landmarks in view but no unique pairing), ``skipped``
         or ``suspended``."""
         core, lp = self._core, m.params
@@ -772,7 +775,10 @@ too_old, future, disabled, by kind); gated counts live in the state (``gated_cou
         uses: dict[str, int] = {}
         for _, lid in core.recent_landmarks:
             uses[lid] = uses.get(lid, 0) + 1
-        a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses)
+        a = associate(core.x[idx], core.P[np.ix_(idx, idx)], m, uses, core.disputed_landmarks)
+        if a.disputed:
+            core.disputed_landmarks = core.disputed_landmarks | set(a.disputed)
+            self.counters["landmarks_disputed"] = len(core.disputed_landmarks)
         if a.pairs and len(a.pairs) < lp.min_pairs and a.nis > lp.single_gate_chi2:
             a.unpaired += len(a.pairs)
             a.pairs = []

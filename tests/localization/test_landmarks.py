@@ -102,11 +102,15 @@ def boxes_seen(world: World, east_m: float, north_m: float, yaw_rad: float, rng:
     return np.array(boxes, np.float32).reshape(-1, 4), ids
 
 
-def drive(world: World, landmark_map: LandmarkMap | None, seed: int = 1, seconds: float = 50.0) -> np.ndarray:
+def drive(world: World, landmark_map: LandmarkMap | None, seed: int = 1, seconds: float = 50.0, *,
+          fix_bias_std_m: float = 2.9, fix_white_std_m: float = 1.5, fix_std_m: float = 3.0,
+          params: LandmarkParams | None = None) -> np.ndarray:
     """Drive north along the avenue's east lane at 10 m/s: odometry at 10 Hz, PoseNet-like fixes at 5 Hz
-    (errors persisting along the street: a 3 m random walk, 1.5 m white), boxes with each fix. Returns the
-    position error (m) of every TRACKING pose at a fix."""
+    (errors persisting along the street: by default the regression PoseNet's, a 2.9 m random walk, 1.5 m
+    white, claiming 3 m), boxes with each fix. Returns the position error (m) of every TRACKING pose at a fix."""
     rng = np.random.default_rng(seed)
+    params = params or LandmarkParams()
+    walk_std_m = fix_bias_std_m * math.sqrt(1 - 0.97**2)
     f = PoseFilter(FilterParams(init_confirm_m=20.0))
     enu = landmark_map.in_frame(FRAME) if landmark_map is not None else None
     bias = np.zeros(2)
@@ -117,13 +121,14 @@ def drive(world: World, landmark_map: LandmarkMap | None, seed: int = 1, seconds
         f.handle("odom", t_ns, OdometryMeasurement(10.0 + rng.normal(0, 0.05), rng.normal(0, 0.005)))
         if k % 2:
             continue
-        bias = 0.97 * bias + rng.normal(0, 0.7, 2)  # a stationary AR(1): std ~2.9 m per axis
-        z = np.array([east, north]) + bias + rng.normal(0, 1.5, 2)
-        f.handle("posenet", t_ns, single_fix(z[0], z[1], np.eye(2) * 9.0, heading_deg=0.0, heading_std_deg=5.0))
+        bias = 0.97 * bias + rng.normal(0, walk_std_m, 2)  # a stationary AR(1): std fix_bias_std_m per axis
+        z = np.array([east, north]) + bias + rng.normal(0, fix_white_std_m, 2)
+        f.handle("posenet", t_ns, single_fix(z[0], z[1], np.eye(2) * fix_std_m**2, heading_deg=0.0,
+                                             heading_std_deg=5.0))
         if enu is not None:
             boxes, _ = boxes_seen(world, east, north, yaw, rng)
-            f.handle(LANDMARKS, t_ns, LandmarkObservation(boxes_to_observations(boxes, CAMERA, LandmarkParams()),
-                                                          CAMERA, enu))
+            f.handle(LANDMARKS, t_ns, LandmarkObservation(boxes_to_observations(boxes, CAMERA, params),
+                                                          CAMERA, enu, params))
         pose = f.pose(t_ns)
         if pose.status == Status.TRACKING:
             errors.append(math.hypot(pose.east_m - east, pose.north_m - north))
@@ -162,6 +167,19 @@ def test_osm_export_without_sizes_loads_with_kind_defaults():
     signals, sign = m.landmarks
     assert signals.position_std_m == 3.0 and signals.face_height_m == pytest.approx(1.05)
     assert sign.top_m == pytest.approx(2.8) and sign.size_rel_std > 0.1  # a guessed size is a wide one
+
+
+def test_a_map_declares_its_accuracy_per_feature_or_for_the_collection():
+    point = {"type": "Point", "coordinates": [13.19, 55.70]}
+    doc = {"type": "FeatureCollection", "properties": {"streetloc:position_std_m": "0.1"}, "features": [
+        {"type": "Feature", "id": "a", "geometry": point, "properties": {"highway": "traffic_signals"}},
+        {"type": "Feature", "id": "b", "geometry": point,
+         "properties": {"highway": "traffic_signals", "streetloc:position_std_m": "2"}}]}
+    a, b = LandmarkMap.from_geojson(doc).landmarks
+    assert (a.position_std_m, b.position_std_m) == (0.1, 2.0)
+    doc["properties"] = {"streetloc:position_std_m": "fine"}
+    with pytest.raises(ValueError, match="the collection: field properties.streetloc:position_std_m='fine'"):
+        LandmarkMap.from_geojson(doc, "m.geojson")
 
 
 @pytest.mark.parametrize("feature, message", [
@@ -286,6 +304,29 @@ def test_a_wrong_map_is_no_worse_than_no_map_beyond_the_bound(runs, case):
     none, wrong = runs["none"], runs[case]
     assert np.median(wrong) <= np.median(none) + WRONG_MAP_MEDIAN_BOUND_M, (case, np.median(wrong), np.median(none))
     assert np.percentile(wrong, 95) <= np.percentile(none, 95) + WRONG_MAP_P95_BOUND_M
+
+
+# Fixes as good as the place-recognition PoseNet's (0.1-0.3 m; claiming 0.3 m): landmarks help only when the
+# map's own 5 cm is trusted, and a map that claims 5 cm but is 2 m off must not take the pose away.
+GOOD_FIXES = {"fix_bias_std_m": 0.15, "fix_white_std_m": 0.1, "fix_std_m": 0.3}
+
+
+def test_with_good_fixes_an_exact_map_helps_when_its_declared_accuracy_is_trusted():
+    world = avenue(blocks=4)
+    for seed in (1, 2, 3):
+        trusted = drive(world, world.map(), seed=seed, seconds=30.0, **GOOD_FIXES)
+        floor = drive(world, world.map(), seed=seed, seconds=30.0, params=LandmarkParams(trust_map_below_std_m=0.0),
+                      **GOOD_FIXES)
+        assert np.median(trusted) < 0.8 * np.median(floor), seed
+
+
+def test_with_good_fixes_a_map_claiming_5_cm_but_2_m_off_does_not_take_the_pose_away():
+    world = avenue(blocks=4)
+    for seed in (1, 2, 3):
+        none = drive(world, None, seed=seed, seconds=30.0, **GOOD_FIXES)
+        wrong = drive(world, world.map(displace_m=2.0), seed=seed, seconds=30.0, **GOOD_FIXES)
+        assert np.median(wrong) <= np.median(none) + 0.2, seed
+        assert wrong.max() < 1.5, seed  # 11.34 as the trust gate: 2.6 m
 
 
 def test_pose_reports_the_landmarks_used():
