@@ -174,3 +174,32 @@ def test_an_index_calibrated_on_its_own_drive_is_refused(tmp_path, capsys):
     assert cli(["calibrate", "posenet", "--model", ckpt, "--places-data", bank, "--data", f"{bank}@::2",
                 "-o", str(tmp_path / "x.pt"), "--device", "cpu"]) == 2
     assert "it is in the place index" in capsys.readouterr().out
+
+
+def test_the_road_ahead_does_not_decide_the_place():
+    """Two views that differ only in the bottom rows (the road right ahead: crosswalks, lane marks, the same
+    at every intersection) get the same place bits; an index stored before the field existed used every
+    row and still loads that way."""
+    import torch
+
+    from perception.models.posenet.places import PlaceConfig, PlaceRecognizer, fit_places
+
+    rng = np.random.default_rng(3)
+    bank = torch.from_numpy(rng.integers(0, 255, (40, 3, 120, 160), dtype=np.uint8))
+    pos = np.arange(40, dtype=float)
+    meta = fit_places(bank, pos * 30.0, pos * 0.0, pos * 0.0)
+    rec = PlaceRecognizer(meta)
+    view = bank[7:8].clone()
+    striped = view.clone()
+    striped[..., 100:, ::8] = 255  # a crosswalk in the bottom sixth of the image
+    assert rec.hypotheses(striped, 1).east_m[0, 0] == rec.hypotheses(view, 1).east_m[0, 0] == 7 * 30.0
+    i_plain, s_plain = rec.neighbours(view)
+    i_striped, s_striped = rec.neighbours(striped)
+    assert s_plain[0, 0] == s_striped[0, 0] == 1.0
+
+    old = dict(meta, config={k: v for k, v in meta["config"].items() if k != "skip_bottom_rows"})
+    old_cfg = PlaceConfig(skip_bottom_rows=0)
+    old["mean"], old["bits"] = fit_places(bank, pos, pos, pos, config=old_cfg)["mean"], fit_places(
+        bank, pos, pos, pos, config=old_cfg)["bits"]
+    assert PlaceRecognizer(old).config.skip_bottom_rows == 0
+    assert PlaceRecognizer(old).neighbours(striped)[1][0, 0] < 1.0  # every row: the crosswalk counts

@@ -49,6 +49,11 @@ class PlaceConfig:
     """How bank frames become hypotheses (stored in ``meta["places"]["config"]``)."""
 
     grid: tuple[int, int] = (30, 40)  # descriptor cells (rows, columns)
+    # Descriptor rows left out at the bottom of the grid: the road right ahead. Its crosswalks and lane
+    # marks are the same at every intersection and outweighed the facades while stopped at a stop line
+    # (top fix one block off for the whole red light); 8 of 30 chosen on validation drives (docs/posenet.md).
+    # An index stored without this field used every row.
+    skip_bottom_rows: int = 8
     pool: int = 30  # most similar bank frames considered per image
     temperature: float = 0.02  # of the cosine similarities' softmax (fitted)
     weight_scale: float = 1.0  # factor on all weights (fitted; < 1 leaves room for "none is right")
@@ -76,8 +81,16 @@ class PlaceHypotheses:
     heading_std_deg: float
 
 
-def _descriptors(images_rgb: torch.Tensor, grid: tuple[int, int], chunk: int = 2048) -> torch.Tensor:
-    return torch.cat([appearance_descriptor(images_rgb[s:s + chunk], tuple(grid))
+def _descriptors(images_rgb: torch.Tensor, config: PlaceConfig, chunk: int = 2048) -> torch.Tensor:
+    """`appearance_descriptor` of the image above its bottom ``skip_bottom_rows`` / rows, on the grid's
+    other rows: float32 [N, 2 * (rows - skip) * cols]. The road there changes nothing (not even the
+    descriptor's per-image centring)."""
+    rows, cols = config.grid
+    if not 0 <= config.skip_bottom_rows < rows:
+        raise ValueError(f"place index: skip_bottom_rows {config.skip_bottom_rows} must lie in [0, {rows})")
+    kept_rows = rows - config.skip_bottom_rows
+    top_px = round(images_rgb.shape[-2] * kept_rows / rows)
+    return torch.cat([appearance_descriptor(images_rgb[s:s + chunk, :, :top_px], (kept_rows, cols))
                       for s in range(0, len(images_rgb), chunk)])
 
 
@@ -91,7 +104,7 @@ def fit_places(images_rgb: torch.Tensor, east_m: np.ndarray, north_m: np.ndarray
         raise ValueError(f"a place index needs at least {cfg.pool} frames with a position and a heading; "
                          f"got {int(keep.sum())}")
     idx = torch.from_numpy(np.nonzero(keep)[0])
-    desc = _descriptors(images_rgb[idx], cfg.grid)
+    desc = _descriptors(images_rgb[idx], cfg)
     mean = desc.mean(0)
     return {"version": PLACES_VERSION, "method": METHOD, "config": asdict(cfg), "mean": mean,
             "bits": torch.from_numpy(_pack(desc, mean)),
@@ -130,6 +143,7 @@ class PlaceRecognizer:
         stored = {k: v for k, v in dict(meta.get("config", {})).items() if k in PlaceConfig.__dataclass_fields__}
         if "grid" in stored:
             stored["grid"] = tuple(stored["grid"])
+        stored.setdefault("skip_bottom_rows", 0)  # indices made before the field used every row
         self.config = config or PlaceConfig(**stored)
         self.mean = meta["mean"].float()
         self.bits = int(self.mean.numel())
@@ -148,7 +162,7 @@ class PlaceRecognizer:
     def neighbours(self, images_rgb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The ``pool`` most similar bank frames: (index int64 [N, pool], cosine similarity float64 [N, pool]),
         most similar first."""
-        query = np.ascontiguousarray(_pack(_descriptors(images_rgb, self.config.grid), self.mean)).view(np.uint64)
+        query = np.ascontiguousarray(_pack(_descriptors(images_rgb, self.config), self.mean)).view(np.uint64)
         pool = min(self.config.pool, len(self.bank))
         index = np.empty((len(query), pool), np.int64)
         hamming = np.empty((len(query), pool), np.int64)
