@@ -239,10 +239,14 @@ def test_fit_place_validity_puts_the_threshold_at_the_calibration_quantile(predi
     meta = fit_place_validity(predictor, predictor.places, [(images, None)], config=cfg,
                               sources={"calibration": ["r59"]})
     hyp = predictor.places.hypotheses(images, 1)
-    test = PlaceEvidence(cfg, None)
+    # the reference is fitted too: the 95th percentile of the calibration frames' own evidence
+    assert meta["reference"] == pytest.approx(np.quantile(1.0 - hyp.similarity, 0.95))
+    test = PlaceEvidence(PlaceTestConfig(quantile=0.9, reference=meta["reference"]), None)
     stats = [(test.update(float(s), float(e), float(n)), test.statistic)[1]
              for s, e, n in zip(hyp.similarity, hyp.east_m[:, 0], hyp.north_m[:, 0], strict=True)]
     assert meta["method"] == "place_cusum" and meta["threshold"] == pytest.approx(np.quantile(stats, 0.9))
+    with pytest.raises(ValueError, match="reference"):
+        PlaceEvidence(PlaceTestConfig(), None)
     assert meta["calibration_frames"] == 10 and meta["sources"] == {"calibration": ["r59"]}
     with pytest.raises(ValueError, match="calibration drives"):
         fit_place_validity(predictor, predictor.places, [])

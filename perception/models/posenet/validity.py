@@ -27,7 +27,8 @@ thread, beside ~35 ms of the network.
 checkpoint with a place index (the default) asks the index: does this *stream* keep matching the training
 area's views? Per frame the evidence is ``1 - similarity`` of the most similar indexed view plus
 ``jump_weight`` when the place fix jumped more than ``jump_m`` since the previous frame; Page's CUSUM
-accumulates the evidence above ``reference`` (0.42) per 0.2 s of stream time and flags ``out_of_area``
+accumulates the evidence above ``reference`` (the 95th percentile of the calibration frames' own evidence)
+per 0.2 s of stream time and flags ``out_of_area``
 while the sum exceeds the threshold fitted on calibration drives of the training area (their 97th
 percentile; `PlaceEvidence`, `fit_place_validity`). Why a sequence: an unseen city built from the same
 facades matches the index almost as well frame by frame (one city's frames scored like a dusk drive in
@@ -59,7 +60,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,7 +198,11 @@ class PlaceTestConfig:
     cities 2, 3, 4 and the calibration drives (BENCHMARKS.md "PoseNet out-of-area: a sequential test");
     the threshold is fitted on the calibration drives."""
 
-    reference: float = 0.42  # k of Page's CUSUM: frames whose evidence exceeds it push toward "elsewhere"
+    # k of Page's CUSUM: frames whose evidence exceeds it push toward "elsewhere". None: fitted, the
+    # ``reference_quantile`` of the calibration frames' 1 - similarity (it follows the index's descriptor:
+    # 0.41 for the every-row index, where 0.42 was chosen by hand on the tuning cities)
+    reference: float | None = None
+    reference_quantile: float = 0.95
     jump_weight: float = 0.3  # evidence added when the place fix moved more than jump_m since the last frame
     jump_m: float = 25.0  # a jump no vehicle makes between two frames (125 m/s at 5 fps)
     quantile: float = 0.97  # of the calibration drives' statistic: the threshold
@@ -221,6 +226,8 @@ class PlaceEvidence:
     recognised, no ceiling)."""
 
     def __init__(self, config: PlaceTestConfig, threshold: float | None) -> None:
+        if config.reference is None:
+            raise ValueError("PlaceEvidence needs a reference (fit_place_validity fits it)")
         self.config = config
         self.threshold = threshold
         self.reset()
@@ -262,9 +269,12 @@ def fit_place_validity(predictor: PosePredictor, places: PlaceRecognizer,
     cfg = config or PlaceTestConfig()
     if not calibration:
         raise ValueError("fit_place_validity needs calibration drives (frames of the training area)")
+    hyps = [places.hypotheses(images, 1) for images, _ in calibration]
+    if cfg.reference is None:
+        similarity = np.concatenate([h.similarity for h in hyps])
+        cfg = replace(cfg, reference=float(np.quantile(1.0 - similarity, cfg.reference_quantile)))
     stats = []
-    for images, stamps in calibration:
-        hyp = places.hypotheses(images, 1)
+    for (images, stamps), hyp in zip(calibration, hyps, strict=True):
         test = PlaceEvidence(cfg, None)
         for i in range(len(images)):
             test.update(float(hyp.similarity[i]), float(hyp.east_m[i, 0]), float(hyp.north_m[i, 0]),
