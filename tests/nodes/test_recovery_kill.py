@@ -197,7 +197,7 @@ def test_kill_each_node_during_a_lockstep_replay(tmp_path, full):
 
 
 def test_fusion_degrades_while_posenet_restarts_in_real_time(tmp_path):
-    graph = ReplayGraph(tmp_path, ["--rate", "0.5"], [POSENET_TOPIC, POSE_TOPIC])
+    graph = ReplayGraph(tmp_path, ["--rate", "1.0"], [POSENET_TOPIC, POSE_TOPIC])
     graph.wait_for(lambda: graph.heard.statuses()[-20:].count(PoseStatus.TRACKING) == 20, 120,
                    "fusion tracking")
     n_before = len(graph.heard.statuses())
