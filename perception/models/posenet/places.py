@@ -11,7 +11,8 @@ CVPR 2019). So a checkpoint may carry a *place index*: the training frames' appe
 (`validity.appearance_descriptor` on a 30x40 grid: where the edges of facades, windows and kerbs lie;
 without its bottom ``skip_bottom_rows`` rows, the road right ahead, whose crosswalks are alike at every
 intersection), binarised at the index's mean descriptor (one bit per cell and direction, 220 bytes a frame
-with 8 rows left out), with their positions and headings; the predictor turns the ``pool`` most similar bank frames into hypotheses:
+with 8 rows left out), with their positions and headings; the predictor turns the ``pool`` most similar
+bank frames into hypotheses:
 
 - similarity: 1 - 2 x (Hamming distance / bits), the cosine of the +-1 vectors; weight of a bank frame
   ``softmax(similarity / temperature)`` over the pool, times ``weight_scale`` (<= 1: the probability that *none* of them is right stays);

@@ -28,8 +28,7 @@ checkpoint with a place index (the default) asks the index: does this *stream* k
 area's views? Per frame the evidence is ``1 - similarity`` of the most similar indexed view plus
 ``jump_weight`` when the place fix jumped more than ``jump_m`` since the previous frame; Page's CUSUM
 accumulates the evidence above ``reference`` (the 95th percentile of the calibration frames' own evidence)
-per 0.2 s of stream time and flags ``out_of_area``
-while the sum exceeds the threshold fitted on calibration drives of the training area (their 97th
+per 0.2 s of stream time and flags ``out_of_area`` while the sum exceeds the threshold fitted on calibration drives of the training area (their 97th
 percentile; `PlaceEvidence`, `fit_place_validity`). Why a sequence: an unseen city built from the same
 facades matches the index almost as well frame by frame (one city's frames scored like a dusk drive in
 heavy traffic of the training area); only their persistence tells it apart. Measured on held-out drives
